@@ -1,0 +1,137 @@
+"""Reading and writing model files.
+
+Two formats:
+
+* **official LIIF ``.pth``** (``torch.save`` of ``{'model': {'name', 'args', 'sd'}, ...}``),
+  always read with ``torch.load(..., weights_only=True)`` so a file can never execute code;
+  optimizer state and epoch are ignored;
+* **ours**: a ``.safetensors`` file whose metadata holds the spec as JSON (key ``spec``),
+  plus free-form ``card`` metadata.
+
+Every failure becomes a ``CheckpointError`` with one line naming the file and what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import models
+
+
+class CheckpointError(ValueError):
+    """A model file that is missing, unreadable or not a LIIF checkpoint."""
+
+
+def _fail(path, msg: str) -> CheckpointError:
+    return CheckpointError(f"{path}: {msg}")
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, str]]:
+    """Return ``(spec, state_dict, metadata)`` from an official ``.pth`` or our ``.safetensors``."""
+    path = Path(path)
+    if not path.is_file():
+        raise _fail(path, "no such file (expected an official LIIF .pth or a napari-liif .safetensors)")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    return _read_official(path)
+
+
+def _read_official(path: Path):
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _fail(path, f"not a readable torch checkpoint ({first}); expected an official LIIF .pth "
+                          "saved by torch.save, or a .safetensors file") from None
+    model = obj.get("model") if isinstance(obj, dict) else None
+    if not isinstance(model, dict) or not {"name", "args", "sd"} <= set(model):
+        keys = sorted(obj)[:6] if isinstance(obj, dict) else type(obj).__name__
+        raise _fail(path, f"not a LIIF checkpoint: expected {{'model': {{'name', 'args', 'sd'}}}}, found {keys}")
+    spec = {"name": model["name"], "args": model["args"]}
+    return spec, dict(model["sd"]), {"format": "official-pth"}
+
+
+def _read_safetensors(path: Path):
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        sd = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise _fail(path, f"not a readable safetensors file ({exc})") from None
+    if "spec" not in meta:
+        raise _fail(path, "safetensors file has no 'spec' metadata; expected one written by napari-liif")
+    try:
+        spec = json.loads(meta["spec"])
+    except json.JSONDecodeError as exc:
+        raise _fail(path, f"the 'spec' metadata is not valid JSON ({exc})") from None
+    return spec, sd, meta
+
+
+def build(spec: dict, state_dict: dict[str, torch.Tensor], path: Any = "<memory>") -> torch.nn.Module:
+    """Build the model of ``spec`` and load ``state_dict`` strictly."""
+    if spec.get("name") != "liif":
+        raise _fail(path, f"model name is {spec.get('name')!r}; only 'liif' models are supported")
+    try:
+        net = models.make(spec)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise _fail(path, f"cannot build the model its spec describes ({exc})") from None
+    try:
+        net.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        raise _fail(path, "weights do not match the spec: " + " ".join(lines[1:3])[:300]) from None
+    return net.eval()
+
+
+def save_safetensors(path: str | Path, net: torch.nn.Module, spec: dict, **card: str) -> Path:
+    """Write ``net`` as our safetensors format (fp32 unless the tensors are already lower)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    meta = {"spec": json.dumps(spec), "format": "napari-liif-1", **{k: str(v) for k, v in card.items()}}
+    tmp = path.with_suffix(".tmp")
+    save_file(sd, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return path
+
+
+def save_official(path: str | Path, net: torch.nn.Module, spec: dict, optimizer=None, epoch: int = 0) -> Path:
+    """Write the official LIIF layout, loadable by the official code and by us."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    obj = {"model": {"name": spec["name"], "args": spec["args"], "sd": sd}, "epoch": epoch}
+    if optimizer is not None:
+        obj["optimizer"] = {"name": "adam", "args": {}, "sd": optimizer.state_dict()}
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+    return path
+
+
+def describe(spec: dict, net: torch.nn.Module) -> dict[str, Any]:
+    """Architecture summary for ``napari-liif info``."""
+    args = spec.get("args", {})
+    enc = args.get("encoder_spec", {})
+    return {
+        "encoder": enc.get("name"),
+        "encoder_args": enc.get("args", {}),
+        "decoder_hidden": args.get("imnet_spec", {}).get("args", {}).get("hidden_list"),
+        "local_ensemble": net.local_ensemble,
+        "feat_unfold": net.feat_unfold,
+        "cell_decode": net.cell_decode,
+        "bilinear_residual": net.bilinear_residual,
+        "receptive_radius": net.encoder.receptive_radius,
+        "parameters": sum(p.numel() for n, p in net.named_parameters() if "mean" not in n),
+    }

@@ -1,0 +1,132 @@
+"""The ``napari-liif`` command: upscale, info, view, train, data. No Qt is imported here
+except by ``view``, which opens napari."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .io import READ_SUFFIXES
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit status 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"scale must be a number, got {text!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"scale must be a positive finite number, got {text!r}")
+    return v
+
+
+def _scale(text: str):
+    parts = text.split(",")
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"scale must be S or SY,SX, got {text!r}")
+    vals = [_positive_float(p) for p in parts]
+    return vals[0] if len(vals) == 1 else tuple(vals)
+
+
+def _size(text: str):
+    try:
+        h, w = (int(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be H,W (two integers), got {text!r}") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return h, w
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", help="official LIIF .pth or napari-liif .safetensors (default: bundled)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--cell", default="on", choices=["on", "off", "clamp"],
+                   help="cell decoding: on (true output cell), off (input cell), clamp (never finer than x4)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="napari-liif", description="LIIF continuous super-resolution.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    up = sub.add_parser("upscale", help="upscale image files or folders")
+    up.add_argument("inputs", nargs="+", help=f"files, folders or globs ({', '.join(READ_SUFFIXES)})")
+    g = up.add_mutually_exclusive_group(required=True)
+    g.add_argument("--scale", type=_scale, help="S or SY,SX (any positive number)")
+    g.add_argument("--size", type=_size, help="H,W output size, as the official LIIF demo")
+    up.add_argument("-o", "--output", help="output file (one input) or folder")
+    up.add_argument("--suffix", default=None, help="output name suffix when writing beside the input "
+                                                   "(default: _liif_xS)")
+    up.add_argument("--format", dest="fmt", choices=[s[1:] for s in READ_SUFFIXES], help="output file type")
+    up.add_argument("--channel-axis", type=int, default=None, help="axis of independent channels")
+    up.add_argument("--overwrite", action="store_true", help="redo outputs that exist (inputs are never overwritten)")
+    up.add_argument("--dask", action="store_true", help="chunked, out-of-core upscale to a zarr store")
+    up.add_argument("--chunk", type=int, default=512, help="input chunk size (rows and cols) with --dask")
+    up.add_argument("--quiet", action="store_true", help="no progress bar")
+    _model_args(up)
+
+    info = sub.add_parser("info", help="describe a checkpoint")
+    info.add_argument("checkpoint", nargs="?", help="model file (default: the bundled model)")
+
+    view = sub.add_parser("view", help="open napari with live LIIF zoom")
+    view.add_argument("image", nargs="?", help="image file (default: the bundled sample photograph)")
+    _model_args(view)
+
+    from .train.cli import add_train_parsers
+
+    add_train_parsers(sub)
+    return parser
+
+
+def cmd_info(args) -> int:
+    from .engine import load_model
+
+    m = load_model(args.checkpoint, device="cpu")
+    for k, v in m.info().items():
+        print(f"{k:18s} {v}")
+    for k in ("steps", "trained_on", "hardware"):
+        if k in m.metadata:
+            print(f"{k:18s} {m.metadata[k]}")
+    return 0
+
+
+def cmd_view(args) -> int:
+    from ._qt.view import run_viewer
+
+    return run_viewer(args.image, checkpoint=args.checkpoint, device=args.device,
+                      precision=args.precision, cell=args.cell)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .batch import BatchError
+    from .checkpoint import CheckpointError
+    from .io import ImageIOError
+
+    handlers = {"upscale": "napari_liif.batch:cmd_upscale", "info": cmd_info, "view": cmd_view,
+                "train": "napari_liif.train.cli:cmd_train", "data": "napari_liif.train.cli:cmd_data"}
+    handler = handlers[args.command]
+    if isinstance(handler, str):
+        import importlib
+
+        mod, fn = handler.split(":")
+        handler = getattr(importlib.import_module(mod), fn)
+    try:
+        return int(handler(args) or 0)
+    except (CheckpointError, ImageIOError, BatchError, ValueError, TypeError, MemoryError) as exc:
+        print(f"napari-liif: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("napari-liif: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""``LiifModel``: a loaded network on a device, and ``load_model``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError, build, describe, read_checkpoint
+from .device import resolve_device, resolve_precision
+from .field import EncodedField
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "liif-edsr-baseline-default.safetensors"
+
+
+def default_checkpoint() -> Path:
+    """Path of the bundled default model; a clear error if the package ships none."""
+    if not DEFAULT_WEIGHTS.is_file():
+        raise CheckpointError(f"{DEFAULT_WEIGHTS}: no bundled default model in this installation; "
+                              "pass checkpoint=PATH (an official LIIF .pth or a napari-liif .safetensors)")
+    return DEFAULT_WEIGHTS
+
+
+class LiifModel:
+    """A LIIF network ready for inference on one device at one precision.
+
+    ``encode(image)`` returns an :class:`~napari_liif.field.EncodedField`.
+    """
+
+    def __init__(self, net: torch.nn.Module, spec: dict, *, device="auto", precision="fp32",
+                 name: str = "<memory>", metadata: dict | None = None):
+        self.spec = spec
+        self.name = name
+        self.metadata = dict(metadata or {})
+        self.device = resolve_device(device)
+        self.dtype = resolve_precision(precision)
+        self.net = net.eval().to(self.device, self.dtype)
+        self.net.requires_grad_(False)
+
+    @property
+    def receptive_radius(self) -> int:
+        return self.net.encoder.receptive_radius
+
+    def info(self) -> dict:
+        d = describe(self.spec, self.net)
+        d.update(name=str(self.name), device=str(self.device), precision=str(self.dtype).replace("torch.", ""))
+        return d
+
+    def encode(self, image, *, tile: int = 256, cache_bytes: int = 1 << 30) -> EncodedField:
+        """Encode an image already in [0, 1]: float array (H, W) gray or (H, W, 3) RGB, or a
+        ``source(y0, y1, x0, x1)`` callable together with ``shape=(H, W)`` via ``encode_source``.
+
+        Encoding is lazy: encoder tiles are computed when a render first needs them.
+        """
+        a = np.asarray(image)
+        if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] != 3):
+            raise ValueError(f"encode expects (H, W) or (H, W, 3) data in [0, 1], got shape {a.shape}; "
+                             "use napari_liif.upscale for other layouts")
+        if a.shape[0] < 1 or a.shape[1] < 1:
+            raise ValueError(f"cannot encode an empty image of shape {a.shape}")
+        a = a.astype(np.float32, copy=False)
+        return self.encode_source(lambda y0, y1, x0, x1: a[y0:y1, x0:x1], a.shape[:2], tile=tile,
+                                  cache_bytes=cache_bytes)
+
+    def encode_source(self, source, shape, *, tile: int = 256, cache_bytes: int = 1 << 30) -> EncodedField:
+        """Encode a lazily read image: ``source(y0, y1, x0, x1)`` returns that window in [0, 1]."""
+        return EncodedField(self, source, shape, tile=tile, cache_bytes=cache_bytes)
+
+    def __repr__(self):
+        return f"LiifModel({self.name!s}, device={self.device}, dtype={self.dtype})"
+
+
+def load_model(checkpoint: str | Path | None = None, device: str = "auto", precision: str = "fp32") -> LiifModel:
+    """Load a LIIF model.
+
+    Parameters
+    ----------
+    checkpoint : path or None
+        An official LIIF ``.pth`` or a napari-liif ``.safetensors``; None loads the bundled default.
+    device : {"auto", "cpu", "cuda", "mps"}
+        ``auto`` picks CUDA, then MPS, then CPU.
+    precision : {"fp32", "bf16", "fp16"}
+    """
+    path = default_checkpoint() if checkpoint is None else Path(checkpoint)
+    spec, sd, meta = read_checkpoint(path)
+    net = build(spec, sd, path)
+    return LiifModel(net, spec, device=device, precision=precision, name=path.name, metadata=meta)

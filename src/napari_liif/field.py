@@ -1,0 +1,200 @@
+"""An encoded image: a continuous function that can be rendered on any grid, anywhere.
+
+``EncodedField`` is "set once, query many": the encoder runs lazily, tile by tile with a
+halo of at least its receptive field (so tiles equal untiled encoding), and keeps the
+first-layer projection of each latent tile in a bounded LRU cache. ``render`` evaluates
+a rectangle on a regular grid in output blocks, so memory stays bounded for any output
+size and only the latent tiles under the rectangle are ever encoded.
+
+Coordinates: ``region = (top, left, bottom, right)`` in input *pixel-edge* units, the
+whole image being ``(0, 0, H, W)``; pixel ``i`` covers ``[i, i + 1]``. Sample ``(i, j)``
+of a render of shape ``(rows, cols)`` sits at the centre of its cell:
+``top + (i + 0.5) * (bottom - top) / rows``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .models.liif import axis_centres, nearest_latent
+
+CELL_MODES = ("on", "off", "clamp")
+Source = Callable[[int, int, int, int], np.ndarray]
+
+
+def _axis(n_in: int, lo: float, hi: float, n_out: int, shifts, eps, device):
+    """Per-axis lookups for a regular grid: normalised sample coords, and per shift the
+    latent index and relative coordinate (already multiplied by the latent count)."""
+    c = axis_centres(n_out, -1 + 2 * lo / n_in, -1 + 2 * hi / n_in, device=device)
+    centres = axis_centres(n_in, device=device)
+    idx = [nearest_latent(c, n_in, s, eps) for s in sorted(set(shifts))]
+    table = {s: (i, (c - centres[i]) * n_in) for s, i in zip(sorted(set(shifts)), idx)}
+    return c, table
+
+
+def _bilinear_axis(c: torch.Tensor, n: int):
+    """Bilinear taps along one axis with border clamping (grid_sample, align_corners=False)."""
+    p = ((c + 1) * n - 1) / 2
+    p = p.clamp(0, n - 1)
+    i0 = p.floor().long()
+    i1 = (i0 + 1).clamp(max=n - 1)
+    return i0, i1, p - i0
+
+
+class EncodedField:
+    """A LIIF-encoded image. Build it with ``LiifModel.encode``; then ``render`` anywhere."""
+
+    def __init__(self, model, source: Source, shape: tuple[int, int], *, tile: int = 256,
+                 cache_bytes: int = 1 << 30, block: int = 128):
+        self.model = model
+        self.source = source
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.tile = int(tile)
+        self.block = int(block)
+        self.cache_bytes = int(cache_bytes)
+        self._cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
+        self._lock = threading.RLock()
+        self.tiles_encoded = 0  # counter, for tests and status lines
+
+    # -- latents -------------------------------------------------------------------------
+    def _input(self, y0, y1, x0, x1) -> torch.Tensor:
+        """Source window as (1, 3, h, w) on the [-1, 1] scale, on the model's device/dtype."""
+        a = np.asarray(self.source(y0, y1, x0, x1), dtype=np.float32)
+        t = torch.from_numpy(np.ascontiguousarray(a)).to(self.model.device)
+        t = t.unsqueeze(-1).expand(-1, -1, 3) if t.ndim == 2 else t
+        return ((t.permute(2, 0, 1) - 0.5) / 0.5).unsqueeze(0).to(self.model.dtype)
+
+    def _encode_tile(self, ty: int, tx: int) -> torch.Tensor:
+        h, w = self.shape
+        t = self.tile
+        y0, y1, x0, x1 = ty * t, min(h, ty * t + t), tx * t, min(w, tx * t + t)
+        halo = self.model.net.encoder.receptive_radius + 1  # +1 for the 3x3 unfold
+        wy0, wy1, wx0, wx1 = max(0, y0 - halo), min(h, y1 + halo), max(0, x0 - halo), min(w, x1 + halo)
+        with torch.inference_mode():
+            net = self.model.net
+            proj = net.project(net.encode(self._input(wy0, wy1, wx0, wx1)))[0]
+        self.tiles_encoded += 1
+        return proj[:, y0 - wy0: y1 - wy0, x0 - wx0: x1 - wx0].contiguous()
+
+    def _tile(self, ty: int, tx: int) -> torch.Tensor:
+        with self._lock:
+            key = (ty, tx)
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            proj = self._encode_tile(ty, tx)
+            self._cache[key] = proj
+            while len(self._cache) > 1 and self.cached_bytes() > self.cache_bytes:
+                self._cache.popitem(last=False)
+            return proj
+
+    def cached_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self._cache.values())
+
+    def latents(self, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
+        """Projected latents of rows [y0, y1) and columns [x0, x1): (hidden, y1-y0, x1-x0)."""
+        t = self.tile
+        rows = []
+        for ty in range(y0 // t, (y1 - 1) // t + 1):
+            cols = []
+            for tx in range(x0 // t, (x1 - 1) // t + 1):
+                p = self._tile(ty, tx)
+                cols.append(p[:, max(y0 - ty * t, 0): y1 - ty * t, max(x0 - tx * t, 0): x1 - tx * t])
+            rows.append(torch.cat(cols, 2) if len(cols) > 1 else cols[0])
+        return torch.cat(rows, 1) if len(rows) > 1 else rows[0]
+
+    # -- rendering -----------------------------------------------------------------------
+    def cell(self, region, shape, mode: str = "on") -> tuple[float, float]:
+        """Cell size in [-1, 1] units for sampling ``region`` on ``shape`` (see ``CELL_MODES``)."""
+        if mode not in CELL_MODES:
+            raise ValueError(f"cell mode {mode!r} is not one of {', '.join(CELL_MODES)}")
+        (h, w), (top, left, bottom, right) = self.shape, region
+        step = ((bottom - top) / shape[0], (right - left) / shape[1])  # input pixels per sample
+        if mode == "off":
+            return 2 / h, 2 / w  # the cell of the input grid itself: density-independent
+        cell = [2 * s / n for s, n in zip(step, (h, w))]
+        if mode == "clamp":  # never finer than at x4, the top of the training range
+            cell = [c * max(1 / s / 4, 1.0) for c, s in zip(cell, step)]
+        return cell[0], cell[1]
+
+    def render(self, region=None, shape=None, *, cell: str = "on", progress=None, should_stop=None,
+               out: np.ndarray | None = None) -> np.ndarray:
+        """Evaluate ``region`` on a ``shape`` grid; returns float32 (rows, cols, 3) in [0, 1].
+
+        progress(done, total) is called after each output block; if ``should_stop()`` turns
+        true, rendering stops and the partial array is returned (its rest left unchanged).
+        """
+        h, w = self.shape
+        region = tuple(float(v) for v in (region if region is not None else (0, 0, h, w)))
+        shape = tuple(int(v) for v in (shape if shape is not None else (h, w)))
+        if len(region) != 4 or not (region[2] > region[0] and region[3] > region[1]):
+            raise ValueError(f"region must be (top, left, bottom, right) with bottom > top and right > left, got {region}")
+        if len(shape) != 2 or min(shape) < 1:
+            raise ValueError(f"shape must be (rows, cols) of positive integers, got {shape}")
+        net, dev = self.model.net, self.model.device
+        shifts, eps = net.shifts()
+        yc, ytab = _axis(h, region[0], region[2], shape[0], [s[0] for s in shifts], eps, dev)
+        xc, xtab = _axis(w, region[1], region[3], shape[1], [s[1] for s in shifts], eps, dev)
+        wc, wcell = net.coord_weights()
+        bias = 0
+        if wcell is not None:
+            cy, cx = self.cell(region, shape, cell)
+            bias = (torch.tensor([cy * h, cx * w], device=dev, dtype=wc.dtype) @ wcell.t())
+        if out is None:
+            out = np.empty(shape + (3,), np.float32)
+        b = self.block
+        blocks = [(r, c) for r in range(0, shape[0], b) for c in range(0, shape[1], b)]
+        with torch.inference_mode():
+            for k, (r0, c0) in enumerate(blocks):
+                if should_stop is not None and should_stop():
+                    break
+                rs, cs = slice(r0, min(r0 + b, shape[0])), slice(c0, min(c0 + b, shape[1]))
+                val = self._block(ytab, xtab, rs, cs, shifts, wc, bias)
+                if net.bilinear_residual:
+                    val = val + self._bilinear(yc[rs], xc[cs])
+                out[rs, cs] = (val * 0.5 + 0.5).clamp_(0, 1).cpu().numpy()
+                if progress is not None:
+                    progress(k + 1, len(blocks))
+        return out
+
+    def _block(self, ytab, xtab, rs, cs, shifts, wc, bias) -> torch.Tensor:
+        """Decoded values (r, c, 3) on the [-1, 1] scale for one output block."""
+        net = self.model.net
+        iys = {s: t[0][rs] for s, t in ytab.items()}
+        ixs = {s: t[0][cs] for s, t in xtab.items()}
+        ly0, ly1 = min(int(i.min()) for i in iys.values()), max(int(i.max()) for i in iys.values()) + 1
+        lx0, lx1 = min(int(i.min()) for i in ixs.values()), max(int(i.max()) for i in ixs.values()) + 1
+        lat = self.latents(ly0, ly1, lx0, lx1)
+        flat = lat.permute(1, 2, 0).reshape(-1, lat.shape[0])
+        nx = lx1 - lx0
+        hs, areas = [], []
+        for sy, sx in shifts:
+            ry, rx = ytab[sy][1][rs], xtab[sx][1][cs]
+            idx = (iys[sy] - ly0)[:, None] * nx + (ixs[sx] - lx0)[None, :]
+            h1 = flat[idx] + (ry[:, None, None] * wc[:, 0] + rx[None, :, None] * wc[:, 1]).to(flat.dtype) + bias
+            hs.append(h1)
+            areas.append((ry[:, None] * rx[None, :]).abs() + 1e-9)
+        preds = net.tail(torch.stack(hs)).float()
+        if len(shifts) == 4:
+            areas = areas[::-1]  # each member is weighted by the diagonally opposite area
+        tot = sum(areas)
+        return sum(p * (a / tot)[..., None] for p, a in zip(preds, areas))
+
+    def _bilinear(self, yc: torch.Tensor, xc: torch.Tensor) -> torch.Tensor:
+        """Bilinear interpolation of the input at the grid (border padding), [-1, 1] scale."""
+        (h, w), dev = self.shape, self.model.device
+        y0, y1, ty = _bilinear_axis(yc, h)
+        x0, x1, tx = _bilinear_axis(xc, w)
+        a, b = int(y0.min()), int(y1.max()) + 1
+        c, d = int(x0.min()), int(x1.max()) + 1
+        img = self._input(a, b, c, d)[0].float().permute(1, 2, 0)  # (rows, cols, 3)
+        y0, y1, x0, x1 = y0 - a, y1 - a, x0 - c, x1 - c
+        ty, tx = ty[:, None, None].to(dev), tx[None, :, None].to(dev)
+        top = img[y0][:, x0] * (1 - tx) + img[y0][:, x1] * tx
+        bot = img[y1][:, x0] * (1 - tx) + img[y1][:, x1] * tx
+        return top * (1 - ty) + bot * ty

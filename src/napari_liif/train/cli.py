@@ -1,0 +1,79 @@
+"""``napari-liif train`` and ``napari-liif data``."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+
+from .loop import TrainConfig
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected on/off, got {text!r}")
+
+
+def add_train_parsers(sub) -> None:
+    t = sub.add_parser("train", help="train or fine-tune a LIIF model on image folders")
+    t.add_argument("train_dirs", nargs="+", help="folders of training images (png, jpg, tif, npy)")
+    t.add_argument("-o", "--out-dir", required=True, help="run folder: checkpoints, loss.csv, val.csv")
+    t.add_argument("--val-dir", help="held-out images for PSNR against bicubic")
+    t.add_argument("--steps", type=int, default=1000)
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--lr", type=float, default=1e-4)
+    t.add_argument("--lr-halve-every", type=int, default=0, help="halve the rate every N steps (0: never)")
+    t.add_argument("--scale", type=float, default=None, help="train at one fixed scale (the paper's ablation)")
+    t.add_argument("--scale-min", type=float, default=1.0)
+    t.add_argument("--scale-max", type=float, default=4.0)
+    t.add_argument("--inp-size", type=int, default=48)
+    t.add_argument("--n-samples", type=int, default=2304, help="target pixels per patch")
+    t.add_argument("--encoder", default="edsr-baseline", choices=["edsr-baseline", "edsr", "rdn"])
+    t.add_argument("--hidden", default="256,256,256,256", help="decoder hidden widths, comma separated")
+    for flag in ("local-ensemble", "feat-unfold", "cell-decode"):
+        t.add_argument(f"--{flag}", type=_bool, default=True, metavar="on|off")
+    t.add_argument("--bilinear-residual", type=_bool, default=False, metavar="on|off",
+                   help="add bilinear interpolation of the input to the output (LTE-style global residual)")
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    t.add_argument("--bf16", action="store_true", help="bf16 autocast (fp32 master weights)")
+    t.add_argument("--init", help="fine-tune from this checkpoint (.pth or .safetensors)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out-dir from last.pth")
+    t.add_argument("--val-every", type=int, default=500)
+    t.add_argument("--save-every", type=int, default=250)
+    t.add_argument("--max-minutes", type=float, default=0)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--export", help="also write the model (safetensors) here at every save")
+
+    d = sub.add_parser("data", help="rebuild the default model's training set from Debian and scikit-image")
+    d.add_argument("out", help="folder for train/ and val/ (and the package cache)")
+
+
+def config_from_args(args) -> TrainConfig:
+    names = {f.name for f in fields(TrainConfig)}
+    kw = {k: v for k, v in vars(args).items() if k in names}
+    kw["hidden"] = [int(v) for v in args.hidden.split(",")]
+    if args.scale is not None:
+        kw["scale_min"] = kw["scale_max"] = args.scale
+    if not kw["scale_min"] >= 1 or kw["scale_max"] < kw["scale_min"]:
+        raise ValueError(f"scale range must satisfy 1 <= min <= max, got {kw['scale_min']}..{kw['scale_max']}")
+    return TrainConfig(**kw)
+
+
+def cmd_train(args) -> int:
+    from .loop import train
+
+    cfg = config_from_args(args)
+    trainer = train(cfg)
+    print(f"saved {trainer.out / 'last.safetensors'} at step {trainer.step}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from .data import build_dataset
+
+    counts = build_dataset(args.out)
+    print(f"{counts['train']} training and {counts['val']} validation images in {args.out} "
+          f"({counts['rejected']} rejected)")
+    return 0

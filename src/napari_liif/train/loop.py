@@ -1,0 +1,200 @@
+"""Training LIIF on folders of images (the paper's recipe, sized for what the machine has)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import models
+from ..checkpoint import build, read_checkpoint, save_official, save_safetensors
+from ..device import resolve_device
+from ..engine import LiifModel
+from ..io import read_image
+from ..intensity import to_unit_float
+from .evaluate import EVAL_SCALES, evaluate, format_table, load_images
+from .patches import collate, min_side_for, sample_patch
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy"}
+
+
+@dataclass
+class TrainConfig:
+    train_dirs: list[str]
+    out_dir: str
+    val_dir: str | None = None
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 1e-4
+    lr_halve_every: int = 0  # 0: constant rate
+    inp_size: int = 48
+    scale_min: float = 1.0
+    scale_max: float = 4.0
+    n_samples: int = 2304
+    encoder: str = "edsr-baseline"
+    hidden: list[int] = field(default_factory=lambda: [256, 256, 256, 256])
+    local_ensemble: bool = True
+    feat_unfold: bool = True
+    cell_decode: bool = True
+    bilinear_residual: bool = False
+    device: str = "auto"
+    bf16: bool = False
+    init: str | None = None
+    resume: bool = False
+    val_every: int = 500
+    val_scales: list[int] = field(default_factory=lambda: list(EVAL_SCALES))
+    val_limit: int | None = None
+    save_every: int = 250
+    max_minutes: float = 0  # stop (and save) after this much wall time; 0: no limit
+    seed: int = 0
+    export: str | None = None  # also write the safetensors here at every save (e.g. the bundled default)
+
+    def spec(self) -> dict:
+        args = {"encoder_spec": {"name": self.encoder, "args": {"no_upsampling": True}},
+                "imnet_spec": {"name": "mlp", "args": {"out_dim": 3, "hidden_list": list(self.hidden)}},
+                "local_ensemble": self.local_ensemble, "feat_unfold": self.feat_unfold,
+                "cell_decode": self.cell_decode}
+        if self.bilinear_residual:
+            args["bilinear_residual"] = True
+        return {"name": "liif", "args": args}
+
+
+def load_training_images(dirs: list[str], min_side: int) -> list[torch.Tensor]:
+    """(3, H, W) float tensors in [0, 1]; gray and 16-bit images are mapped as ``upscale`` maps them."""
+    paths = sorted(p for d in dirs for p in Path(d).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ValueError(f"no training images (png, jpg, tif, npy) found in {', '.join(map(str, dirs))}")
+    out = []
+    for p in paths:
+        a = read_image(p)
+        if a.ndim == 3 and a.shape[-1] not in (3, 4):
+            raise ValueError(f"{p}: training expects 2D gray or RGB(A) images, got shape {a.shape}")
+        u = to_unit_float(a[..., :3] if a.ndim == 3 else a)
+        t = torch.from_numpy(np.stack([u] * 3) if u.ndim == 2 else u.transpose(2, 0, 1).copy())
+        if min(t.shape[1:]) >= min_side:
+            out.append(t.contiguous())
+    if not out:
+        raise ValueError(f"every training image is smaller than {min_side} px on a side (needed by the "
+                         "largest scale); lower --scale-max or add larger images")
+    return out
+
+
+class Trainer:
+    """Holds the model, optimiser and data; ``run()`` trains to ``config.steps``."""
+
+    def __init__(self, cfg: TrainConfig, log=print):
+        self.cfg, self.log = cfg, log
+        self.out = Path(cfg.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.device = resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self.rng = random.Random(cfg.seed)
+        self.spec, self.step = cfg.spec(), 0
+        self.net = models.make(self.spec).to(self.device)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+        self._restore()
+        self.images = load_training_images(cfg.train_dirs, min_side_for(cfg.inp_size, (cfg.scale_min, cfg.scale_max)))
+        self.val = load_images(cfg.val_dir, limit=cfg.val_limit) if cfg.val_dir else []
+
+    def _restore(self):
+        cfg, last = self.cfg, self.out / "last.pth"
+        if cfg.resume and last.is_file():
+            obj = torch.load(last, map_location="cpu", weights_only=True)
+            self.spec = {"name": obj["model"]["name"], "args": obj["model"]["args"]}
+            self.net = build(self.spec, obj["model"]["sd"], last).to(self.device).train()
+            self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+            if "optimizer" in obj:
+                self.opt.load_state_dict(obj["optimizer"]["sd"])
+            self.step = int(obj.get("epoch", 0))
+            self.log(f"resumed from {last} at step {self.step}")
+        elif cfg.init:
+            spec, sd, _ = read_checkpoint(cfg.init)
+            self.spec = spec
+            self.net = build(spec, sd, cfg.init).to(self.device).train()
+            self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+            self.log(f"initialised from {cfg.init}")
+
+    def lr_at(self, step: int) -> float:
+        k = step // self.cfg.lr_halve_every if self.cfg.lr_halve_every else 0
+        return self.cfg.lr * 0.5 ** k
+
+    def batch(self) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        items = [sample_patch(self.rng.choice(self.images), cfg.inp_size, (cfg.scale_min, cfg.scale_max),
+                              cfg.n_samples, self.rng) for _ in range(cfg.batch_size)]
+        return {k: v.to(self.device) for k, v in collate(items).items()}
+
+    def train_step(self) -> float:
+        self.net.train()
+        b = self.batch()
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr_at(self.step)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            pred = self.net(b["inp"], b["coord"], b["cell"])
+        loss = torch.nn.functional.l1_loss(pred.float(), b["gt"])
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.step += 1
+        return float(loss.detach())
+
+    def validate(self) -> list[dict]:
+        model = LiifModel(self.net, self.spec, device=self.device)  # shares (and re-evals) the weights
+        rows = evaluate(model, self.val, self.cfg.val_scales, with_ssim=False)
+        self.net.train().requires_grad_(True)
+        path = self.out / "val.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            w = csv.DictWriter(f, ["step", "scale", "liif_psnr", "bicubic_psnr", "gain_db"], extrasaction="ignore")
+            if new:
+                w.writeheader()
+            for r in rows:
+                w.writerow({"step": self.step, **r})
+        self.log(f"step {self.step} validation\n{format_table(rows)}")
+        return rows
+
+    def save(self):
+        card = {"steps": str(self.step), "train_config": json.dumps(asdict(self.cfg))}
+        save_official(self.out / "last.pth", self.net, self.spec, self.opt, epoch=self.step)
+        save_safetensors(self.out / "last.safetensors", self.net, self.spec, **card)
+        if self.cfg.export:
+            save_safetensors(self.cfg.export, self.net, self.spec, **card)
+
+    def run(self, progress=True) -> list[float]:
+        from tqdm import tqdm
+
+        cfg, losses = self.cfg, []
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not progress, desc="train", mininterval=5)
+        start = time.perf_counter()
+        with (self.out / "loss.csv").open("a") as lf:
+            while self.step < cfg.steps:
+                if cfg.max_minutes and time.perf_counter() - start > 60 * cfg.max_minutes:
+                    self.log(f"time budget of {cfg.max_minutes} min reached at step {self.step}")
+                    break
+                t0 = time.perf_counter()
+                loss = self.train_step()
+                losses.append(loss)
+                lf.write(f"{self.step},{loss:.6f},{time.perf_counter() - t0:.3f}\n")
+                lf.flush()
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+                if cfg.save_every and self.step % cfg.save_every == 0:
+                    self.save()
+                if self.val and cfg.val_every and self.step % cfg.val_every == 0:
+                    self.validate()
+        bar.close()
+        self.save()
+        return losses
+
+
+def train(cfg: TrainConfig, progress: bool = True, log=print) -> Trainer:
+    """Train (or resume/fine-tune) per ``cfg``; returns the trainer with its final model."""
+    t = Trainer(cfg, log=log)
+    t.run(progress)
+    return t
