@@ -38,6 +38,7 @@ class TrainConfig:
     scale_max: float = 4.0
     n_samples: int = 2304
     encoder: str = "edsr-baseline"
+    encoder_args: dict = field(default_factory=dict)  # e.g. {"n_resblocks": 4} for a smaller encoder
     hidden: list[int] = field(default_factory=lambda: [256, 256, 256, 256])
     local_ensemble: bool = True
     feat_unfold: bool = True
@@ -56,7 +57,7 @@ class TrainConfig:
     export: str | None = None  # also write the safetensors here at every save (e.g. the bundled default)
 
     def spec(self) -> dict:
-        args = {"encoder_spec": {"name": self.encoder, "args": {"no_upsampling": True}},
+        args = {"encoder_spec": {"name": self.encoder, "args": {"no_upsampling": True, **self.encoder_args}},
                 "imnet_spec": {"name": "mlp", "args": {"out_dim": 3, "hidden_list": list(self.hidden)}},
                 "local_ensemble": self.local_ensemble, "feat_unfold": self.feat_unfold,
                 "cell_decode": self.cell_decode}
@@ -93,12 +94,13 @@ class Trainer:
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(cfg.device)
-        torch.manual_seed(cfg.seed)
-        self.rng = random.Random(cfg.seed)
+        torch.manual_seed(cfg.seed)  # the initial weights
         self.spec, self.step = cfg.spec(), 0
         self.net = models.make(self.spec).to(self.device)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         self._restore()
+        self.rng = random.Random(cfg.seed * 1_000_003 + self.step)  # a resumed run draws new samples
+        torch.manual_seed(cfg.seed * 1_000_003 + self.step)
         self.images = load_training_images(cfg.train_dirs, min_side_for(cfg.inp_size, (cfg.scale_min, cfg.scale_max)))
         self.val = load_images(cfg.val_dir, limit=cfg.val_limit) if cfg.val_dir else []
 
