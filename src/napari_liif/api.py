@@ -7,15 +7,19 @@ Layout rules
 * ``rgb=None`` guesses as napari does: a last axis of length 3 or 4 is colour. RGB goes
   through the model as colour; an alpha channel goes through it as a gray image.
 * ``channel_axis=k`` marks an axis of independent channels (fluorescence): each channel is
-  upscaled as a gray image with its own intensity map.
+  upscaled as a gray image with its own intensity map, and stays at axis k in the result.
 * Gray planes enter the model as R = G = B and leave as the mean of the three outputs.
+* A constant plane (or one of constant colour) comes back as that constant, exactly.
 
-Intensities are mapped to [0, 1] and back by :class:`~napari_liif.intensity.IntensityMap`.
+Intensities are mapped to [0, 1] and back by :class:`~napari_liif.intensity.IntensityMap`,
+fitted once over the whole array (per channel with ``channel_axis``), so the planes of a
+stack share one map.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 from pathlib import Path
 from typing import Callable
@@ -23,6 +27,8 @@ from typing import Callable
 import numpy as np
 
 from .intensity import IntensityMap
+
+CELL_MODES = ("on", "off", "clamp")  # as napari_liif.field.CELL_MODES (not imported: keeps torch lazy)
 
 Progress = Callable[[int, int], None]
 
@@ -45,33 +51,73 @@ def get_model(model=None, device: str = "auto", precision: str = "fp32"):
     return _cached_model(None if model is None else str(model), device, precision)
 
 
-def output_hw(hw: tuple[int, int], scale=None, size=None) -> tuple[int, int]:
-    """Output (rows, cols) for ``scale`` (number or per-axis pair) or ``size`` (rows, cols)."""
-    if (scale is None) == (size is None):
-        raise ValueError("give exactly one of scale= or size=")
-    if size is not None:
-        size = tuple(size) if np.ndim(size) else (size, size)
-        if len(size) != 2 or any(int(s) != s or s < 1 for s in size):
-            raise ValueError(f"size must be two positive integers (rows, cols), got {size}")
-        return int(size[0]), int(size[1])
-    pair = tuple(scale) if np.ndim(scale) else (scale, scale)
+def _number(v, what: str) -> float:
+    """``v`` as a finite float, or a ValueError naming ``what`` and the value received."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{what} must be a number, got {v!r}")
+    f = float(v)
+    if not math.isfinite(f):
+        raise ValueError(f"{what} must be a finite number, got {v!r}")
+    return f
+
+
+def _pair(v, what: str) -> tuple:
+    """A number or a (rows, cols) pair as a 2-tuple (strings are refused, not split)."""
+    if isinstance(v, (str, bytes)):
+        raise ValueError(f"{what} must be a number or a (rows, cols) pair, got {v!r}")
+    if np.ndim(v) == 0:
+        return (v, v)
+    pair = tuple(np.asarray(v, dtype=object).ravel()) if np.ndim(v) == 1 else ()
     if len(pair) != 2:
-        raise ValueError(f"scale must be a number or a (rows, cols) pair, got {scale}")
-    for s in pair:
-        if not (isinstance(s, (int, float, np.number)) and math.isfinite(s) and s > 0):
-            raise ValueError(f"scale must be a positive finite number, got {s!r}")
-    out = (max(1, round(hw[0] * float(pair[0]))), max(1, round(hw[1] * float(pair[1]))))
-    return out
+        raise ValueError(f"{what} must be a number or a (rows, cols) pair, got {v!r}")
+    return pair
 
 
-def check_allocatable(shape: tuple[int, ...], dtype, what: str = "output") -> None:
-    """Refuse, with a clear message, an allocation larger than the memory available."""
-    nbytes = int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize
+def output_hw(hw: tuple[int, int], scale=None, size=None) -> tuple[int, int]:
+    """Output (rows, cols) for ``scale`` (number or per-axis pair) or ``size`` (rows, cols).
+
+    ``scale`` gives ``max(1, round(n * s))`` pixels per axis; ``size`` gives exactly its
+    numbers. Errors name the value received.
+    """
+    if (scale is None) == (size is None):
+        raise ValueError("give exactly one of scale= or size= "
+                         f"(got scale={scale!r}, size={size!r})")
+    if size is not None:
+        pair = _pair(size, "size")
+        vals = [_number(s, "size") for s in pair]
+        if any(v != int(v) or v < 1 for v in vals):
+            raise ValueError(f"size must be two positive integers (rows, cols), got {size!r}")
+        return int(vals[0]), int(vals[1])
+    pair = _pair(scale, "scale")
+    out = []
+    for n, s in zip(hw, pair):
+        f = _number(s, "scale")
+        if f <= 0:
+            raise ValueError(f"scale must be a positive number, got {s!r}")
+        px = n * f
+        if not math.isfinite(px):
+            raise MemoryError(f"scale {s!r} gives an output too large to allocate ({n} x {s!r} pixels)")
+        out.append(max(1, round(px)))
+    return out[0], out[1]
+
+
+def check_allocatable(shape: tuple[int, ...], dtype, what: str = "output", extra_bytes: int = 0) -> None:
+    """Refuse, with a clear message, an allocation larger than the memory available.
+
+    ``extra_bytes`` counts working memory needed at the same time (not shown in the shape).
+    """
+    nbytes = math.prod(int(n) for n in shape) * np.dtype(dtype).itemsize + int(extra_bytes)  # exact ints
     avail = _available_memory()
     if avail and nbytes > avail:
-        raise MemoryError(f"the {what} of shape {tuple(shape)} ({np.dtype(dtype).name}) needs "
-                          f"{nbytes / 2**30:.1f} GiB but only {avail / 2**30:.1f} GiB is available; "
-                          "use a smaller scale, or upscale_dask / --dask to write it chunk by chunk")
+        hint = "use a smaller scale or size"
+        if importlib.util.find_spec(f"{__package__}.dask_upscale") is not None:
+            hint += ", or upscale_dask / --dask to write it chunk by chunk"
+        raise MemoryError(f"the {what} of shape {tuple(int(n) for n in shape)} ({np.dtype(dtype).name}) needs "
+                          f"{_gib(nbytes)} but only {_gib(avail)} of memory is available; {hint}")
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n < 2**70 else f"about 2^{n.bit_length() - 1} bytes"
 
 
 def _available_memory() -> int:
@@ -91,21 +137,25 @@ def _available_memory() -> int:
 
 
 def _layout(a: np.ndarray, rgb, channel_axis):
-    """Move channels last; return (array, kind) with kind in gray|rgb|rgba|channels."""
+    """Move channels last; return (array, kind, axis) with kind in gray|rgb|rgba|channels and
+    axis the normalised channel axis (None unless kind is channels)."""
     if channel_axis is not None:
         if rgb:
             raise ValueError("give either rgb=True or channel_axis, not both")
+        if isinstance(channel_axis, (bool, np.bool_)) or not isinstance(channel_axis, (int, np.integer)):
+            raise ValueError(f"channel_axis must be an integer, got {channel_axis!r}")
         ax = int(channel_axis)
         if not -a.ndim <= ax < a.ndim:
-            raise ValueError(f"channel_axis={channel_axis} is out of range for data with {a.ndim} dimensions")
-        return np.moveaxis(a, ax, -1), "channels"
+            raise ValueError(f"channel_axis={channel_axis} is out of range for data of shape {a.shape} "
+                             f"({a.ndim} dimensions)")
+        return np.moveaxis(a, ax, -1), "channels", ax % a.ndim
     if rgb is None:
         rgb = a.ndim >= 3 and a.shape[-1] in (3, 4)
     if rgb:
         if a.ndim < 3 or a.shape[-1] not in (3, 4):
             raise ValueError(f"rgb=True needs a last axis of length 3 or 4, got shape {a.shape}")
-        return a, "rgb" if a.shape[-1] == 3 else "rgba"
-    return a, "gray"
+        return a, "rgb" if a.shape[-1] == 3 else "rgba", None
+    return a, "gray", None
 
 
 def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", channel_axis: int | None = None,
@@ -115,10 +165,12 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
     Parameters
     ----------
     image : array-like
-        2D gray, (..., H, W) stacks, (..., H, W, 3|4) RGB(A), or channels at ``channel_axis``;
-        uint8, uint16, any integer, bool or float.
+        2D gray (H, W); stacks (..., H, W) such as (z, y, x) or (t, z, y, x), upscaled plane by
+        plane; RGB(A) (..., H, W, 3|4); or independent channels at ``channel_axis``.
+        uint8, uint16, any integer, bool or float (float16/32/64).
     scale : float or (float, float)
-        Output/input size ratio (rows, cols); non-integer and anisotropic allowed.
+        Output/input size ratio (rows, cols); non-integer and anisotropic allowed. Each
+        spatial axis of n pixels becomes ``max(1, round(n * scale))`` pixels.
     size : (int, int)
         Output (rows, cols) instead of ``scale``; the grid spans the whole input at pixel
         centres and the cell is (2/rows, 2/cols), as in the official LIIF demo.
@@ -126,48 +178,80 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
         None uses the bundled default model.
     cell : {"on", "off", "clamp"}
         See :meth:`napari_liif.field.EncodedField.cell`.
+    channel_axis : int, optional
+        Axis of independent channels (e.g. fluorescence); each channel is upscaled as a
+        gray image with its own intensity map, and stays at this axis in the result.
+    rgb : bool, optional
+        Whether the last axis is colour; None guesses (length 3 or 4 means RGB or RGBA).
     progress : callable(done, total), optional
-        Called after each plane.
+        Called as output blocks are rendered, with counts of output pixels (all planes together).
+    should_stop : callable() -> bool, optional
+        Checked between planes; when true an ``InterruptedError`` is raised.
 
     Returns
     -------
     numpy.ndarray with the input's dtype and channel layout, spatial axes resized.
+
+    Notes
+    -----
+    Intensities: uint8 and bool use the dtype range, other dtypes the finite data range of
+    the whole array (of each channel with ``channel_axis``; of the three colours together for
+    RGB), so a stack keeps one consistent map across its planes. Gray data enters the model
+    as R = G = B and leaves as the mean of the three outputs. A constant plane (or a plane
+    of constant colour) is returned as that constant without running the model.
+
+    Raises
+    ------
+    ValueError
+        bad scale, size, channel_axis, cell or an empty/shapeless image.
+    TypeError
+        data that is not integer, bool or float (object, strings, complex).
+    MemoryError
+        an output (with its working memory) larger than the memory available.
     """
     a = np.asarray(image)
     if a.dtype.kind not in "biuf":
         raise TypeError(f"cannot upscale data of dtype {a.dtype}; expected integer, float or bool data")
-    a, kind = _layout(a, rgb, channel_axis)
+    if cell not in CELL_MODES:
+        raise ValueError(f"cell must be one of {', '.join(CELL_MODES)}, got {cell!r}")
+    a, kind, ch_axis = _layout(a, rgb, channel_axis)
     spatial = a.shape[-3:-1] if kind != "gray" else a.shape[-2:]
-    if len(spatial) < 2 or min(spatial) < 1:
-        raise ValueError(f"image must have two spatial axes of at least one pixel, got shape {np.shape(image)}")
+    if len(spatial) < 2 or a.size == 0:
+        raise ValueError(f"image must have two spatial axes and at least one pixel, got shape {np.shape(image)}")
     out_hw = output_hw(tuple(spatial), scale, size)
     lead = a.shape[:-3] if kind != "gray" else a.shape[:-2]
     tail = (a.shape[-1],) if kind != "gray" else ()
     out_shape = lead + out_hw + tail
-    check_allocatable(out_shape, a.dtype)
-    check_allocatable(out_hw + (3,), np.float32, "working plane")
+    # the output, plus one plane of float32 RGB from the renderer and ~3 float64 planes while mapping back
+    check_allocatable(out_shape, a.dtype, extra_bytes=(12 + 24) * out_hw[0] * out_hw[1])
     m = get_model(model)
     out = np.empty(out_shape, a.dtype)
     maps = _intensity_maps(a, kind)
     planes = list(np.ndindex(*lead)) if lead else [()]
     jobs = [(p, c) for p in planes for c in _channel_jobs(kind, a.shape[-1] if tail else 0)]
+    per_job = out_hw[0] * out_hw[1]  # progress is counted in output pixels
+    total = per_job * len(jobs)
     for k, (p, c) in enumerate(jobs):
         if should_stop is not None and should_stop():
             raise InterruptedError(f"stopped after {k} of {len(jobs)} planes")
         src = a[p]
-        imap = maps[c if kind == "channels" else (3 if c == 3 else 0)]
-        u = imap.forward(src[..., :3] if c == "rgb" else src[..., c] if isinstance(c, int) else src)
-        res = m.encode(u).render(shape=out_hw, cell=cell)
-        res = res if c == "rgb" else res.mean(-1)
-        if c == "rgb":
-            out[p][..., :3] = imap.inverse(res)
-        elif isinstance(c, int):
-            out[p][..., c] = imap.inverse(res)
+        src = src[..., :3] if c == "rgb" else src[..., c] if isinstance(c, int) else src
+        dst = out[p][..., :3] if c == "rgb" else out[p][..., c] if isinstance(c, int) else out[p]
+        if _is_constant(src, c == "rgb"):
+            dst[...] = src[:1, :1]  # a constant plane stays exactly constant
         else:
-            out[p] = imap.inverse(res)
+            imap = maps[c if kind == "channels" else (3 if c == 3 else 0)]
+            tick = None if progress is None else (lambda d, n, k=k: progress(k * per_job + per_job * d // n, total))
+            res = m.encode(imap.forward(src)).render(shape=out_hw, cell=cell, progress=tick)
+            dst[...] = imap.inverse(res if c == "rgb" else res.mean(-1))
         if progress is not None:
-            progress(k + 1, len(jobs))
-    return out
+            progress((k + 1) * per_job, total)
+    return out if ch_axis is None else np.moveaxis(out, -1, ch_axis)
+
+
+def _is_constant(src: np.ndarray, colour: bool) -> bool:
+    flat = src.reshape(-1, src.shape[-1]) if colour else src.reshape(-1, 1)
+    return bool(np.all(flat == flat[:1]))
 
 
 def _channel_jobs(kind: str, n: int):

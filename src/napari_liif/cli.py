@@ -35,11 +35,11 @@ def _scale(text: str):
 
 def _size(text: str):
     try:
-        h, w = (int(p) for p in text.split(","))
+        h, w = (int(p) for p in text.replace("x", ",").split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must be H,W (two integers), got {text!r}") from None
     if h < 1 or w < 1:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+        raise argparse.ArgumentTypeError(f"size must be two positive integers H,W, got {text!r}")
     return h, w
 
 
@@ -55,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="napari-liif", description="LIIF continuous super-resolution.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    up = sub.add_parser("upscale", help="upscale image files or folders")
+    up = sub.add_parser("upscale", help="upscale image files or folders",
+                        epilog="Exit status: 0 all done (or skipped), 1 a file failed (the others are still "
+                               "processed), 2 bad arguments (missing input, an output that would overwrite an "
+                               "input, unusable checkpoint or device). Inputs are never overwritten.")
     up.add_argument("inputs", nargs="+", help=f"files, folders or globs ({', '.join(READ_SUFFIXES)})")
     g = up.add_mutually_exclusive_group(required=True)
     g.add_argument("--scale", type=_scale, help="S or SY,SX (any positive number)")
@@ -104,14 +107,21 @@ def cmd_view(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; exit status 0 on success, 1 when processing a file (or the job)
+    failed, 2 for bad arguments (including inputs, outputs or a checkpoint that cannot be
+    used); every error is one line on stderr."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
     from .batch import BatchError
     from .checkpoint import CheckpointError
     from .io import ImageIOError
 
     handlers = {"upscale": "napari_liif.batch:cmd_upscale", "info": cmd_info, "view": cmd_view,
-                "train": "napari_liif.train.cli:cmd_train", "data": "napari_liif.train.cli:cmd_data"}
+                "train": "napari_liif.train.cli:cmd_train", "data": "napari_liif.train.cli:cmd_data",
+                "evaluate": "napari_liif.train.cli:cmd_evaluate"}
     handler = handlers[args.command]
     if isinstance(handler, str):
         import importlib
@@ -120,12 +130,23 @@ def main(argv: list[str] | None = None) -> int:
         handler = getattr(importlib.import_module(mod), fn)
     try:
         return int(handler(args) or 0)
-    except (CheckpointError, ImageIOError, BatchError, ValueError, TypeError, MemoryError) as exc:
-        print(f"napari-liif: error: {exc}", file=sys.stderr)
+    except (CheckpointError, ImageIOError, BatchError, ValueError, TypeError) as exc:
+        _error(exc)
+        return 2
+    except (MemoryError, OSError, RuntimeError) as exc:
+        _error(exc)
         return 1
     except KeyboardInterrupt:
         print("napari-liif: interrupted", file=sys.stderr)
         return 130
+
+
+def _error(exc: BaseException) -> None:
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    if isinstance(exc, MemoryError) and "memory" not in text.lower():
+        text = f"out of memory ({text})"
+    print(f"napari-liif: error: {text}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ def default_checkpoint() -> Path:
     """Path of the bundled default model; a clear error if the package ships none."""
     if not DEFAULT_WEIGHTS.is_file():
         raise CheckpointError(f"{DEFAULT_WEIGHTS}: no bundled default model in this installation; "
-                              "pass checkpoint=PATH (an official LIIF .pth or a napari-liif .safetensors)")
+                              "pass checkpoint=PATH in Python or --checkpoint PATH on the command line "
+                              "(an official LIIF .pth or a napari-liif .safetensors)")
     return DEFAULT_WEIGHTS
 
 

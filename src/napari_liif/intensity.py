@@ -4,8 +4,12 @@
 * every other dtype (uint16, other integers, floats): the finite data range
   ``(v - lo) / (hi - lo)`` with ``lo, hi`` the minimum and maximum of the finite values, so
   nothing is clipped and the inverse ``v = u * (hi - lo) + lo`` restores the original range.
-  A constant image maps to 0 and back to its constant. For the model, NaN counts as ``lo``,
-  +inf as ``hi`` and -inf as ``lo`` (an upscaled image has no one-to-one pixel to keep them in).
+  A constant image (``hi == lo``) maps to 0, and every value maps back to that constant.
+  For the model, NaN counts as ``lo``, +inf as ``hi`` and -inf as ``lo`` (an upscaled image
+  has no one-to-one pixel to keep them in).
+
+The forward map is computed in float64 and only then rounded to float32, so integer data
+far from zero (e.g. int32 values around 1e9 with a small range) keeps its detail.
 
 Integer outputs are rounded and clipped to their dtype; float outputs keep their dtype.
 """
@@ -45,14 +49,17 @@ class IntensityMap:
 
     def forward(self, data: np.ndarray) -> np.ndarray:
         """Data -> float32 in [0, 1] (values outside [lo, hi] are clipped for the model only)."""
-        u = (np.asarray(data, np.float32) - np.float32(self.lo)) / np.float32(self.span)
+        a = np.asarray(data)
+        work = np.float32 if a.dtype in (np.float32, np.float16, np.bool_, np.uint8) else np.float64
+        u = (a.astype(work) - work(self.lo)) / work(self.span)
         if self.dtype.kind == "f":
             u = np.nan_to_num(u, nan=0.0, posinf=1.0, neginf=0.0)
-        return np.clip(u, 0.0, 1.0, out=u)
+        return np.clip(u, 0.0, 1.0).astype(np.float32, copy=False)
 
     def inverse(self, u: np.ndarray) -> np.ndarray:
-        """Float in [0, 1] -> the original dtype and range."""
-        v = np.asarray(u, np.float64) * self.span + self.lo
+        """Float in [0, 1] -> the original dtype and range (a constant map gives its constant)."""
+        span = self.hi - self.lo if self.hi > self.lo else 0.0
+        v = np.asarray(u, np.float64) * span + self.lo
         if self.dtype.kind == "b":
             return v >= 0.5
         if self.dtype.kind in "iu":

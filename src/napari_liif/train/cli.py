@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from .loop import TrainConfig
-
 
 def _bool(text: str) -> bool:
     if text.lower() in ("1", "true", "yes", "on"):
@@ -58,7 +56,9 @@ def add_train_parsers(sub) -> None:
     d.add_argument("out", help="folder for train/ and val/ (and the package cache)")
 
 
-def config_from_args(args) -> TrainConfig:
+def config_from_args(args):
+    from .loop import TrainConfig
+
     names = {f.name for f in fields(TrainConfig)}
     kw = {k: v for k, v in vars(args).items() if k in names}
     kw["hidden"] = [int(v) for v in args.hidden.split(",")]
