@@ -45,14 +45,28 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], di
 def _read_official(path: Path):
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except pickle.UnpicklingError as exc:
+        # torch's text here advises retrying with weights_only=False, which would run whatever
+        # the file holds: report only its specific reason (e.g. "Unsupported operand 95",
+        # "unsupported GLOBAL posix.system") and that nothing was executed
+        lines = [ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()]
+        why = [ln for ln in lines if not ln.startswith(("Please file an issue", "Check the documentation"))]
+        raise _fail(path, "not a LIIF checkpoint: its pickle is corrupt or holds objects other than tensors "
+                          f"and plain containers ({(why[0] if why else type(exc).__name__)[:150]}); refused, "
+                          "nothing in it was run; expected an official LIIF .pth saved by torch.save, "
+                          "or a .safetensors file") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        # first sentence only: torch's zip errors go on with generic advice
+        first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else type(exc).__name__
         raise _fail(path, f"not a readable torch checkpoint ({first}); expected an official LIIF .pth "
                           "saved by torch.save, or a .safetensors file") from None
     model = obj.get("model") if isinstance(obj, dict) else None
     if not isinstance(model, dict) or not {"name", "args", "sd"} <= set(model):
         keys = sorted(obj)[:6] if isinstance(obj, dict) else type(obj).__name__
         raise _fail(path, f"not a LIIF checkpoint: expected {{'model': {{'name', 'args', 'sd'}}}}, found {keys}")
+    if not isinstance(model["args"], dict) or not isinstance(model["sd"], dict):
+        raise _fail(path, "not a LIIF checkpoint: expected a dict 'args' and a state dict 'sd' under 'model', "
+                          f"found {type(model['args']).__name__} and {type(model['sd']).__name__}")
     spec = {"name": model["name"], "args": model["args"]}
     return spec, dict(model["sd"]), {"format": "official-pth"}
 
@@ -73,6 +87,9 @@ def _read_safetensors(path: Path):
         spec = json.loads(meta["spec"])
     except json.JSONDecodeError as exc:
         raise _fail(path, f"the 'spec' metadata is not valid JSON ({exc})") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("args"), dict):
+        raise _fail(path, "the 'spec' metadata is not a model spec; expected a JSON object "
+                          "{\"name\": ..., \"args\": {...}}")
     return spec, sd, meta
 
 
@@ -102,6 +119,7 @@ def save_safetensors(path: str | Path, net: torch.nn.Module, spec: dict, **card:
     meta = {"spec": json.dumps(spec), "format": "napari-liif-1", **{k: str(v) for k, v in card.items()}}
     tmp = path.with_suffix(".tmp")
     save_file(sd, str(tmp), metadata=meta)
+    tmp.chmod(0o644)  # safetensors creates it owner-only; model files are meant to be shared
     tmp.replace(path)
     return path
 

@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="describe a checkpoint")
     info.add_argument("checkpoint", nargs="?", help="model file (default: the bundled model)")
 
+    sample = sub.add_parser("sample", help="write a bundled sample image to a file")
+    sample.add_argument("name", choices=["photo", "cells"], help="photo: RGB photograph; cells: 16-bit microscopy-like")
+    sample.add_argument("output", help="file to write (.png, .tif, .npy; cells need .tif or .npy)")
+
     view = sub.add_parser("view", help="open napari with live LIIF zoom")
     view.add_argument("image", nargs="?", help="image file (default: the bundled sample photograph)")
     _model_args(view)
@@ -96,6 +100,26 @@ def cmd_info(args) -> int:
     for k in ("steps", "trained_on", "hardware"):
         if k in m.metadata:
             print(f"{k:18s} {m.metadata[k]}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    import numpy as np
+
+    from . import samples
+    from .io import write_image
+
+    data = getattr(samples, f"sample_{args.name}")()[0][0]
+    out = Path(args.output)
+    if out.exists():
+        from .io import read_image
+
+        if np.array_equal(read_image(out), data):
+            print(f"{out} already holds the {args.name} sample")
+            return 0
+        raise ValueError(f"{out}: exists and is not the sample; choose a new file name (samples never overwrite)")
+    write_image(out, data)
+    print(f"wrote {out} ({data.shape[0]}x{data.shape[1]}, {data.dtype})")
     return 0
 
 
@@ -119,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError
     from .io import ImageIOError
 
-    handlers = {"upscale": "napari_liif.batch:cmd_upscale", "info": cmd_info, "view": cmd_view,
+    handlers = {"upscale": "napari_liif.batch:cmd_upscale", "info": cmd_info, "view": cmd_view, "sample": cmd_sample,
                 "train": "napari_liif.train.cli:cmd_train", "data": "napari_liif.train.cli:cmd_data",
                 "evaluate": "napari_liif.train.cli:cmd_evaluate"}
     handler = handlers[args.command]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,9 @@ class LiifModel:
         self.metadata = dict(metadata or {})
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision)
+        first = next(net.parameters())
+        if first.device != self.device or first.dtype != self.dtype:
+            net = copy.deepcopy(net)  # never convert the caller's network in place
         self.net = net.eval().to(self.device, self.dtype)
         self.net.requires_grad_(False)
 

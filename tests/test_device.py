@@ -1,0 +1,120 @@
+"""Device and precision choice, and what reduced precision costs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_liif import device as dev
+from napari_liif.device import resolve_device, resolve_precision
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+HAS_CUDA = torch.cuda.is_available()
+HAS_MPS = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+@pytest.fixture
+def only_cpu(monkeypatch):
+    """Pretend the machine has neither CUDA nor MPS."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+
+def test_auto_picks_cuda_then_mps_then_cpu():
+    expected = "cuda" if HAS_CUDA else "mps" if HAS_MPS else "cpu"
+    assert resolve_device("auto") == torch.device(expected)
+    assert resolve_device(None) == torch.device(expected)
+    assert resolve_device() == torch.device(expected)
+
+
+def test_auto_is_cpu_without_accelerators(only_cpu):
+    assert dev.available_devices() == ["cpu"]
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_auto_preference_order(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert dev.available_devices() == ["cuda", "mps", "cpu"]
+    assert resolve_device("auto") == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("mps")
+
+
+def test_explicit_cpu():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("CPU") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+
+
+@pytest.mark.parametrize("name", ["cuda", "cuda:0", "mps"])
+def test_unavailable_device_lists_the_available_ones(only_cpu, name):
+    with pytest.raises(ValueError) as info:
+        resolve_device(name)
+    msg = str(info.value)
+    assert repr(name) in msg and "not available" in msg and msg.endswith("available: auto, cpu")
+
+
+@pytest.mark.parametrize("name", ["gpu", "tpu", "cuda0", "cpu0"])
+def test_unknown_device_names(name):
+    with pytest.raises(ValueError, match=rf"device '{name}' is not one of auto, cpu, cuda, mps"):
+        resolve_device(name)
+
+
+def test_precision_parsing():
+    assert resolve_precision("fp32") is torch.float32
+    assert resolve_precision("BF16") is torch.bfloat16
+    assert resolve_precision("fp16") is torch.float16
+    assert resolve_precision(torch.bfloat16) is torch.bfloat16
+    assert resolve_precision() is torch.float32
+
+
+@pytest.mark.parametrize("bad", ["fp64", "float32", "int8", "", torch.float64, torch.int8])
+def test_bad_precision_lists_the_choices(bad):
+    with pytest.raises(ValueError, match="is not one of fp32, bf16, fp16"):
+        resolve_precision(bad)
+
+
+def test_model_takes_the_resolved_device_and_dtype(make_liif, as_model):
+    net, spec = make_liif("edsr-baseline", hidden=(16,))
+    m = as_model(net, spec, precision="bf16")
+    assert m.device == torch.device("cpu") and m.dtype is torch.bfloat16
+    assert {p.dtype for p in m.net.parameters()} == {torch.bfloat16}
+    assert next(net.parameters()).dtype is torch.float32  # the caller's network is untouched (copy)
+    assert m.info()["precision"] == "bfloat16" and m.info()["device"] == "cpu"
+
+
+# -- reduced precision against fp32 ---------------------------------------------------------
+# Measured on random EDSR-baseline LIIFs (48 x 48 photo, x2.3), on the [0, 1] output scale:
+#   bf16: max |diff| 0.004-0.006, mean 0.0004-0.0007 (2 blocks + 2 x 64 decoder up to
+#         16 blocks + official 4 x 256 decoder); fp16: max 0.0005-0.0008, mean ~0.0001.
+# Tolerances below leave a ~3x margin. Trained weights may behave differently.
+
+IMAGE = np.random.default_rng(3).random((24, 20, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("precision,max_tol,mean_tol", [("bf16", 0.02, 0.002), ("fp16", 0.003, 3e-4)])
+def test_reduced_precision_is_close_to_fp32(make_liif, as_model, precision, max_tol, mean_tol):
+    net, spec = make_liif("edsr-baseline")
+    ref = as_model(net, spec).encode(IMAGE).render(None, (55, 46))
+    got = as_model(net, spec, precision=precision).encode(IMAGE).render(None, (55, 46))
+    assert got.dtype == np.float32
+    diff = np.abs(got - ref)
+    assert diff.max() < max_tol and diff.mean() < mean_tol
+    assert diff.max() > 0  # it really ran at reduced precision
+    assert ref.std() > 0.05
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_cuda_fp32_equals_cpu(make_liif):
+    """On a GPU, fp32 must stay fp32: equal to the CPU result within the exactness tolerance
+    (fails if TF32 convolutions or matrix products are in effect)."""
+    from napari_liif.engine import LiifModel
+    import copy
+
+    net, spec = make_liif("edsr-baseline", hidden=(256, 256, 256, 256))
+    cpu = LiifModel(copy.deepcopy(net), spec, device="cpu").encode(IMAGE).render(None, (55, 46))
+    gpu = LiifModel(copy.deepcopy(net), spec, device="cuda").encode(IMAGE).render(None, (55, 46))
+    assert float(np.abs(gpu - cpu).max()) * 2 < 1e-5
