@@ -1,0 +1,115 @@
+"""Live-zoom geometry without a viewer: lattice, tiles, regions and the overlay frame."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from napari_liif.viewport import PHASE_STEPS, Camera2D, Lattice, LayerGeometry, magnification, plan_view, screen_to_data
+
+
+def test_visible_rect_matches_napari_formula():
+    cam = Camera2D((100.0, 50.0), 4.0, (300, 400))
+    assert cam.visible_rect() == (100 - 300 / 8, 50 - 400 / 8, 100 + 300 / 8, 50 + 400 / 8)
+
+
+@pytest.mark.parametrize("center", [(63.5, 63.5), (10.3, 7.77), (-3.2, 40.01)])
+@pytest.mark.parametrize("zoom", [1.5, 4.0, 7.3])
+def test_lattice_sample_k_sits_on_screen_pixel_centre(center, zoom):
+    cam = Camera2D(center, zoom, (61, 83))
+    lat, (k_r, k_c) = Lattice.for_camera(cam)
+    tl = cam.top_left
+    for i in (0, 5, 60):
+        screen = tl[0] + (i + 0.5) / zoom
+        assert abs(lat.sample_world(0, k_r + i) - screen) * zoom <= 0.5 / PHASE_STEPS + 1e-9
+    for j in (0, 82):
+        screen = tl[1] + (j + 0.5) / zoom
+        assert abs(lat.sample_world(1, k_c + j) - screen) * zoom <= 0.5 / PHASE_STEPS + 1e-9
+
+
+def test_whole_pixel_pan_keeps_the_lattice_subpixel_pan_changes_it():
+    cam = Camera2D((40.123, 17.9), 3.7, (100, 120))
+    lat, origin = Lattice.for_camera(cam)
+    moved, origin2 = Lattice.for_camera(Camera2D((40.123 + 37 / 3.7, 17.9 - 11 / 3.7), 3.7, (100, 120)))
+    assert moved.key == lat.key
+    assert (origin2[0] - origin[0], origin2[1] - origin[1]) == (37, -11)
+    shifted, _ = Lattice.for_camera(Camera2D((40.123 + 0.3 / 3.7, 17.9), 3.7, (100, 120)))
+    assert shifted.key != lat.key
+
+
+def test_inside_range_is_the_samples_with_centres_in_the_image():
+    geom = LayerGeometry((10, 20), (2.0, 0.5), (3.0, -1.0))
+    lat = Lattice(5.0, (0.25, 0.75))
+    for axis in (0, 1):
+        k0, k1 = lat.inside(axis, geom)
+        for k in range(k0 - 3, k1 + 3):
+            edge = lat.sample_edge(axis, k + 0.5, geom)
+            assert (k0 <= k < k1) == (0 <= edge < geom.shape[axis]), (axis, k, edge)
+
+
+def test_plan_covers_exactly_the_visible_image_pixels_once():
+    geom = LayerGeometry((50, 70))
+    cam = Camera2D((20.3, 60.1), 4.0, (90, 130))
+    plan = plan_view(cam, geom, tile=32)
+    cover = np.zeros(plan.shape, int)
+    for t in plan.tiles:
+        cover[plan.slot(t)] += 1
+    assert cover.max() == 1
+    # every screen pixel whose centre is inside the image is covered
+    lat, (o_r, o_c) = Lattice.for_camera(cam)
+    for i in range(cam.canvas[0]):
+        for j in range(0, cam.canvas[1], 7):
+            y, x = screen_to_data(cam, geom, i, j)
+            inside = -0.5 <= y < 49.5 and -0.5 <= x < 69.5
+            r, c = o_r + i - plan.rows[0], o_c + j - plan.cols[0]
+            covered = 0 <= r < plan.shape[0] and 0 <= c < plan.shape[1] and cover[r, c] == 1
+            if inside:
+                assert covered, (i, j)
+
+
+def test_tiles_are_ordered_centre_out():
+    plan = plan_view(Camera2D((256.0, 256.0), 4.0, (768, 1024)), LayerGeometry((512, 512)), tile=128)
+    assert len(plan.tiles) == 6 * 8
+    centre = np.array([plan.rows[0] + 384, plan.cols[0] + 512])
+    d = [np.hypot((t.r0 + t.r1) / 2 - centre[0], (t.c0 + t.c1) / 2 - centre[1]) for t in plan.tiles]
+    assert d == sorted(d)
+    assert d[0] <= 128 / math.sqrt(2) + 1e-9
+
+
+def test_region_and_overlay_frame_agree_with_the_screen():
+    """The engine samples tile pixel (i, j) at the data point that the screen pixel shows."""
+    geom = LayerGeometry((40, 60), (0.5, 0.5), (10.0, -4.0))
+    cam = Camera2D((18.2, 7.7), 9.0, (70, 90))
+    plan = plan_view(cam, geom, tile=24)
+    lat, (o_r, o_c) = Lattice.for_camera(cam)
+    for t in plan.tiles[:4]:
+        top, left, bottom, right = plan.region(t)
+        rows, cols = t.shape
+        for i, j in ((0, 0), (rows - 1, cols - 1)):
+            edge = (top + (i + 0.5) * (bottom - top) / rows, left + (j + 0.5) * (right - left) / cols)
+            # overlay pixel (r, c) is drawn centred at world translate + (r, c) * scale
+            r, c = t.r0 - plan.rows[0] + i, t.c0 - plan.cols[0] + j
+            world = (plan.translate[0] + r * plan.scale[0], plan.translate[1] + c * plan.scale[1])
+            data = geom.world_to_data(world)
+            assert edge[0] == pytest.approx(data[0] + 0.5, abs=1e-9)
+            assert edge[1] == pytest.approx(data[1] + 0.5, abs=1e-9)
+            # ... which is the screen pixel that the lattice index points at
+            sy, sx = screen_to_data(cam, geom, t.r0 + i - o_r, t.c0 + j - o_c)
+            assert abs(sy - data[0]) * cam.zoom * geom.scale[0] < 1 / PHASE_STEPS
+            assert abs(sx - data[1]) * cam.zoom * geom.scale[1] < 1 / PHASE_STEPS
+
+
+def test_plan_is_none_when_the_layer_is_out_of_view():
+    assert plan_view(Camera2D((500.0, 500.0), 4.0, (100, 100)), LayerGeometry((64, 64))) is None
+
+
+def test_magnification_and_validation():
+    assert magnification(Camera2D((0, 0), 3.0, (10, 10)), LayerGeometry((5, 5), (2.0, 0.25))) == (6.0, 0.75)
+    with pytest.raises(ValueError, match="zoom"):
+        Camera2D((0, 0), 0.0, (10, 10))
+    with pytest.raises(ValueError, match="scale"):
+        LayerGeometry((5, 5), (-1.0, 1.0))
+    with pytest.raises(ValueError, match="tile"):
+        plan_view(Camera2D((0, 0), 2.0, (10, 10)), LayerGeometry((5, 5)), tile=0)
