@@ -1,0 +1,400 @@
+"""The "LIIF upscale" dock widget: a layer (with its z/t stack), or a folder of files.
+
+Layer mode: the two displayed axes that are last in the viewer are the spatial ones, every
+other axis (z, t, ...) is upscaled plane by plane with one intensity map for the whole stack
+(:func:`napari_liif.upscale`); colour stays colour. The result is a new layer
+``<name> [LIIF xS]`` whose scale and translate overlay the source exactly in world
+coordinates. Everything is checked (layer type, size, scale, memory) before anything is
+allocated; the work runs in a worker thread with a progress bar and a cancel button.
+
+Cancelling is all or nothing: a cancelled run adds no layer (the planes done are dropped),
+so a layer named ``[LIIF ...]`` is always complete.
+
+Folder mode: a folder or glob in, a folder out, through :mod:`napari_liif.batch`: outputs
+that exist are skipped (resumable), a file that fails is reported with its reason and the
+batch goes on, a summary is shown at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
+                            QPlainTextEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget)
+
+from .model_options import ModelOptions
+
+MODES = ("scale", "target shape")
+
+
+# -- pure logic (no Qt) ----------------------------------------------------------------------
+def parse_numbers(text: str, what: str, integer: bool = False) -> tuple:
+    """``"2"`` or ``"2, 3"`` -> numbers; a ValueError naming the text otherwise."""
+    parts = [p.strip() for p in str(text).replace("x", ",").split(",") if p.strip()]
+    if len(parts) not in (1, 2):
+        raise ValueError(f"{what} must be one number or two separated by a comma (rows, cols), got {text!r}")
+    try:
+        vals = [float(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"{what} must be numbers, got {text!r}") from None
+    if any(not math.isfinite(v) or v <= 0 for v in vals):
+        raise ValueError(f"{what} must be positive and finite, got {text!r}")
+    if integer:
+        if any(v != int(v) for v in vals):
+            raise ValueError(f"{what} must be whole numbers of pixels, got {text!r}")
+        vals = [int(v) for v in vals]
+    return tuple(vals) if len(vals) == 2 else (vals[0], vals[0])
+
+
+def scale_label(scale=None, size=None) -> str:
+    if size is not None:
+        return f"{size[0]}x{size[1]}"
+    return f"x{scale[0]:g}" if scale[0] == scale[1] else f"x{scale[0]:g},{scale[1]:g}"
+
+
+@dataclass
+class LayerJob:
+    """Everything needed to upscale one layer, decided (and checked) before any allocation."""
+
+    source: str
+    rgb: bool
+    axes: tuple[int, int]  # the spatial data axes of the layer
+    out_shape: tuple[int, ...]
+    scale: tuple | None
+    size: tuple | None
+    n_planes: int
+    layer_kwargs: dict = field(default_factory=dict)
+
+
+def plan_layer(layer, displayed: tuple[int, ...], viewer_ndim: int, *, scale=None, size=None) -> LayerJob:
+    """Check ``layer`` and work out the output; raises ValueError, TypeError or MemoryError
+    with a message for the user. ``displayed`` are the viewer's displayed axes."""
+    from napari.layers import Image, Labels
+    from napari.utils.transforms import Affine
+
+    from ..api import check_allocatable, output_hw
+
+    if isinstance(layer, Labels):
+        raise TypeError(f"'{layer.name}' is a labels layer: its values are object ids, and interpolating "
+                        "them would invent ids that do not exist; LIIF upscales image layers only")
+    if not isinstance(layer, Image):
+        raise TypeError(f"'{getattr(layer, 'name', layer)}' is a {type(layer).__name__} layer; "
+                        "LIIF upscales image layers only")
+    if layer.multiscale:
+        raise ValueError(f"'{layer.name}' is multiscale; upscale its full-resolution data with "
+                         "napari_liif.upscale_dask or `napari-liif upscale --dask` instead")
+    shape = tuple(int(n) for n in layer.data.shape)
+    dtype = np.dtype(layer.data.dtype)
+    if dtype.kind not in "biuf":
+        raise TypeError(f"'{layer.name}' holds {dtype} data; LIIF needs integer, float or bool values")
+    if 0 in shape:
+        raise ValueError(f"'{layer.name}' is empty (shape {shape}); nothing to upscale")
+    nd = layer.ndim  # without the colour axis
+    offset = viewer_ndim - nd
+    axes = tuple(d - offset for d in tuple(displayed)[-2:])
+    if len(axes) != 2 or min(axes) < 0:
+        raise ValueError(f"'{layer.name}' has fewer than two of the displayed axes {tuple(displayed)}")
+    hw = (shape[axes[0]], shape[axes[1]])
+    out_hw = output_hw(hw, scale, size)
+    out_shape = list(shape)
+    out_shape[axes[0]], out_shape[axes[1]] = out_hw
+    out_shape = tuple(out_shape)
+    check_allocatable(out_shape, dtype, extra_bytes=(12 + 24) * out_hw[0] * out_hw[1])
+
+    r = np.ones(nd)
+    r[list(axes)] = [i / o for i, o in zip(hw, out_hw)]
+    old_scale, old_translate = np.asarray(layer.scale, float), np.asarray(layer.translate, float)
+    # output pixel j covers input edges [j r, (j + 1) r]: centre at input data coordinate (j + 0.5) r - 0.5
+    offset_data = np.where(r != 1, 0.5 * r - 0.5, 0.0)
+    linear = Affine(scale=old_scale, rotate=layer.rotate, shear=layer.shear, ndim=nd).linear_matrix
+    kwargs = {
+        "name": f"{layer.name} [LIIF {scale_label(scale, size)}]",
+        "rgb": layer.rgb,
+        "scale": tuple(old_scale * r),
+        "translate": tuple(old_translate + linear @ offset_data),
+        "rotate": layer.rotate,
+        "shear": layer.shear,
+        "affine": layer.affine.affine_matrix,
+        "colormap": layer.colormap.name,
+        "contrast_limits": tuple(layer.contrast_limits),
+        "gamma": layer.gamma,
+        "blending": layer.blending,
+        "opacity": layer.opacity,
+        "metadata": {**dict(layer.metadata), "napari_liif_upscaled_from": layer.name},
+    }
+    for attr in ("axis_labels", "units"):
+        if hasattr(layer, attr):
+            kwargs[attr] = getattr(layer, attr)
+    lead = [n for k, n in enumerate(shape[:nd]) if k not in axes]
+    return LayerJob(layer.name, bool(layer.rgb), axes, out_shape, scale, size, int(np.prod(lead, dtype=np.int64)),
+                    kwargs)
+
+
+def run_layer_job(job: LayerJob, data, model, cell: str, progress=None, should_stop=None) -> np.ndarray:
+    """Upscale the layer data of ``job``: spatial axes moved last, the stack plane by plane."""
+    from ..api import upscale
+
+    a = np.asarray(data)
+    dst = [-3, -2] if job.rgb else [-2, -1]
+    moved = np.moveaxis(a, list(job.axes), dst)
+    out = upscale(moved, scale=job.scale, size=job.size, model=model, cell=cell, rgb=job.rgb,
+                  progress=progress, should_stop=should_stop)
+    return np.moveaxis(out, dst, list(job.axes))
+
+
+def _guarded(work, *args):
+    """Run ``work`` in the worker thread and return ``(True, result)`` or ``(False, error)``.
+
+    Errors travel as values: napari 0.9's ``create_worker`` connects ``errored`` to a
+    two-argument lambda that fails on the error argument when a viewer exists, so a
+    worker that raises would also raise in the Qt event loop.
+    """
+    try:
+        return True, work(*args)
+    except Exception as exc:  # noqa: BLE001 - every failure is reported in the status line
+        return False, exc
+
+
+# -- the widget ------------------------------------------------------------------------------
+class UpscaleWidget(QWidget):
+    """Dock widget: source layer, scale or target shape, model options, run/cancel, folder mode."""
+
+    progressed = Signal(object, object)  # (done, total), emitted from the worker thread (counts may pass 2**31)
+    finished_job = Signal(str)  # the final status message
+
+    def __init__(self, napari_viewer, parent=None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.worker = None
+        self._stop = threading.Event()
+        self.last_report = None
+
+        self.layer_box = QComboBox()
+        self.mode = QComboBox()
+        self.mode.addItems(MODES)
+        self.value = QLineEdit("2")
+        self.value.setToolTip("scale: S or SY,SX (any positive number); target shape: ROWS,COLS")
+        self.options = ModelOptions()
+        self.run_button = QPushButton("Upscale layer")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1000)
+        self.bar.setValue(0)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        self.folder_in = QLineEdit()
+        self.folder_in.setPlaceholderText("folder or glob, e.g. /data/*.tif")
+        self.folder_out = QLineEdit()
+        self.folder_out.setPlaceholderText("output folder")
+        self.folder_button = QPushButton("Upscale folder")
+        self.report = QPlainTextEdit()
+        self.report.setReadOnly(True)
+        self.report.setMaximumHeight(120)
+
+        form = QFormLayout()
+        form.addRow("layer", self.layer_box)
+        form.addRow(self.mode, self.value)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        box = QGroupBox("folder")
+        fform = QFormLayout(box)
+        fform.addRow("input", self._with_browse(self.folder_in))
+        fform.addRow("output", self._with_browse(self.folder_out))
+        fform.addRow(self.folder_button)
+        fform.addRow(self.report)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.options)
+        lay.addLayout(buttons)
+        lay.addWidget(self.bar)
+        lay.addWidget(self.status)
+        lay.addWidget(box)
+        lay.addStretch(1)
+
+        self._refresh_layers()
+        self._events = [napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed,
+                        napari_viewer.layers.events.reordered]
+        for e in self._events:
+            e.connect(self._refresh_layers)
+        self.run_button.clicked.connect(self.run_layer)
+        self.cancel_button.clicked.connect(self._on_cancel)
+        self.folder_button.clicked.connect(self.run_folder)
+        self.progressed.connect(self._on_progress)
+
+    def _with_browse(self, edit: QLineEdit) -> QHBoxLayout:
+        row = QHBoxLayout()
+        button = QPushButton("…")
+        button.clicked.connect(lambda: self._browse(edit))
+        row.addWidget(edit, 1)
+        row.addWidget(button)
+        return row
+
+    def _browse(self, edit: QLineEdit) -> None:
+        path = QFileDialog.getExistingDirectory(self, "folder", edit.text())
+        if path:
+            edit.setText(path)
+
+    def _refresh_layers(self, event=None) -> None:
+        from napari.layers import Image, Labels
+
+        current = self.layer_box.currentText()
+        names = [ly.name for ly in self.viewer.layers if isinstance(ly, (Image, Labels))]
+        self.layer_box.clear()
+        self.layer_box.addItems(names)
+        if current in names:
+            self.layer_box.setCurrentText(current)
+
+    # -- inputs ----------------------------------------------------------------------------
+    def _target(self) -> dict:
+        if self.mode.currentText() == "scale":
+            return {"scale": parse_numbers(self.value.text(), "scale"), "size": None}
+        return {"scale": None, "size": parse_numbers(self.value.text(), "target shape", integer=True)}
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def _message(self, text: str) -> None:
+        self.status.setText(text)
+
+    # -- layer mode ------------------------------------------------------------------------
+    def run_layer(self) -> LayerJob | None:
+        """Check the inputs and start upscaling the chosen layer; returns the job, or None
+        (with the reason in the status line) if nothing was started."""
+        if self.running:
+            self._message("a run is in progress; cancel it first")
+            return None
+        name = self.layer_box.currentText()
+        if name not in self.viewer.layers:
+            self._message("no image layer to upscale: open or choose one")
+            return None
+        layer = self.viewer.layers[name]
+        try:
+            job = plan_layer(layer, self.viewer.dims.displayed, self.viewer.dims.ndim, **self._target())
+        except (ValueError, TypeError, MemoryError) as exc:
+            self._message(f"not started: {exc}")
+            return None
+        data, options = layer.data, self.options.options()
+        self._start(self._layer_work, job, data, options, on_done=self._layer_done,
+                    text=f"upscaling '{name}': {job.n_planes} plane{'s' * (job.n_planes != 1)} "
+                         f"to {job.out_shape}")
+        return job
+
+    def _layer_work(self, job: LayerJob, data, options: dict):
+        from ..api import get_model
+
+        model = get_model(options["checkpoint"], options["device"], options["precision"])
+        out = run_layer_job(job, data, model, options["cell"], progress=self.progressed.emit,
+                            should_stop=self._stop.is_set)
+        return job, out
+
+    def _layer_done(self, result) -> None:
+        job, out = result
+        self.viewer.add_image(out, **job.layer_kwargs)
+        return f"added '{job.layer_kwargs['name']}' {out.shape} {out.dtype}"
+
+    # -- folder mode -----------------------------------------------------------------------
+    def run_folder(self):
+        """Plan the folder batch (errors shown before anything runs) and start it."""
+        from ..batch import BatchError, plan
+
+        if self.running:
+            self._message("a run is in progress; cancel it first")
+            return None
+        src, dst = self.folder_in.text().strip(), self.folder_out.text().strip()
+        if not src or not dst:
+            self._message("folder mode needs an input folder (or glob) and an output folder")
+            return None
+        try:
+            target = self._target()
+            jobs = plan([src], dst, **target)
+        except (ValueError, BatchError) as exc:
+            self._message(f"not started: {exc}")
+            return None
+        self.report.clear()
+        self._start(self._folder_work, jobs, target, self.options.options(), on_done=self._folder_done,
+                    text=f"upscaling {len(jobs)} file{'s' * (len(jobs) != 1)} into {dst}")
+        return jobs
+
+    def _folder_work(self, jobs, target: dict, options: dict):
+        from ..api import get_model, upscale
+        from ..batch import run_batch
+
+        model = get_model(options["checkpoint"], options["device"], options["precision"])
+
+        def one(a):
+            return upscale(a, model=model, cell=options["cell"], **target)
+
+        return run_batch(jobs, one, on_file=lambda k, n, p: self.progressed.emit(k, n),
+                         should_stop=self._stop.is_set)
+
+    def _folder_done(self, report) -> str:
+        self.last_report = report
+        self.report.setPlainText(report.summary())
+        stopped = " (cancelled)" if self._stop.is_set() else ""
+        return report.summary().splitlines()[0] + stopped
+
+    # -- the worker --------------------------------------------------------------------------
+    def _start(self, work, *args, on_done, text: str) -> None:
+        from napari.qt.threading import thread_worker
+
+        self._stop.clear()
+        self.bar.setValue(0)
+        self._message(text)
+        self.run_button.setEnabled(False)
+        self.folder_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        worker = thread_worker(_guarded, start_thread=False, ignore_errors=True)(work, *args)
+        worker.returned.connect(lambda outcome: self._returned(on_done, outcome))
+        self.worker = worker
+        worker.start()
+
+    def request_cancel(self) -> None:
+        """Ask the running job to stop at the next plane (layer) or file (folder); thread-safe."""
+        self._stop.set()
+
+    def _on_cancel(self) -> None:
+        self.request_cancel()
+        self._message("cancelling after the current plane or file…")
+
+    def _on_progress(self, done: int, total: int) -> None:
+        self.bar.setValue(int(1000 * done / total) if total else 0)
+
+    def _returned(self, on_done, outcome) -> None:
+        ok, result = outcome
+        if not ok:
+            self._failed(result)
+            return
+        try:
+            text = on_done(result)
+        except (ValueError, TypeError) as exc:  # e.g. napari refusing the new layer's settings
+            text = f"failed to add the result: {type(exc).__name__}: {exc}"
+        self._finish(text)
+
+    def _failed(self, exc: BaseException) -> None:
+        if isinstance(exc, InterruptedError):
+            self._finish(f"cancelled ({exc}); no layer was added")
+        else:
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            self._finish(f"failed: {type(exc).__name__}: {first}")
+
+    def _finish(self, text: str) -> None:
+        self.worker = None
+        self.run_button.setEnabled(True)
+        self.folder_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self._message(text)
+        self.finished_job.emit(text)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        self.request_cancel()
+        for e in self._events:
+            e.disconnect(self._refresh_layers)
+        super().closeEvent(event)
