@@ -119,7 +119,7 @@ def cmd_sample(args) -> int:
             return 0
         raise ValueError(f"{out}: exists and is not the sample; choose a new file name (samples never overwrite)")
     write_image(out, data)
-    print(f"wrote {out} ({data.shape[0]}x{data.shape[1]}, {data.dtype})")
+    print(f"wrote {out} (shape {data.shape}, {data.dtype})")
     return 0
 
 
