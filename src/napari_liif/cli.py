@@ -4,6 +4,7 @@ except by ``view``, which opens napari."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -134,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command; exit status 0 on success, 1 when processing a file (or the job)
     failed, 2 for bad arguments (including inputs, outputs or a checkpoint that cannot be
     used); every error is one line on stderr."""
+    # OpenMP threads that spin while waiting slow the decoder's many short operations 2-3x
+    # whenever anything else uses the CPU (docs/performance.md); torch reads this only when
+    # it starts, so it is set here, before the first torch import, and only if unset
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
