@@ -106,6 +106,14 @@ def test_overlay_is_pixel_aligned_with_the_source(viewer, identity):
         live.detach()
 
 
+def assert_overlay_matches_engine(live, model, viewer, layer):
+    """Every tile of the current view equals an independent engine render; no hole is left."""
+    plan = live.plan
+    for t, want in engine_tiles(model, viewer, layer, plan):
+        assert np.abs(live.overlay.data[plan.slot(t)] - want).max() < 1e-3, t
+    assert not np.isnan(live.overlay.data).any()
+
+
 def test_overlay_data_equals_engine_render_of_each_tile(viewer, detail):
     img = smooth_random((48, 64), seed=2)
     layer = viewer.add_image(img, colormap="gray")
@@ -113,11 +121,7 @@ def test_overlay_data_equals_engine_render_of_each_tile(viewer, detail):
     live = napari_liif.attach(viewer, layer, detail, tile=48)
     try:
         live.wait_idle(60)
-        plan = live.plan
-        for t, want in engine_tiles(detail, viewer, layer, plan):
-            got = live.overlay.data[plan.slot(t)]
-            assert np.abs(got - want).max() < 1e-3, t
-        assert not np.isnan(live.overlay.data).any()
+        assert_overlay_matches_engine(live, detail, viewer, layer)
         assert live.overlay.scale[-1] == pytest.approx(1 / 5.3)
     finally:
         live.detach()
@@ -140,10 +144,7 @@ def test_burst_of_100_camera_changes_ends_correct_with_no_stale_tile(viewer, det
         live.wait_idle(120)
         plan = live.plan
         assert plan.lattice.zoom == pytest.approx(4.4)
-        buf = live.overlay.data
-        assert not np.isnan(buf).any()
-        for t, want in engine_tiles(detail, viewer, layer, plan):
-            assert np.abs(buf[plan.slot(t)] - want).max() < 1e-3, t
+        assert_overlay_matches_engine(live, detail, viewer, layer)
         assert live.overlay.translate[-2:] == pytest.approx(plan.translate)
         print(f"burst: {live.tiles_rendered} tiles rendered, {live.tiles_shown} pasted, "
               f"final view {len(plan.tiles)} tiles")
