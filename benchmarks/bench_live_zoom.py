@@ -30,6 +30,7 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint", default=None, help="model file (default: bundled)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32")
+    p.add_argument("--no-preview", action="store_true", help="render tiles in full only, no half-density preview")
     p.add_argument("--timeout", type=float, default=900, help="seconds allowed per phase")
     return p.parse_args(argv)
 
@@ -58,12 +59,14 @@ class Heartbeat:
 def run_phase(get_live, beat, action, timeout):
     """Run ``action`` (a camera change, or attaching), then wait until the view is rendered.
 
-    Returns (first tile s, whole view s, longest stall s, tiles in the view)."""
+    Returns (first tile s, view covered s, whole view s, longest stall s, tiles in the view,
+    UI-thread CPU s, samples rendered)."""
     from qtpy.QtWidgets import QApplication
 
     live = get_live()
     shown0 = live.tiles_shown if live is not None else 0
     beat.reset()
+    cpu0 = time.thread_time()
     t0 = time.perf_counter()
     action()
     live = get_live()
@@ -78,7 +81,10 @@ def run_phase(get_live, beat, action, timeout):
     else:
         raise TimeoutError(f"not rendered after {timeout} s: {live.message}")
     whole = time.perf_counter() - t0
-    return first, whole, beat.longest, len(live.plan.tiles)
+    covered = (live.covered_time or time.perf_counter()) - t0
+    ui_cpu = time.thread_time() - cpu0
+    samples = sum(t.shape[0] * t.shape[1] for t in live.plan.tiles)
+    return first, covered, whole, beat.longest, len(live.plan.tiles), ui_cpu, samples
 
 
 def main(argv=None) -> int:
@@ -116,7 +122,7 @@ def main(argv=None) -> int:
     holder = {"live": None}
 
     def cold():
-        holder["live"] = napari_liif.attach(viewer, layer, model, tile=args.tile)
+        holder["live"] = napari_liif.attach(viewer, layer, model, tile=args.tile, preview=not args.no_preview)
 
     def get_live():
         return holder["live"]
@@ -132,9 +138,11 @@ def main(argv=None) -> int:
     print(f"live zoom: canvas {w}x{h}, zoom {args.zoom:g}, image {args.size}x{args.size}, screen tile "
           f"{args.tile}, model {model.name} on {model.device} ({args.precision}), torch threads "
           f"{torch.get_num_threads()}")
-    print(f"{'phase':16s} {'first tile s':>12s} {'whole view s':>12s} {'longest UI stall ms':>20s} {'tiles':>6s}")
-    for name, first, whole, stall, n in rows:
-        print(f"{name:16s} {first:12.2f} {whole:12.2f} {stall * 1e3:20.0f} {n:6d}")
+    print(f"{'phase':16s} {'first tile s':>12s} {'covered s':>10s} {'whole view s':>12s} {'longest UI stall ms':>20s} "
+          f"{'tiles':>6s} {'samples':>9s} {'UI-thread CPU s':>16s}")
+    for name, first, covered, whole, stall, n, ui_cpu, samples in rows:
+        print(f"{name:16s} {first:12.2f} {covered:10.2f} {whole:12.2f} {stall * 1e3:20.0f} {n:6d} {samples:9,d} "
+              f"{ui_cpu:16.2f}")
     viewer.close()
     return 0
 

@@ -73,8 +73,27 @@ def test_precision_parsing():
 
 @pytest.mark.parametrize("bad", ["fp64", "float32", "int8", "", torch.float64, torch.int8])
 def test_bad_precision_lists_the_choices(bad):
-    with pytest.raises(ValueError, match="is not one of fp32, bf16, fp16"):
+    with pytest.raises(ValueError, match="is not one of (auto, )?fp32, bf16, fp16"):
         resolve_precision(bad)
+
+
+def test_auto_precision_follows_the_measured_bf16_speed(monkeypatch):
+    """``auto`` is bf16 on a CPU only where bf16 matrix products measured >= 1.5x faster."""
+    from napari_liif import device as dev
+
+    monkeypatch.setattr(dev, "cpu_bf16_speedup", lambda: 2.0)
+    assert resolve_precision("auto", "cpu") is torch.bfloat16
+    monkeypatch.setattr(dev, "cpu_bf16_speedup", lambda: 1.2)
+    assert resolve_precision("auto", "cpu") is torch.float32
+    assert dev.auto_precision(torch.device("cuda")) is torch.float32  # GPUs: fp32
+    assert dev.auto_precision(torch.device("mps")) is torch.float32
+
+
+def test_bf16_speedup_is_a_real_measurement():
+    from napari_liif.device import cpu_bf16_speedup
+
+    ratio = cpu_bf16_speedup()
+    assert 0.0 <= ratio < 20.0 and cpu_bf16_speedup() == ratio  # measured once, then cached
 
 
 def test_model_takes_the_resolved_device_and_dtype(make_liif, as_model):

@@ -42,10 +42,11 @@ def _fields(model, tile, **kw):
 
 @pytest.mark.parametrize("encoder", ["edsr-baseline", "rdn"])
 @pytest.mark.parametrize("tile", [7, 8])
-def test_tiled_encoding_equals_untiled(make_liif, as_model, encoder, tile):
+@pytest.mark.parametrize("window_px", [1, 40 * 40])  # one tile per encoder window; several
+def test_tiled_encoding_equals_untiled(make_liif, as_model, encoder, tile, window_px):
     net, spec = make_liif(encoder)
     model = as_model(net, spec)
-    tiled, whole = _fields(model, tile)
+    tiled, whole = _fields(model, tile, window_px=window_px)
     lat_t, lat_w = tiled.latents(0, 40, 0, 50), whole.latents(0, 40, 0, 50)
     assert tiled.tiles_encoded == -(-40 // tile) * -(-50 // tile) and whole.tiles_encoded == 1
     assert float((lat_t - lat_w).abs().max()) < TOL
@@ -54,13 +55,31 @@ def test_tiled_encoding_equals_untiled(make_liif, as_model, encoder, tile):
     assert img_w.std() > 0.05
 
 
+def test_encoder_windows_pay_the_halo_once(make_liif, as_model):
+    """Neighbouring tiles are encoded together, in windows no larger than ``window_px`` (halo
+    included): fewer input pixels go through the encoder than tile by tile."""
+    net, spec = make_liif("edsr-baseline")  # receptive radius 6: halo 7
+    model = as_model(net, spec)
+    single = model.encode(IMAGE, tile=8, window_px=1)
+    single.prefetch()
+    # 5 x 7 tiles, each with up to 7 pixels of halo per side, clipped at the image border
+    edges = lambda n, t: sum(min(n, (k + 1) * t + 7) - max(0, k * t - 7) for k in range(-(-n // t)))  # noqa: E731
+    assert single.pixels_encoded == edges(40, 8) * edges(50, 8)
+    grouped = model.encode(IMAGE, tile=8, window_px=30 * 30)
+    assert grouped.prefetch() == 35 and grouped.tiles_encoded == 35
+    # windows of 1 x 1 tiles would be 22 x 22 (8 + 2 x 7); 30 x 30 fits 2 x 2 tiles (16 + 14)
+    assert grouped.pixels_encoded < single.pixels_encoded * 0.7
+    assert grouped.prefetch() == 0 and grouped.tiles_encoded == 35  # nothing encoded twice
+    assert float((grouped.latents(0, 40, 0, 50) - single.latents(0, 40, 0, 50)).abs().max()) < TOL
+
+
 def test_too_small_halo_would_show(make_liif, as_model):
     """The equality above is not a given: with a halo three pixels short, tiles differ."""
     net, spec = make_liif("edsr-baseline")
     model = as_model(net, spec)
     whole = model.encode(IMAGE, tile=1024).latents(0, 40, 0, 50)
     model.net.encoder.receptive_radius -= 3
-    tiled = model.encode(IMAGE, tile=8).latents(0, 40, 0, 50)
+    tiled = model.encode(IMAGE, tile=8, window_px=1).latents(0, 40, 0, 50)
     assert float((tiled - whole).abs().max()) > 1e-3
 
 

@@ -44,10 +44,11 @@ def _size(text: str):
     return h, w
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
+def _model_args(p: argparse.ArgumentParser, precision: str = "fp32") -> None:
     p.add_argument("--checkpoint", help="official LIIF .pth or napari-liif .safetensors (default: bundled)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--precision", default=precision, choices=["auto", "fp32", "bf16", "fp16"],
+                   help=f"numeric precision (default {precision}); auto: bf16 on CPUs with fast bf16, else fp32")
     p.add_argument("--cell", default="on", choices=["on", "off", "clamp"],
                    help="cell decoding: on (true output cell), off (input cell), clamp (never finer than x4)")
 
@@ -84,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     view = sub.add_parser("view", help="open napari with live LIIF zoom")
     view.add_argument("image", nargs="?", help="image file (default: the bundled sample photograph)")
-    _model_args(view)
+    _model_args(view, precision="auto")
 
     from .train.cli import add_train_parsers
 

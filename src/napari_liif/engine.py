@@ -10,7 +10,7 @@ import torch
 
 from .checkpoint import CheckpointError, build, describe, read_checkpoint
 from .device import resolve_device, resolve_precision
-from .field import EncodedField
+from .field import WINDOW_PX, EncodedField
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "liif-edsr-baseline-default.safetensors"
@@ -37,7 +37,7 @@ class LiifModel:
         self.name = name
         self.metadata = dict(metadata or {})
         self.device = resolve_device(device)
-        self.dtype = resolve_precision(precision)
+        self.dtype = resolve_precision(precision, self.device)
         first = next(net.parameters())
         if first.device != self.device or first.dtype != self.dtype:
             net = copy.deepcopy(net)  # never convert the caller's network in place
@@ -53,11 +53,12 @@ class LiifModel:
         d.update(name=str(self.name), device=str(self.device), precision=str(self.dtype).replace("torch.", ""))
         return d
 
-    def encode(self, image, *, tile: int = 256, cache_bytes: int = 1 << 30) -> EncodedField:
+    def encode(self, image, *, tile: int = 256, cache_bytes: int = 1 << 30, window_px: int = WINDOW_PX) -> EncodedField:
         """Encode an image already in [0, 1]: float array (H, W) gray or (H, W, 3) RGB, or a
         ``source(y0, y1, x0, x1)`` callable together with ``shape=(H, W)`` via ``encode_source``.
 
-        Encoding is lazy: encoder tiles are computed when a render first needs them.
+        Encoding is lazy: encoder tiles are computed when a render first needs them, several
+        neighbouring tiles in one encoder window of at most ``window_px`` input pixels.
         """
         a = np.asarray(image)
         if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] != 3):
@@ -67,11 +68,12 @@ class LiifModel:
             raise ValueError(f"cannot encode an empty image of shape {a.shape}")
         a = a.astype(np.float32, copy=False)
         return self.encode_source(lambda y0, y1, x0, x1: a[y0:y1, x0:x1], a.shape[:2], tile=tile,
-                                  cache_bytes=cache_bytes)
+                                  cache_bytes=cache_bytes, window_px=window_px)
 
-    def encode_source(self, source, shape, *, tile: int = 256, cache_bytes: int = 1 << 30) -> EncodedField:
+    def encode_source(self, source, shape, *, tile: int = 256, cache_bytes: int = 1 << 30,
+                      window_px: int = WINDOW_PX) -> EncodedField:
         """Encode a lazily read image: ``source(y0, y1, x0, x1)`` returns that window in [0, 1]."""
-        return EncodedField(self, source, shape, tile=tile, cache_bytes=cache_bytes)
+        return EncodedField(self, source, shape, tile=tile, cache_bytes=cache_bytes, window_px=window_px)
 
     def __repr__(self):
         return f"LiifModel({self.name!s}, device={self.device}, dtype={self.dtype})"
@@ -86,7 +88,9 @@ def load_model(checkpoint: str | Path | None = None, device: str = "auto", preci
         An official LIIF ``.pth`` or a napari-liif ``.safetensors``; None loads the bundled default.
     device : {"auto", "cpu", "cuda", "mps"}
         ``auto`` picks CUDA, then MPS, then CPU.
-    precision : {"fp32", "bf16", "fp16"}
+    precision : {"fp32", "bf16", "fp16", "auto"}
+        ``auto``: bf16 on CPUs with fast bf16 matrix products, fp32 elsewhere
+        (:func:`napari_liif.device.auto_precision`).
     """
     path = default_checkpoint() if checkpoint is None else Path(checkpoint)
     spec, sd, meta = read_checkpoint(path)

@@ -37,6 +37,9 @@ import torch
 from .models.liif import axis_centres, nearest_latent
 
 CELL_MODES = ("on", "off", "clamp")
+#: largest encoder window, in input pixels with its halo (~724 x 724): bounds the encoder's
+#: activation memory (64 channels of EDSR-baseline at fp32: ~135 MB per feature map)
+WINDOW_PX = 1 << 19
 Source = Callable[[int, int, int, int], np.ndarray]
 
 
@@ -102,16 +105,18 @@ class EncodedField:
     """A LIIF-encoded image. Build it with ``LiifModel.encode``; then ``render`` anywhere."""
 
     def __init__(self, model, source: Source, shape: tuple[int, int], *, tile: int = 256,
-                 cache_bytes: int = 1 << 30, block: int = 64):
+                 cache_bytes: int = 1 << 30, block: int = 64, window_px: int = WINDOW_PX):
         self.model = model
         self.source = source
         self.shape = (int(shape[0]), int(shape[1]))
         self.tile = int(tile)
         self.block = int(block)
         self.cache_bytes = int(cache_bytes)
+        self.window_px = int(window_px)
         self._cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
         self._lock = threading.RLock()
-        self.tiles_encoded = 0  # counter, for tests and status lines
+        self.tiles_encoded = 0  # tiles added to the cache (again after an eviction)
+        self.pixels_encoded = 0  # input pixels run through the encoder, halos included
 
     # -- latents -------------------------------------------------------------------------
     def _input(self, y0, y1, x0, x1) -> torch.Tensor:
@@ -121,11 +126,15 @@ class EncodedField:
         t = t.unsqueeze(-1).expand(-1, -1, 3) if t.ndim == 2 else t
         return ((t.permute(2, 0, 1) - 0.5) / 0.5).unsqueeze(0).to(self.model.dtype)
 
-    def _encode_tile(self, ty: int, tx: int) -> torch.Tensor:
-        h, w = self.shape
-        t = self.tile
-        y0, y1, x0, x1 = ty * t, min(h, ty * t + t), tx * t, min(w, tx * t + t)
-        halo = self.model.net.encoder.receptive_radius + 1  # +1 for the 3x3 unfold
+    @property
+    def halo(self) -> int:
+        """Extra input pixels an encoder window needs on each side to equal untiled encoding."""
+        return self.model.net.encoder.receptive_radius + 1  # +1 for the 3x3 unfold
+
+    def _encode_window(self, ty0: int, ty1: int, tx0: int, tx1: int) -> dict:
+        """Encode tiles ``[ty0, ty1) x [tx0, tx1)`` in one encoder call: {(ty, tx): latents}."""
+        (h, w), t, halo = self.shape, self.tile, self.halo
+        y0, y1, x0, x1 = ty0 * t, min(h, ty1 * t), tx0 * t, min(w, tx1 * t)
         wy0, wy1, wx0, wx1 = max(0, y0 - halo), min(h, y1 + halo), max(0, x0 - halo), min(w, x1 + halo)
         with torch.inference_mode(), _exact_fp32(self.model):
             net = self.model.net
@@ -136,8 +145,20 @@ class EncodedField:
             # different sizes would differ by ~1e-6
             inp = self._input(wy0, wy1, wx0, wx1).clone(memory_format=torch.channels_last)
             proj = net.project(net.encode(inp))[0].permute(1, 2, 0)
-        self.tiles_encoded += 1
-        return proj[y0 - wy0: y1 - wy0, x0 - wx0: x1 - wx0].contiguous()
+        self.pixels_encoded += (wy1 - wy0) * (wx1 - wx0)
+        tiles = {}
+        for ty in range(ty0, ty1):
+            for tx in range(tx0, tx1):
+                a, b = ty * t - wy0, min(h, ty * t + t) - wy0
+                c, d = tx * t - wx0, min(w, tx * t + t) - wx0
+                tiles[(ty, tx)] = proj[a:b, c:d].contiguous()
+        return tiles
+
+    def _store(self, key, proj: torch.Tensor) -> None:
+        self._cache[key] = proj
+        self._cache.move_to_end(key)
+        while len(self._cache) > 1 and self.cached_bytes() > self.cache_bytes:
+            self._cache.popitem(last=False)
 
     def _tile(self, ty: int, tx: int) -> torch.Tensor:
         with self._lock:
@@ -145,11 +166,59 @@ class EncodedField:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-            proj = self._encode_tile(ty, tx)
-            self._cache[key] = proj
-            while len(self._cache) > 1 and self.cached_bytes() > self.cache_bytes:
-                self._cache.popitem(last=False)
+            proj = self._encode_window(ty, ty + 1, tx, tx + 1)[key]
+            self._store(key, proj)
+            self.tiles_encoded += 1
             return proj
+
+    def _windows(self, ty0: int, ty1: int, tx0: int, tx1: int):
+        """Split a range of tiles into encoder windows of at most ``window_px`` input pixels
+        (halo included; a single tile is always allowed)."""
+        t, halo = self.tile, self.halo
+        rows = max(1, min(ty1 - ty0, (int(self.window_px ** 0.5) - 2 * halo) // t))
+        cols = max(1, min(tx1 - tx0, (self.window_px // (rows * t + 2 * halo) - 2 * halo) // t))
+        for a in range(ty0, ty1, rows):
+            for b in range(tx0, tx1, cols):
+                yield a, min(a + rows, ty1), b, min(b + cols, tx1)
+
+    def _prefetch_latents(self, y0: int, y1: int, x0: int, x1: int, should_stop=None) -> int:
+        """Encode the missing tiles under latent rows [y0, y1) and columns [x0, x1), grouped
+        into windows so that each window pays the encoder halo once. Returns tiles encoded."""
+        t = self.tile
+        ty0, ty1, tx0, tx1 = y0 // t, (y1 - 1) // t + 1, x0 // t, (x1 - 1) // t + 1
+        done = 0
+        with self._lock:
+            for wy0, wy1, wx0, wx1 in self._windows(ty0, ty1, tx0, tx1):
+                if should_stop is not None and should_stop():
+                    break
+                missing = [(a, b) for a in range(wy0, wy1) for b in range(wx0, wx1) if (a, b) not in self._cache]
+                if not missing:
+                    continue
+                # shrink the window to the bounding box of its missing tiles
+                a0, a1 = min(k[0] for k in missing), max(k[0] for k in missing) + 1
+                b0, b1 = min(k[1] for k in missing), max(k[1] for k in missing) + 1
+                for key, proj in self._encode_window(a0, a1, b0, b1).items():
+                    if key not in self._cache:  # keep what a render may already have used
+                        self._store(key, proj)
+                        done += 1
+        self.tiles_encoded += done
+        return done
+
+    def prefetch(self, region=None, *, should_stop=None) -> int:
+        """Encode now the latents that rendering ``region`` (``(top, left, bottom, right)`` in
+        input pixel-edge units; None for the whole image) will need, in as few encoder windows
+        as ``window_px`` allows. Renders call this themselves block by block; calling it for a
+        large area first saves the halo that many small windows would each pay. Nothing is
+        encoded twice. ``should_stop()`` is asked before each window. Returns the number of
+        tiles encoded."""
+        h, w = self.shape
+        top, left, bottom, right = (0, 0, h, w) if region is None else region
+        # one latent of margin: the local ensemble reaches the neighbouring latent
+        y0, y1 = max(0, int(np.floor(top)) - 1), min(h, int(np.ceil(bottom)) + 1)
+        x0, x1 = max(0, int(np.floor(left)) - 1), min(w, int(np.ceil(right)) + 1)
+        if y1 <= y0 or x1 <= x0:
+            return 0
+        return self._prefetch_latents(y0, y1, x0, x1, should_stop)
 
     def cached_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self._cache.values())
@@ -158,6 +227,7 @@ class EncodedField:
         """Projected latents of rows [y0, y1) and columns [x0, x1), channels last:
         (y1-y0, x1-x0, hidden)."""
         t = self.tile
+        self._prefetch_latents(y0, y1, x0, x1)
         rows = []
         for ty in range(y0 // t, (y1 - 1) // t + 1):
             cols = []
@@ -208,12 +278,13 @@ class EncodedField:
             out = np.empty(shape + (3,), np.float32)
         b = self.block
         blocks = [(r, c) for r in range(0, shape[0], b) for c in range(0, shape[1], b)]
+        ahead = (int(max(i.max() for i, _ in xtab.values())) + 1, self._ahead_cols(b, shape, region))
         with torch.inference_mode():
             for k, (r0, c0) in enumerate(blocks):
                 if should_stop is not None and should_stop():
                     break
                 rs, cs = slice(r0, min(r0 + b, shape[0])), slice(c0, min(c0 + b, shape[1]))
-                val = self._block(ytab, xtab, rs, cs, shifts, wc, bias)
+                val = self._block(ytab, xtab, rs, cs, shifts, wc, bias, ahead)
                 if net.bilinear_residual:
                     val = val + self._bilinear(yc[rs], xc[cs])
                 out[rs, cs] = (val * 0.5 + 0.5).clamp_(0, 1).cpu().numpy()
@@ -221,13 +292,26 @@ class EncodedField:
                     progress(k + 1, len(blocks))
         return out
 
-    def _block(self, ytab, xtab, rs, cs, shifts, wc, bias) -> torch.Tensor:
-        """Decoded values (r, c, 3) on the [-1, 1] scale for one output block."""
+    def _ahead_cols(self, block: int, shape, region) -> int:
+        """Latent columns to encode ahead of a block, along its row of blocks: as many as fit
+        in half the cache for the rows that row of blocks reads."""
+        t, d = self.tile, self.model.net.imnet.linears[0].out_features
+        rows_in = block * (region[2] - region[0]) / shape[0] + 3  # latent rows under a block row
+        band = -(-int(rows_in) // t) * t + t  # whole tiles, one more for a band across a boundary
+        esize = torch.finfo(self.model.dtype).bits // 8
+        return max(t, (self.cache_bytes // 2) // (band * d * esize))
+
+    def _block(self, ytab, xtab, rs, cs, shifts, wc, bias, ahead=None) -> torch.Tensor:
+        """Decoded values (r, c, 3) on the [-1, 1] scale for one output block. ``ahead``
+        ``(right, cols)``: also encode up to ``cols`` latent columns to the right of the block
+        (not past ``right``) in the same encoder windows, for the blocks that follow."""
         net = self.model.net
         iys = {s: t[0][rs] for s, t in ytab.items()}
         ixs = {s: t[0][cs] for s, t in xtab.items()}
         ly0, ly1 = min(int(i.min()) for i in iys.values()), max(int(i.max()) for i in iys.values()) + 1
         lx0, lx1 = min(int(i.min()) for i in ixs.values()), max(int(i.max()) for i in ixs.values()) + 1
+        if ahead is not None:
+            self._prefetch_latents(ly0, ly1, lx0, max(lx1, min(ahead[0], lx0 + ahead[1])))
         lat = self.latents(ly0, ly1, lx0, lx1)
         rel_y = {s: (iys[s] - ly0, ytab[s][1][rs]) for s in iys}
         rel_x = {s: (ixs[s] - lx0, xtab[s][1][cs]) for s in ixs}

@@ -32,6 +32,10 @@ from .render_thread import FieldSpec, Job, RenderThread, Request
 
 _STYLE = ("colormap", "contrast_limits", "gamma", "opacity", "blending", "visible")
 POLL_MS = 10  # how often finished tiles are collected from the render thread while it works
+#: at most one overlay refresh per this many seconds while tiles stream in, besides the first
+#: and the last tile of a view: each refresh uploads the whole overlay texture and redraws the
+#: canvas, which on a software-OpenGL machine takes CPU time away from rendering
+REFRESH_S = 0.25
 
 
 class LiveZoom:
@@ -46,7 +50,8 @@ class LiveZoom:
     detached = Signal()
 
     def __init__(self, viewer, layer, loader, *, cell: str = "on", tile: int = 128, debounce_ms: int = 80,
-                 encoder_tile: int = 128, cache_bytes: int = 512 << 20, tile_cache_bytes: int = 256 << 20):
+                 preview: bool = True,
+                 encoder_tile: int = 32, cache_bytes: int = 512 << 20, tile_cache_bytes: int = 256 << 20):
         reason = check_layer(layer)
         if reason:
             raise TypeError(reason)
@@ -55,7 +60,7 @@ class LiveZoom:
         if int(tile) < 16:
             raise ValueError(f"tile must be at least 16 screen pixels, got {tile}")
         self.viewer, self.layer = viewer, layer
-        self.cell, self.tile = cell, int(tile)
+        self.cell, self.tile, self.preview = cell, int(tile), bool(preview)
         self.attached = True
         self.message = "starting"
         self.error: str | None = None
@@ -69,8 +74,14 @@ class LiveZoom:
         self._cache_limit = int(tile_cache_bytes)
         self._buffer: np.ndarray | None = None
         self.tiles_rendered = 0  # tiles received from the render thread
-        self.tiles_shown = 0  # tiles pasted into the overlay
-        self.last_tile_time = None  # perf_counter of the last paste
+        self.tiles_shown = 0  # tiles on screen (pasted into the overlay, which was refreshed)
+        self.last_tile_time = None  # perf_counter of the last refresh that showed new tiles
+        self._unshown = 0  # tiles pasted since the last refresh
+        self._dirty = False  # overlay data changed (tiles or previews) since the last refresh
+        self._fresh_plan = False  # no tile of the current plan shown yet: show the first at once
+        self._last_refresh = 0.0
+        self._previewed: set[tuple] = set()  # keys of missing tiles whose preview is pasted
+        self.covered_time = None  # perf_counter when the current view was first all covered
 
         self._timer = QTimer()
         self._timer.setSingleShot(True)
@@ -248,13 +259,16 @@ class LiveZoom:
                 self._missing[key] = t
                 jobs.append(Job(key, plan.region(t), t.shape))
         self._buffer = buf
+        self._unshown, self._dirty, self._fresh_plan = 0, False, True
+        self._previewed = set()
+        self.covered_time = time.perf_counter() if not self._missing else None
         ov = self.overlay
         ov.data = buf
         ov.scale, ov.translate = plan.scale, plan.translate
         self._sync_style()
         if jobs:
             spec = FieldSpec(field_key, state.prepare)
-            self._thread.submit(Request(self._gen, spec, jobs, self.cell))
+            self._thread.submit(Request(self._gen, spec, jobs, self.cell, self.preview))
             self._poll.start()
         else:
             self._thread.cancel(self._gen)
@@ -277,16 +291,27 @@ class LiveZoom:
             kind, gen, *rest = outbox.get_nowait()
             if kind == "tile":
                 pasted |= self._on_tile(*rest)
+            elif kind == "preview" and gen == self._gen:
+                pasted |= self._on_preview(*rest)
             elif gen == self._gen and kind == "failed":
                 self.error = rest[0]
                 self._set_status(f"error: {rest[0]}")
             elif gen == self._gen and kind == "note":
                 self._set_status(rest[0])
-        if pasted:
+        now = time.perf_counter()
+        covered = self.covered_time is None and self._missing.keys() <= self._previewed
+        if self._dirty and (self._fresh_plan or covered or not self._missing or now - self._last_refresh >= REFRESH_S):
             self.overlay.refresh(thumbnail=not self._missing, extent=False, highlight=False)
-            self.last_tile_time = time.perf_counter()
+            self._last_refresh = time.perf_counter()
+            if self._unshown:
+                self.tiles_shown += self._unshown
+                self.last_tile_time = self._last_refresh
+            if self.covered_time is None and self._missing.keys() <= self._previewed:
+                self.covered_time = self._last_refresh
+            self._unshown, self._dirty, self._fresh_plan = 0, False, False
+        if pasted:
             self._report()
-        if not self._thread.busy() and outbox.empty():
+        if not self._thread.busy() and outbox.empty() and not self._dirty:
             self._poll.stop()
 
     def _on_tile(self, key, values) -> bool:
@@ -302,7 +327,19 @@ class LiveZoom:
         if tile is None or self._plan is None:
             return False  # not part of the current view: kept for later pans
         self._paste(self._buffer, self._plan, tile, values)
-        self.tiles_shown += 1
+        self._unshown += 1
+        self._dirty = True
+        self._previewed.discard(key)
+        return True
+
+    def _on_preview(self, key, values) -> bool:
+        """Paste a half-density preview where the current view still lacks that tile."""
+        tile = self._missing.get(key)
+        if tile is None or self._plan is None:
+            return False
+        self._paste(self._buffer, self._plan, tile, values)
+        self._previewed.add(key)
+        self._dirty = True
         return True
 
     def _report(self) -> None:
@@ -331,6 +368,12 @@ class LiveZoom:
         """Encoder tiles computed so far for the current field (0 before the first render)."""
         fld = self._thread.field
         return 0 if fld is None else fld.tiles_encoded
+
+    @property
+    def encoded_pixels(self) -> int:
+        """Input pixels run through the encoder so far for the current field, halos included."""
+        fld = self._thread.field
+        return 0 if fld is None else fld.pixels_encoded
 
     @property
     def pending_tiles(self) -> int:
@@ -368,8 +411,9 @@ def _loader(model, device: str, precision: str):
     return get_model(model, device, precision)
 
 
-def attach(viewer, layer, model=None, *, device: str = "auto", precision: str = "fp32", cell: str = "on",
-           tile: int = 128, debounce_ms: int = 80, encoder_tile: int = 128, cache_bytes: int = 512 << 20) -> LiveZoom:
+def attach(viewer, layer, model=None, *, device: str = "auto", precision: str = "auto", cell: str = "on",
+           tile: int = 128, debounce_ms: int = 80, preview: bool = True, encoder_tile: int = 32,
+           cache_bytes: int = 512 << 20) -> LiveZoom:
     """Turn on live LIIF zoom for an image ``layer`` of ``viewer``.
 
     Parameters
@@ -381,13 +425,17 @@ def attach(viewer, layer, model=None, *, device: str = "auto", precision: str = 
         A loaded model, a checkpoint file (official ``.pth`` or napari-liif ``.safetensors``),
         or None for the bundled default. Files are loaded on the render thread.
     device, precision : str
-        Used when ``model`` is a path or None: ``auto|cpu|cuda|mps`` and ``fp32|bf16|fp16``.
+        Used when ``model`` is a path or None: ``auto|cpu|cuda|mps`` and ``auto|fp32|bf16|fp16``
+        (``auto``: bf16 on CPUs with fast bf16 matrix products, fp32 elsewhere).
     cell : {"on", "off", "clamp"}
         Cell decoding mode (see :meth:`napari_liif.field.EncodedField.cell`).
     tile : int
         Screen tile size in screen pixels; smaller tiles show the first pixels sooner.
     debounce_ms : int
         How long the camera must be still before rendering starts.
+    preview : bool
+        After the centre tile, cover the rest of the view with half-density renders (a
+        quarter of the work each) before rendering every tile in full.
     encoder_tile, cache_bytes : int
         Encoder tile size (input pixels) and the memory bound of the encoded-latent cache.
 
@@ -415,5 +463,5 @@ def attach(viewer, layer, model=None, *, device: str = "auto", precision: str = 
         loader = functools.partial(lambda m: m, model)
     else:
         loader = functools.partial(_loader, model, device, precision)
-    return LiveZoom(viewer, layer, loader, cell=cell, tile=tile, debounce_ms=debounce_ms,
+    return LiveZoom(viewer, layer, loader, cell=cell, tile=tile, debounce_ms=debounce_ms, preview=preview,
                     encoder_tile=encoder_tile, cache_bytes=cache_bytes)

@@ -1,7 +1,11 @@
 """The live-zoom render thread: one long-lived thread that always works on the newest request.
 
 The main thread submits a :class:`Request` (a generation number, the field to render from and a
-list of tiles, centre first). The thread renders the tiles one by one and puts each finished
+list of tiles, centre first). The thread renders the first tile (encoding only the small encoder
+tiles under it, so it shows soon), then encodes the latents under all the others in large windows
+(:meth:`EncodedField.prefetch`), then renders a *preview* of each of the others at half density
+(a quarter of the samples, so the whole view is covered by LIIF soon), then renders them in full,
+one by one and puts each finished
 tile in an *outbox* queue that the main thread drains (with a timer). Submitting a newer request makes the
 current render stop at its next output block (``EncodedField.render``'s ``should_stop``); a tile
 interrupted that way is thrown away, a tile that finished is still posted, tagged with its key, so
@@ -18,6 +22,8 @@ import queue
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable
+
+import torch
 
 
 @dataclass
@@ -43,21 +49,34 @@ class Request:
     field: FieldSpec
     jobs: list[Job]
     cell: str = "on"
+    preview: bool = True  # render every tile but the first at half density before the full pass
+
+
+def preview_frame(job: Job) -> tuple[tuple[float, float, float, float], tuple[int, int]]:
+    """Region and shape of a tile's preview: one sample per 2 x 2 samples of the tile (a
+    quarter of the work), its region extended by a sample where the tile's size is odd so
+    that preview samples line up with pairs of tile samples."""
+    (r, c), (top, left, bottom, right) = job.shape, job.region
+    pr, pc = -(-r // 2), -(-c // 2)
+    return (top, left, top + 2 * pr * (bottom - top) / r, left + 2 * pc * (right - left) / c), (pr, pc)
 
 
 class RenderThread(threading.Thread):
     """Renders requests from ``submit``; ``stop`` ends it (between output blocks).
 
-    Messages put in ``outbox``: ``("tile", gen, key, values)``, ``("done", gen)``,
+    Messages put in ``outbox``: ``("tile", gen, key, values)``, ``("preview", gen, key, values)``
+    (a half-density render of the tile, enlarged to its shape), ``("done", gen)``,
     ``("failed", gen, message)`` and ``("note", gen, message)``.
     """
 
-    def __init__(self, loader: Callable[[], Any], *, encoder_tile: int = 128, cache_bytes: int = 512 << 20):
+    def __init__(self, loader: Callable[[], Any], *, encoder_tile: int = 32, cache_bytes: int = 512 << 20,
+                 window_px: int = 1 << 17):
         super().__init__(name="napari-liif-live-zoom", daemon=True)
         self._loader = loader
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()
         self._encoder_tile = int(encoder_tile)
         self._cache_bytes = int(cache_bytes)
+        self._window_px = int(window_px)
         self._cond = threading.Condition()
         self._request: Request | None = None
         self._stopping = False
@@ -136,13 +155,19 @@ class RenderThread(threading.Thread):
             model = loader()
         if fld is None or key != req.field.key or fld.model is not model:
             source, shape, to_data = req.field.prepare()
-            fld = model.encode_source(source, shape, tile=self._encoder_tile, cache_bytes=self._cache_bytes)
+            fld = model.encode_source(source, shape, tile=self._encoder_tile, cache_bytes=self._cache_bytes,
+                                      window_px=self._window_px)
         with self._cond:
             if self._loader is loader:  # not replaced meanwhile by set_loader
                 self._model, self._field, self._field_key, self._to_data = model, fld, req.field.key, to_data
-        for job in req.jobs:
+        rest = [(job, True) for job in req.jobs[1:]] if req.preview else []
+        order = [(job, False) for job in req.jobs[:1]] + rest + [(job, False) for job in req.jobs[1:]]
+        for i, (job, preview) in enumerate(order):
             if stale():
                 return
+            if i == 1 and not self._prefetch(fld, req.jobs[1:], stale):
+                return
+            region, shape = preview_frame(job) if preview else (job.region, job.shape)
             stopped: list[bool] = []
 
             def should_stop(stopped=stopped):
@@ -151,8 +176,28 @@ class RenderThread(threading.Thread):
                     return True
                 return False
 
-            out = fld.render(job.region, job.shape, cell=req.cell, should_stop=should_stop)
+            out = fld.render(region, shape, cell=req.cell, should_stop=should_stop)
             if stopped:
                 return
-            self.outbox.put(("tile", req.gen, job.key, to_data(out)))
+            values = to_data(out)
+            if preview:  # each preview sample stands for 2 x 2 samples of the tile
+                values = values.repeat(2, 0).repeat(2, 1)[: job.shape[0], : job.shape[1]]
+            self.outbox.put(("preview" if preview else "tile", req.gen, job.key, values))
         self.outbox.put(("done", req.gen))
+
+    @staticmethod
+    def _prefetch(fld, jobs: list[Job], stale) -> bool:
+        """Encode the latents under ``jobs`` in large encoder windows (each pays the encoder's
+        halo once, where tile-by-tile encoding would pay it per tile), window by window so a
+        newer request interrupts it. Skipped when they would not fit in half the cache.
+        Returns False if interrupted."""
+        top = min(j.region[0] for j in jobs)
+        left = min(j.region[1] for j in jobs)
+        bottom = max(j.region[2] for j in jobs)
+        right = max(j.region[3] for j in jobs)
+        d = fld.model.net.imnet.linears[0].out_features
+        nbytes = (bottom - top + 3) * (right - left + 3) * d * (torch.finfo(fld.model.dtype).bits // 8)
+        if nbytes > fld.cache_bytes // 2:
+            return True  # each tile encodes what it needs as it renders
+        fld.prefetch((top, left, bottom, right), should_stop=stale)
+        return not stale()

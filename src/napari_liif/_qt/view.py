@@ -15,7 +15,7 @@ def sample_image():
     return data.coffee()
 
 
-def open_viewer(image_path=None, checkpoint=None, device: str = "auto", precision: str = "fp32", cell: str = "on",
+def open_viewer(image_path=None, checkpoint=None, device: str = "auto", precision: str = "auto", cell: str = "on",
                 *, show: bool = True):
     """Open napari with the image and live LIIF zoom on; returns ``(viewer, widget)``.
 
@@ -27,7 +27,7 @@ def open_viewer(image_path=None, checkpoint=None, device: str = "auto", precisio
     from ..field import CELL_MODES
 
     resolve_device(device)
-    resolve_precision(precision)
+    resolve_precision(precision, device)
     if cell not in CELL_MODES:
         raise ValueError(f"cell must be one of {', '.join(CELL_MODES)}, got {cell!r}")
     if image_path is None:
@@ -60,7 +60,7 @@ def open_viewer(image_path=None, checkpoint=None, device: str = "auto", precisio
     return viewer, widget
 
 
-def run_viewer(image_path=None, checkpoint=None, device: str = "auto", precision: str = "fp32",
+def run_viewer(image_path=None, checkpoint=None, device: str = "auto", precision: str = "auto",
                cell: str = "on") -> int:
     """Open the viewer (see :func:`open_viewer`) and run napari until it is closed. Returns 0."""
     import napari

@@ -24,7 +24,7 @@ class LiveZoomWidget(QWidget):
         self._model_key = None
         self.layer_box = QComboBox()
         self.layer_box.setToolTip("the image layer to render with LIIF")
-        self.options = ModelOptions()
+        self.options = ModelOptions(precision="auto")  # interactive: the fastest good precision
         self.live = QCheckBox("live LIIF zoom")
         self.live.setToolTip("render the visible region at screen resolution while you zoom and pan")
         self.status = QLabel("off")
