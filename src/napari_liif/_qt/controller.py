@@ -38,6 +38,20 @@ POLL_MS = 10  # how often finished tiles are collected from the render thread wh
 REFRESH_S = 0.25
 
 
+def _timed(method):
+    """Record in ``self.longest_callback_s`` the longest run of a UI-thread callback."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.longest_callback_s = max(self.longest_callback_s, time.perf_counter() - t)
+
+    return run
+
+
 class LiveZoom:
     """Live LIIF rendering of ``layer`` in ``viewer``. Build it with :func:`attach`.
 
@@ -73,6 +87,7 @@ class LiveZoom:
         self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._cache_limit = int(tile_cache_bytes)
         self._buffer: np.ndarray | None = None
+        self.longest_callback_s = 0.0  # longest planning or tile-pasting call on the UI thread
         self.tiles_rendered = 0  # tiles received from the render thread
         self.tiles_shown = 0  # tiles on screen (pasted into the overlay, which was refreshed)
         self.last_tile_time = None  # perf_counter of the last refresh that showed new tiles
@@ -221,6 +236,7 @@ class LiveZoom:
         self._set_status(message)
         self.progress.emit(0, 0)
 
+    @_timed
     def _update(self) -> None:
         if not self.attached:
             return
@@ -283,6 +299,7 @@ class LiveZoom:
             buf[rs, cs] = values
 
     # -- results (main thread, collected from the render thread's outbox) ----------------
+    @_timed
     def _drain(self) -> None:
         """Take everything the render thread has finished; refresh the overlay once."""
         pasted = False
