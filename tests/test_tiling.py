@@ -73,6 +73,21 @@ def test_encoder_windows_pay_the_halo_once(make_liif, as_model):
     assert float((grouped.latents(0, 40, 0, 50) - single.latents(0, 40, 0, 50)).abs().max()) < TOL
 
 
+def test_whole_image_render_encodes_along_block_rows_in_windows(make_liif, as_model):
+    """A plain render encodes ahead along each row of output blocks, several tiles per window,
+    and gives the same image as tile-by-tile encoding."""
+    net, spec = make_liif("edsr-baseline")
+    model = as_model(net, spec)
+    single = model.encode(IMAGE, tile=8, window_px=1)
+    grouped = model.encode(IMAGE, tile=8, window_px=30 * 64)  # up to 1 x 5 tiles (22 x 54 + halo)
+    for fld in (single, grouped):
+        fld.block = 16
+    a, b = single.render(None, OUT), grouped.render(None, OUT)
+    assert single.tiles_encoded == grouped.tiles_encoded == 35
+    assert grouped.pixels_encoded < 0.75 * single.pixels_encoded
+    assert float(np.abs(a - b).max()) * 2 < TOL
+
+
 def test_too_small_halo_would_show(make_liif, as_model):
     """The equality above is not a given: with a halo three pixels short, tiles differ."""
     net, spec = make_liif("edsr-baseline")
