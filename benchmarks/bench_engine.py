@@ -400,6 +400,14 @@ def main(argv=None) -> None:
           f"and the encoder ({enc / 1e6:.3f} M per input pixel), divided by {1 / in_per_out:g} output "
           "pixels per input pixel. % peak is against the torch.matmul peak of the path's own dtype; in fp32 "
           "torch.matmul goes to MKL, while our path's fused oneDNN kernel can run faster than that.")
+    ref_pps = npx / best["ref_dec"]
+    hidden = (4 if net.local_ensemble else 1) * sum(lin.in_features * lin.out_features
+                                                     for lin in net.imnet.linears[1:-1])
+    ceil = {k: fused[k] * 1e9 / (2 * hidden) for k in fused}  # the hidden layers only
+    print(f"ceiling of an exact decoder: its hidden layers alone at the kernel's speed, nothing else: fp32 "
+          f"{ceil['fp32']:,.0f} px/s ({ceil['fp32'] / ref_pps:.2f}x ref), bf16 {ceil['bf16']:,.0f} px/s "
+          f"({ceil['bf16'] / ref_pps:.2f}x ref); ours reaches {npx / best['fp32_dec'] / ceil['fp32']:.0%} and "
+          f"{npx / best['bf16_dec'] / ceil['bf16']:.0%} of it")
     print(f"bf16 cost: PSNR of bf16 output against fp32 output {psnr(outs['bf16'], outs['fp32']):.1f} dB "
           f"(max abs difference {np.abs(outs['bf16'] - outs['fp32']).max():.4f} on [0, 1])")
     print(f"check: ours fp32 vs straightforward, max abs difference "
