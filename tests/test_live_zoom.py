@@ -127,6 +127,29 @@ def test_overlay_data_equals_engine_render_of_each_tile(viewer, detail):
         live.detach()
 
 
+def test_previews_cover_the_view_first_then_full_tiles_replace_them(viewer, detail):
+    """With previews forced on (the tiny model would skip them as too fast to need one), the
+    view is covered before it is complete, and the final overlay holds full tiles only."""
+    img = smooth_random((48, 64), seed=6)
+    layer = viewer.add_image(img, colormap="gray")
+    look_at(viewer, (24.4, 30.9), 5.3)
+    live = napari_liif.attach(viewer, layer, detail, tile=32)
+    live._thread.preview_min_s = 0.0
+    seen = []
+    real = live._on_preview
+    live._on_preview = lambda key, values: seen.append(key) or real(key, values)
+    try:
+        live.wait_idle(60)
+        seen.clear()
+        look_at(viewer, (24.4, 31.9), 5.3)  # a new lattice: every tile is new
+        live.wait_idle(60)
+        assert len(seen) == len(live.plan.tiles) - 1  # every tile but the centre one
+        assert live.covered_time is not None and live.covered_time <= live.last_tile_time
+        assert_overlay_matches_engine(live, detail, viewer, layer)
+    finally:
+        live.detach()
+
+
 # -- camera bursts and tile reuse ----------------------------------------------------------
 
 def test_burst_of_100_camera_changes_ends_correct_with_no_stale_tile(viewer, detail, qtbot):

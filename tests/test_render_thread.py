@@ -23,8 +23,9 @@ def _jobs():
     return [Job(("tile", k), r, s) for k, (r, s) in enumerate(regions)]
 
 
-def _run(model, request, **kw):
+def _run(model, request, preview_min_s=0.0, **kw):
     thread = RenderThread(lambda: model, **kw)
+    thread.preview_min_s = preview_min_s  # previews whatever the speed, unless a test says otherwise
     thread.start()
     thread.submit(request)
     messages = []
@@ -55,6 +56,9 @@ def test_centre_tile_then_previews_then_full_tiles(make_liif, as_model):
         assert np.abs(values - want).max() < 1e-5
     # without previews: the tiles only, in order
     messages = _run(model, Request(2, _spec(), jobs, "on", preview=False))
+    assert [(m[0], m[2][1]) for m in messages[:-1]] == [("tile", 0), ("tile", 1), ("tile", 2)]
+    # previews asked for, but the first tile shows the rest would take well under a minute: none
+    messages = _run(model, Request(3, _spec(), jobs, "on", preview=True), preview_min_s=60.0)
     assert [(m[0], m[2][1]) for m in messages[:-1]] == [("tile", 0), ("tile", 1), ("tile", 2)]
 
 

@@ -4,7 +4,8 @@ The main thread submits a :class:`Request` (a generation number, the field to re
 list of tiles, centre first). The thread renders the first tile (encoding only the small encoder
 tiles under it, so it shows soon), then encodes the latents under all the others in large windows
 (:meth:`EncodedField.prefetch`), then renders a *preview* of each of the others at half density
-(a quarter of the samples, so the whole view is covered by LIIF soon), then renders them in full,
+(a quarter of the samples, so the whole view is covered by LIIF soon; skipped when the first
+tile's speed says the full pass takes under ``PREVIEW_MIN_S``), then renders them in full,
 one by one and puts each finished
 tile in an *outbox* queue that the main thread drains (with a timer). Submitting a newer request makes the
 current render stop at its next output block (``EncodedField.render``'s ``should_stop``); a tile
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -50,6 +52,11 @@ class Request:
     jobs: list[Job]
     cell: str = "on"
     preview: bool = True  # render every tile but the first at half density before the full pass
+
+
+#: a view whose full render is expected to take less than this many seconds gets no preview:
+#: previews add a quarter to the work, which only pays when the wait is long (a CPU, not a GPU)
+PREVIEW_MIN_S = 0.5
 
 
 def preview_frame(job: Job) -> tuple[tuple[float, float, float, float], tuple[int, int]]:
@@ -84,6 +91,8 @@ class RenderThread(threading.Thread):
         self._field = None
         self._field_key = None
         self._to_data = None
+        #: previews are skipped when the full pass should take less than this (seconds)
+        self.preview_min_s = PREVIEW_MIN_S
         #: generation the main thread wants; anything older is abandoned
         self.wanted = 0
         #: generation being worked on, or None when idle
@@ -160,30 +169,49 @@ class RenderThread(threading.Thread):
         with self._cond:
             if self._loader is loader:  # not replaced meanwhile by set_loader
                 self._model, self._field, self._field_key, self._to_data = model, fld, req.field.key, to_data
-        rest = [(job, True) for job in req.jobs[1:]] if req.preview else []
-        order = [(job, False) for job in req.jobs[:1]] + rest + [(job, False) for job in req.jobs[1:]]
-        for i, (job, preview) in enumerate(order):
-            if stale():
-                return
-            if i == 1 and not self._prefetch(fld, req.jobs[1:], stale):
-                return
-            region, shape = preview_frame(job) if preview else (job.region, job.shape)
-            stopped: list[bool] = []
-
-            def should_stop(stopped=stopped):
-                if stale():
-                    stopped.append(True)
-                    return True
-                return False
-
-            out = fld.render(region, shape, cell=req.cell, should_stop=should_stop)
-            if stopped:
-                return
-            values = to_data(out)
-            if preview:  # each preview sample stands for 2 x 2 samples of the tile
-                values = values.repeat(2, 0).repeat(2, 1)[: job.shape[0], : job.shape[1]]
-            self.outbox.put(("preview" if preview else "tile", req.gen, job.key, values))
+        if req.jobs and not self._render_jobs(fld, req, to_data, stale):
+            return  # a newer request came in
         self.outbox.put(("done", req.gen))
+
+    def _render_jobs(self, fld, req: Request, to_data, stale) -> bool:
+        """The first tile; the latents of the others; their previews, if the full pass is
+        expected to take longer than ``preview_min_s`` at the first tile's speed; then the
+        others in full. Returns False if interrupted."""
+        first, rest = req.jobs[0], req.jobs[1:]
+        fld.prefetch(first.region)  # only the few small encoder tiles under it
+        t = time.perf_counter()
+        if not self._render_one(fld, req, to_data, first, False, stale):
+            return False
+        rate = first.shape[0] * first.shape[1] / max(time.perf_counter() - t, 1e-6)  # samples per second
+        if not rest:
+            return True
+        if not self._prefetch(fld, rest, stale):
+            return False
+        full_s = sum(j.shape[0] * j.shape[1] for j in rest) / rate
+        passes = ((True, False) if req.preview and full_s > self.preview_min_s else (False,))
+        return all(self._render_one(fld, req, to_data, job, preview, stale) for preview in passes for job in rest)
+
+    def _render_one(self, fld, req: Request, to_data, job: Job, preview: bool, stale) -> bool:
+        """Render one tile (or its preview) and post it; False if interrupted."""
+        if stale():
+            return False
+        region, shape = preview_frame(job) if preview else (job.region, job.shape)
+        stopped: list[bool] = []
+
+        def should_stop():
+            if stale():
+                stopped.append(True)
+                return True
+            return False
+
+        out = fld.render(region, shape, cell=req.cell, should_stop=should_stop)
+        if stopped:
+            return False
+        values = to_data(out)
+        if preview:  # each preview sample stands for 2 x 2 samples of the tile
+            values = values.repeat(2, 0).repeat(2, 1)[: job.shape[0], : job.shape[1]]
+        self.outbox.put(("preview" if preview else "tile", req.gen, job.key, values))
+        return True
 
     @staticmethod
     def _prefetch(fld, jobs: list[Job], stale) -> bool:
