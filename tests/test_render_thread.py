@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_liif._qt.render_thread import FieldSpec, Job, RenderThread, Request, preview_frame
+from napari_liif._qt.render_thread import FieldSpec, Job, RenderThread, Request
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -47,13 +47,12 @@ def test_centre_tile_then_previews_then_full_tiles(make_liif, as_model):
     fld = model.encode(IMAGE)
     for kind, _, key, values in messages[:-1]:
         job = jobs[key[1]]
-        if kind == "tile":
-            want = fld.render(job.region, job.shape)
-        else:  # a half-density render, each sample repeated over 2 x 2 tile samples
-            region, shape = preview_frame(job)
-            want = fld.render(region, shape).repeat(2, 0).repeat(2, 1)[: job.shape[0], : job.shape[1]]
+        want = fld.render(job.region, job.shape)  # the tile, rendered whole
+        if kind == "preview":  # its (even, even) samples, each repeated over 2 x 2
+            want = want[0::2, 0::2].repeat(2, 0).repeat(2, 1)[: job.shape[0], : job.shape[1]]
         assert values.shape == job.shape + (3,)
         assert np.abs(values - want).max() < 1e-5
+        assert np.abs(values - want).max() < 1e-2 * np.abs(np.diff(want, axis=0)).max()  # not trivially
     # without previews: the tiles only, in order
     messages = _run(model, Request(2, _spec(), jobs, "on", preview=False))
     assert [(m[0], m[2][1]) for m in messages[:-1]] == [("tile", 0), ("tile", 1), ("tile", 2)]
@@ -62,15 +61,25 @@ def test_centre_tile_then_previews_then_full_tiles(make_liif, as_model):
     assert [(m[0], m[2][1]) for m in messages[:-1]] == [("tile", 0), ("tile", 1), ("tile", 2)]
 
 
-def test_preview_samples_sit_between_pairs_of_tile_samples():
-    job = Job("k", (3.0, 5.0, 6.75, 9.0), (15, 16))  # 0.25 input px per sample; odd row count
-    (top, left, bottom, right), (pr, pc) = preview_frame(job)
-    assert (pr, pc) == (8, 8)
-    fine = top + (np.arange(15) + 0.5) * 0.25  # centres of the tile's sample rows
-    coarse = top + (np.arange(pr) + 0.5) * (bottom - top) / pr
-    pairs = np.r_[fine, fine[-1] + 0.25].reshape(-1, 2).mean(1)  # one sample past the odd end
-    assert np.allclose(coarse, pairs, atol=1e-12)
-    assert np.isclose((right - left) / pc, 0.5)
+@pytest.mark.parametrize("cell", ["on", "off", "clamp"])
+def test_sub_grids_with_the_tile_cell_equal_the_tile(make_liif, as_model, cell):
+    """Every other row/column rendered as a grid of its own, with the tile's explicit cell, gives
+    exactly the tile's samples (so a preview's samples are reused in the full tile)."""
+    net, spec = make_liif("edsr-baseline")
+    fld = as_model(net, spec).encode(IMAGE)
+    region, shape = (3.0, 5.0, 6.75, 9.0), (15, 16)  # 0.25 input px per sample; odd row count
+    whole = fld.render(region, shape, cell=cell)
+    thread = RenderThread(lambda: None)
+    req = Request(1, _spec(), [], cell)
+    job = Job("k", region, shape)
+    for r0, c0, step in ((0, 0, 2), (1, 0, (2, 1)), (0, 1, (2, 2)), (0, 0, 1)):
+        sr, sc = (step, step) if isinstance(step, int) else step
+        got = thread._grid(fld, req, lambda v: v, job, r0, c0, step, lambda: False)
+        assert got.shape == whole[r0::sr, c0::sc].shape
+        assert np.abs(got - whole[r0::sr, c0::sc]).max() < 1e-6
+    # without the explicit cell, the sparser grid would get a bigger cell and other values
+    sparse = fld.render((2.875, 5.0, 2.875 + 8 * 0.5, 9.0), (8, 16), cell=cell)
+    assert np.allclose(sparse[:, :], whole[0::2], atol=1e-6) == (cell == "off")
 
 
 def test_encoding_windows_stop_when_a_newer_request_arrives(make_liif, as_model):

@@ -238,8 +238,16 @@ class EncodedField:
         return torch.cat(rows, 0) if len(rows) > 1 else rows[0]
 
     # -- rendering -----------------------------------------------------------------------
-    def cell(self, region, shape, mode: str = "on") -> tuple[float, float]:
-        """Cell size in [-1, 1] units for sampling ``region`` on ``shape`` (see ``CELL_MODES``)."""
+    def cell(self, region, shape, mode="on") -> tuple[float, float]:
+        """Cell size in [-1, 1] units for sampling ``region`` on ``shape`` (see ``CELL_MODES``).
+
+        ``mode`` may also be an explicit ``(cell_y, cell_x)`` in [-1, 1] units, returned as is:
+        rendering a sub-grid (every other sample, say) with the cell of the full grid gives
+        exactly the full grid's values at those samples."""
+        if isinstance(mode, (tuple, list)):
+            if len(mode) != 2 or not all(np.isfinite(c) and c > 0 for c in mode):
+                raise ValueError(f"an explicit cell must be two positive sizes (cell_y, cell_x), got {mode!r}")
+            return float(mode[0]), float(mode[1])
         if mode not in CELL_MODES:
             raise ValueError(f"cell mode {mode!r} is not one of {', '.join(CELL_MODES)}")
         (h, w), (top, left, bottom, right) = self.shape, region
@@ -251,10 +259,11 @@ class EncodedField:
             cell = [c * max(1 / s / 4, 1.0) for c, s in zip(cell, step)]
         return cell[0], cell[1]
 
-    def render(self, region=None, shape=None, *, cell: str = "on", progress=None, should_stop=None,
+    def render(self, region=None, shape=None, *, cell="on", progress=None, should_stop=None,
                out: np.ndarray | None = None) -> np.ndarray:
         """Evaluate ``region`` on a ``shape`` grid; returns float32 (rows, cols, 3) in [0, 1].
 
+        ``cell`` is a mode of ``CELL_MODES`` or an explicit size (see :meth:`cell`).
         progress(done, total) is called after each output block; if ``should_stop()`` turns
         true, rendering stops and the partial array is returned (its rest left unchanged).
         """

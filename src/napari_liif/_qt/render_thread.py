@@ -3,12 +3,13 @@
 The main thread submits a :class:`Request` (a generation number, the field to render from and a
 list of tiles, centre first). The thread renders the first tile (encoding only the small encoder
 tiles under it, so it shows soon), then encodes the latents under all the others in large windows
-(:meth:`EncodedField.prefetch`), then renders a *preview* of each of the others at half density
-(a quarter of the samples, so the whole view is covered by LIIF soon; skipped when the first
-tile's speed says the full pass takes under ``PREVIEW_MIN_S``), then renders them in full,
-one by one and puts each finished
-tile in an *outbox* queue that the main thread drains (with a timer). Submitting a newer request makes the
-current render stop at its next output block (``EncodedField.render``'s ``should_stop``); a tile
+(:meth:`EncodedField.prefetch`), then renders a *preview* of each of the others: a quarter of its
+samples, every other row and column, shown as 2 x 2 blocks, so the whole view is covered by LIIF
+soon; then the other three quarters of each tile, which completes it at no extra cost (the
+sub-grids use the tile's own cell, so every sample equals the tile's). Previews are skipped when
+the first tile's speed says the full pass takes under ``PREVIEW_MIN_S``. Each finished tile or
+preview goes into an *outbox* queue that the main thread drains (with a timer). Submitting a newer
+request makes the current render stop at its next output block (``EncodedField.render``'s ``should_stop``); a tile
 interrupted that way is thrown away, a tile that finished is still posted, tagged with its key, so
 the main thread can cache it.
 
@@ -24,6 +25,8 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
+
+import numpy as np
 
 import torch
 
@@ -55,24 +58,16 @@ class Request:
 
 
 #: a view whose full render is expected to take less than this many seconds gets no preview:
-#: previews add a quarter to the work, which only pays when the wait is long (a CPU, not a GPU)
+#: the preview costs nothing extra (its samples are a quarter of the tile's), but it is one more
+#: overlay refresh and only helps when the wait is long (a CPU, not a GPU)
 PREVIEW_MIN_S = 0.5
-
-
-def preview_frame(job: Job) -> tuple[tuple[float, float, float, float], tuple[int, int]]:
-    """Region and shape of a tile's preview: one sample per 2 x 2 samples of the tile (a
-    quarter of the work), its region extended by a sample where the tile's size is odd so
-    that preview samples line up with pairs of tile samples."""
-    (r, c), (top, left, bottom, right) = job.shape, job.region
-    pr, pc = -(-r // 2), -(-c // 2)
-    return (top, left, top + 2 * pr * (bottom - top) / r, left + 2 * pc * (right - left) / c), (pr, pc)
 
 
 class RenderThread(threading.Thread):
     """Renders requests from ``submit``; ``stop`` ends it (between output blocks).
 
     Messages put in ``outbox``: ``("tile", gen, key, values)``, ``("preview", gen, key, values)``
-    (a half-density render of the tile, enlarged to its shape), ``("done", gen)``,
+    (the tile's (even, even) samples, each repeated over 2 x 2), ``("done", gen)``,
     ``("failed", gen, message)`` and ``("note", gen, message)``.
     """
 
@@ -180,7 +175,7 @@ class RenderThread(threading.Thread):
         first, rest = req.jobs[0], req.jobs[1:]
         fld.prefetch(first.region)  # only the few small encoder tiles under it
         t = time.perf_counter()
-        if not self._render_one(fld, req, to_data, first, False, stale):
+        if not self._post(req, first, "tile", self._grid(fld, req, to_data, first, 0, 0, 1, stale)):
             return False
         rate = first.shape[0] * first.shape[1] / max(time.perf_counter() - t, 1e-6)  # samples per second
         if not rest:
@@ -188,14 +183,47 @@ class RenderThread(threading.Thread):
         if not self._prefetch(fld, rest, stale):
             return False
         full_s = sum(j.shape[0] * j.shape[1] for j in rest) / rate
-        passes = ((True, False) if req.preview and full_s > self.preview_min_s else (False,))
-        return all(self._render_one(fld, req, to_data, job, preview, stale) for preview in passes for job in rest)
+        if not (req.preview and full_s > self.preview_min_s):
+            return all(self._post(req, job, "tile", self._grid(fld, req, to_data, job, 0, 0, 1, stale))
+                       for job in rest)
+        previews = {}
+        for job in rest:  # samples (even, even): a quarter of each tile, shown as 2 x 2 blocks
+            values = previews[job.key] = self._grid(fld, req, to_data, job, 0, 0, 2, stale)
+            if not self._post(req, job, "preview", None if values is None else
+                              values.repeat(2, 0).repeat(2, 1)[: job.shape[0], : job.shape[1]]):
+                return False
+        for job in rest:  # the other three quarters, then the tile is whole
+            tile = self._complete(fld, req, to_data, job, previews.pop(job.key), stale)
+            if not self._post(req, job, "tile", tile):
+                return False
+        return True
 
-    def _render_one(self, fld, req: Request, to_data, job: Job, preview: bool, stale) -> bool:
-        """Render one tile (or its preview) and post it; False if interrupted."""
-        if stale():
-            return False
-        region, shape = preview_frame(job) if preview else (job.region, job.shape)
+    def _complete(self, fld, req, to_data, job: Job, even, stale):
+        """The full tile from its (even, even) samples plus renders of the odd rows and of the
+        even rows' odd columns; None if interrupted."""
+        (r, c), parts = job.shape, [(1, 0, (2, 1)), (0, 1, (2, 2))]  # (row0, col0, (row step, col step))
+        tile = np.empty((r, c) + even.shape[2:], even.dtype)
+        tile[0::2, 0::2] = even
+        for r0, c0, (sr, sc) in parts:
+            if r0 >= r or c0 >= c:
+                continue  # a tile one sample high or wide has no odd rows or columns
+            values = self._grid(fld, req, to_data, job, r0, c0, (sr, sc), stale)
+            if values is None:
+                return None
+            tile[r0::sr, c0::sc] = values
+        return tile
+
+    @staticmethod
+    def _grid(fld, req: Request, to_data, job: Job, r0: int, c0: int, step, stale):
+        """Samples ``r0, r0 + step, ...`` x ``c0, c0 + step, ...`` of ``job``'s tile, rendered
+        with the tile's own cell so each equals the tile's sample; None if interrupted."""
+        sr, sc = (step, step) if isinstance(step, int) else step
+        (r, c), (top, left, bottom, right) = job.shape, job.region
+        hy, hx = (bottom - top) / r, (right - left) / c  # input pixels per tile sample
+        nr, nc = -(-(r - r0) // sr), -(-(c - c0) // sc)
+        # a grid of spacing s * h whose first sample centre is the tile's sample r0
+        y0, x0 = top + (r0 + 0.5 - sr / 2) * hy, left + (c0 + 0.5 - sc / 2) * hx
+        region = (y0, x0, y0 + nr * sr * hy, x0 + nc * sc * hx)
         stopped: list[bool] = []
 
         def should_stop():
@@ -204,13 +232,15 @@ class RenderThread(threading.Thread):
                 return True
             return False
 
-        out = fld.render(region, shape, cell=req.cell, should_stop=should_stop)
-        if stopped:
+        cell = fld.cell(job.region, job.shape, req.cell)
+        out = fld.render(region, (nr, nc), cell=cell, should_stop=should_stop)
+        return None if stopped else to_data(out)
+
+    def _post(self, req: Request, job: Job, kind: str, values) -> bool:
+        """Post a finished tile or preview; False (nothing posted) if it was interrupted."""
+        if values is None:
             return False
-        values = to_data(out)
-        if preview:  # each preview sample stands for 2 x 2 samples of the tile
-            values = values.repeat(2, 0).repeat(2, 1)[: job.shape[0], : job.shape[1]]
-        self.outbox.put(("preview" if preview else "tile", req.gen, job.key, values))
+        self.outbox.put((kind, req.gen, job.key, values))
         return True
 
     @staticmethod
