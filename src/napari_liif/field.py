@@ -37,9 +37,13 @@ import torch
 from .models.liif import axis_centres, nearest_latent
 
 CELL_MODES = ("on", "off", "clamp")
-#: largest encoder window, in input pixels with its halo (~724 x 724): bounds the encoder's
-#: activation memory (64 channels of EDSR-baseline at fp32: ~135 MB per feature map)
-WINDOW_PX = 1 << 19
+#: largest encoder window, in input pixels with its halo (~362 x 362). Measured on a 2-core
+#: EPYC (EDSR-baseline, channels-last): the encoder runs at 70-83 k px/s (fp32) and 151-167 k
+#: (bf16) on windows of 128-362 px, but 60-62 k and 115-123 k on 512-724 px windows, whose
+#: 64-channel feature maps (67-135 MB in fp32) no longer fit the caches; bigger windows would
+#: save halo and lose more in speed. It also bounds the encoder's activation memory (the
+#: 256-channel first-layer projection is made tile by tile, never for a whole window).
+WINDOW_PX = 1 << 17
 Source = Callable[[int, int, int, int], np.ndarray]
 
 
@@ -93,6 +97,10 @@ def _first_layer(lat: torch.Tensor, rel_y: dict, rel_x: dict, shifts, wc: torch.
     return out.relu_() if relu else out
 
 
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
 def _exact_fp32(model):
     """On CUDA at fp32, keep cuDNN from using TF32 (on by default for convolutions), which
     would move results ~1e-3 away from the official algorithm; elsewhere a no-op."""
@@ -114,6 +122,7 @@ class EncodedField:
         self.cache_bytes = int(cache_bytes)
         self.window_px = int(window_px)
         self._cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
+        self._nbytes = 0  # bytes in _cache, kept up to date by _store
         self._lock = threading.RLock()
         self.tiles_encoded = 0  # tiles added to the cache (again after an eviction)
         self.pixels_encoded = 0  # input pixels run through the encoder, halos included
@@ -144,21 +153,28 @@ class EncodedField:
             # while its strides make the convolution pick a size-dependent kernel, so tiles of
             # different sizes would differ by ~1e-6
             inp = self._input(wy0, wy1, wx0, wx1).clone(memory_format=torch.channels_last)
-            proj = net.project(net.encode(inp))[0].permute(1, 2, 0)
+            feat = net.encode(inp)
+            # project tile by tile (the projection has 4x the encoder's channels: for a whole
+            # window it would be the largest tensor of all), each with the one latent of margin
+            # that the 3x3 unfold reads; the margin's own outputs, which see zero padding, are cut
+            m = 1 if net.feat_unfold else 0
+            tiles = {}
+            for ty in range(ty0, ty1):
+                for tx in range(tx0, tx1):
+                    a, b = ty * t - wy0, min(h, ty * t + t) - wy0
+                    c, d = tx * t - wx0, min(w, tx * t + t) - wx0
+                    ea, ec = max(0, a - m), max(0, c - m)
+                    p = net.project(feat[:, :, ea: b + m, ec: d + m])[0].permute(1, 2, 0)
+                    tiles[(ty, tx)] = p[a - ea: b - ea, c - ec: d - ec].contiguous()
         self.pixels_encoded += (wy1 - wy0) * (wx1 - wx0)
-        tiles = {}
-        for ty in range(ty0, ty1):
-            for tx in range(tx0, tx1):
-                a, b = ty * t - wy0, min(h, ty * t + t) - wy0
-                c, d = tx * t - wx0, min(w, tx * t + t) - wx0
-                tiles[(ty, tx)] = proj[a:b, c:d].contiguous()
         return tiles
 
     def _store(self, key, proj: torch.Tensor) -> None:
+        old = self._cache.pop(key, None)
+        self._nbytes += _nbytes(proj) - (0 if old is None else _nbytes(old))
         self._cache[key] = proj
-        self._cache.move_to_end(key)
-        while len(self._cache) > 1 and self.cached_bytes() > self.cache_bytes:
-            self._cache.popitem(last=False)
+        while len(self._cache) > 1 and self._nbytes > self.cache_bytes:
+            self._nbytes -= _nbytes(self._cache.popitem(last=False)[1])
 
     def _tile(self, ty: int, tx: int) -> torch.Tensor:
         with self._lock:
@@ -208,9 +224,10 @@ class EncodedField:
         """Encode now the latents that rendering ``region`` (``(top, left, bottom, right)`` in
         input pixel-edge units; None for the whole image) will need, in as few encoder windows
         as ``window_px`` allows. Renders call this themselves block by block; calling it for a
-        large area first saves the halo that many small windows would each pay. Nothing is
-        encoded twice. ``should_stop()`` is asked before each window. Returns the number of
-        tiles encoded."""
+        large area first saves the halo that many small windows would each pay. Cached tiles
+        are kept as they are; keep the area's latents within ``cache_bytes / 2`` (256 channels per
+        input pixel), or its first tiles are evicted again before they are used.
+        ``should_stop()`` is asked before each window. Returns the number of tiles encoded."""
         h, w = self.shape
         top, left, bottom, right = (0, 0, h, w) if region is None else region
         # one latent of margin: the local ensemble reaches the neighbouring latent
@@ -221,7 +238,8 @@ class EncodedField:
         return self._prefetch_latents(y0, y1, x0, x1, should_stop)
 
     def cached_bytes(self) -> int:
-        return sum(p.numel() * p.element_size() for p in self._cache.values())
+        """Bytes held by the latent cache."""
+        return self._nbytes
 
     def latents(self, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
         """Projected latents of rows [y0, y1) and columns [x0, x1), channels last:
@@ -242,8 +260,8 @@ class EncodedField:
         """Cell size in [-1, 1] units for sampling ``region`` on ``shape`` (see ``CELL_MODES``).
 
         ``mode`` may also be an explicit ``(cell_y, cell_x)`` in [-1, 1] units, returned as is:
-        rendering a sub-grid (every other sample, say) with the cell of the full grid gives
-        exactly the full grid's values at those samples."""
+        rendering a sub-grid (every other sample, say) with the cell of the full grid gives the
+        full grid's values at those samples (up to float rounding of the coordinates, ~1e-6)."""
         if isinstance(mode, (tuple, list)):
             if len(mode) != 2 or not all(np.isfinite(c) and c > 0 for c in mode):
                 raise ValueError(f"an explicit cell must be two positive sizes (cell_y, cell_x), got {mode!r}")

@@ -350,7 +350,9 @@ class LiveZoom:
         return True
 
     def _on_preview(self, key, values) -> bool:
-        """Paste a half-density preview where the current view still lacks that tile."""
+        """Paste a preview where the current view still lacks that tile."""
+        if self._state is None or key[0] != self._state.field_key(self._data_version):
+            return False  # rendered from an older field (slice, data or model changed)
         tile = self._missing.get(key)
         if tile is None or self._plan is None:
             return False

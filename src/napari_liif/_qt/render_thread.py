@@ -6,7 +6,7 @@ tiles under it, so it shows soon), then encodes the latents under all the others
 (:meth:`EncodedField.prefetch`), then renders a *preview* of each of the others: a quarter of its
 samples, every other row and column, shown as 2 x 2 blocks, so the whole view is covered by LIIF
 soon; then the other three quarters of each tile, which completes it at no extra cost (the
-sub-grids use the tile's own cell, so every sample equals the tile's). Previews are skipped when
+sub-grids use the tile's own cell, so every sample equals the tile's up to float rounding). Previews are skipped when
 the first tile's speed says the full pass takes under ``PREVIEW_MIN_S``. Each finished tile or
 preview goes into an *outbox* queue that the main thread drains (with a timer). Submitting a newer
 request makes the current render stop at its next output block (``EncodedField.render``'s ``should_stop``); a tile
@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
-
 import torch
+
+from ..field import WINDOW_PX
 
 
 @dataclass
@@ -72,7 +73,7 @@ class RenderThread(threading.Thread):
     """
 
     def __init__(self, loader: Callable[[], Any], *, encoder_tile: int = 32, cache_bytes: int = 512 << 20,
-                 window_px: int = 1 << 17):
+                 window_px: int = WINDOW_PX):
         super().__init__(name="napari-liif-live-zoom", daemon=True)
         self._loader = loader
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -216,7 +217,8 @@ class RenderThread(threading.Thread):
     @staticmethod
     def _grid(fld, req: Request, to_data, job: Job, r0: int, c0: int, step, stale):
         """Samples ``r0, r0 + step, ...`` x ``c0, c0 + step, ...`` of ``job``'s tile, rendered
-        with the tile's own cell so each equals the tile's sample; None if interrupted."""
+        with the tile's own cell so each equals the tile's sample (up to float rounding of the
+        coordinates); None if interrupted."""
         sr, sc = (step, step) if isinstance(step, int) else step
         (r, c), (top, left, bottom, right) = job.shape, job.region
         hy, hx = (bottom - top) / r, (right - left) / c  # input pixels per tile sample
