@@ -93,3 +93,20 @@ def test_encoding_windows_stop_when_a_newer_request_arrives(make_liif, as_model)
 
     assert fld.prefetch(should_stop=stop_after_two) == 2  # two windows, then the stop
     assert fld.prefetch() == 4 * 5 - 2  # the rest, nothing twice
+
+
+def test_block_and_screen_tile_follow_the_device(make_liif, as_model, monkeypatch):
+    """CPU: 64-sample output blocks and 128-pixel screen tiles; a GPU gets larger ones."""
+    import torch
+
+    import napari_liif.device as dev
+    from napari_liif._qt.controller import default_tile
+
+    net, spec = make_liif("edsr-baseline")
+    model = as_model(net, spec)
+    assert model.encode(IMAGE).block == 64
+    assert default_tile("cpu") == 128
+    monkeypatch.setattr(dev, "resolve_device", lambda d: torch.device("cuda"))  # no GPU needed
+    assert default_tile("cuda") == 512
+    model.device = torch.device("cuda")  # nothing is encoded: only the block choice reads it
+    assert model.encode(IMAGE).block == 256

@@ -10,7 +10,7 @@ import functools
 from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QProgressBar, QVBoxLayout, QWidget
 
-from .controller import LiveZoom, _loader
+from .controller import LiveZoom, _loader, default_tile
 from .model_options import ModelOptions
 
 
@@ -106,7 +106,7 @@ class LiveZoomWidget(QWidget):
         self._model_key = (o["checkpoint"], o["device"], o["precision"])
         loader = functools.partial(_loader, *self._model_key)
         try:
-            self.controller = LiveZoom(self.viewer, layer, loader, cell=o["cell"])
+            self.controller = LiveZoom(self.viewer, layer, loader, cell=o["cell"], tile=default_tile(o["device"]))
         except (TypeError, ValueError) as exc:
             self._show(str(exc))
             return
