@@ -121,7 +121,8 @@ class EncodedField:
         # output block side: on a CPU, 64 keeps a block's activations (16 MiB in fp32) in reach of
         # the caches and is the fastest measured (32-128 tried); a GPU wants far larger batches
         # (256: 268 MB of fp32 activations per hidden layer; chosen, not yet measured on a GPU)
-        self.block = int(block) if block is not None else (64 if model.device.type == "cpu" else 256)
+        on_cpu = model is None or model.device.type == "cpu"  # no model: geometry only (cell())
+        self.block = int(block) if block is not None else (64 if on_cpu else 256)
         self.cache_bytes = int(cache_bytes)
         self.window_px = int(window_px)
         self._cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
