@@ -108,7 +108,9 @@ class LiveZoom:
         self._thread = RenderThread(loader, encoder_tile=encoder_tile, cache_bytes=cache_bytes)
         self._thread.start()
 
-        self.overlay = self._make_overlay()
+        # the overlay layer is made by the first _update, right after it has sent the first
+        # request: inserting a layer takes ~100 ms that the render thread can use meanwhile
+        self.overlay = None
         self._connections: list[tuple[object, object]] = []
         cam = viewer.scene.camera
         for emitter in (cam.events.center, cam.events.zoom, viewer.canvas.events.size,
@@ -124,11 +126,18 @@ class LiveZoom:
         self._connect(viewer.layers.events.removed, self._on_removed)
         self._connect(viewer.layers.events.moved, self._keep_above)
         self._update()
+        self._ensure_overlay()
+        self.longest_callback_s = 0.0  # attaching (which inserts the overlay layer) is not a callback
 
     # -- setup and teardown ------------------------------------------------------------
     def _connect(self, emitter, callback) -> None:
         emitter.connect(callback)
         self._connections.append((emitter, callback))
+
+    def _ensure_overlay(self):
+        if self.overlay is None:
+            self.overlay = self._make_overlay()
+        return self.overlay
 
     def _make_overlay(self):
         from napari.layers import Image
@@ -196,7 +205,8 @@ class LiveZoom:
         self.schedule()
 
     def _on_name(self, event=None) -> None:
-        self.overlay.name = f"{self.layer.name} [LIIF]"
+        if self.overlay is not None:
+            self.overlay.name = f"{self.layer.name} [LIIF]"
 
     def _on_removed(self, event) -> None:
         if event.value is self.layer or event.value is self.overlay:
@@ -217,6 +227,8 @@ class LiveZoom:
     def _sync_style(self, event=None) -> None:
         """Copy the source's look to the overlay (only what differs: each setter redraws)."""
         ov, src = self.overlay, self.layer
+        if ov is None:
+            return
         want = {"contrast_limits": list(src.contrast_limits), "gamma": src.gamma, "opacity": src.opacity,
                 "blending": src.blending, "visible": bool(src.visible and self._plan is not None)}
         if not src.rgb:
@@ -232,7 +244,7 @@ class LiveZoom:
         self._missing.clear()
         self._gen += 1
         self._thread.cancel(self._gen)
-        self.overlay.visible = False
+        self._ensure_overlay().visible = False
         self._set_status(message)
         self.progress.emit(0, 0)
 
@@ -278,16 +290,16 @@ class LiveZoom:
         self._unshown, self._dirty, self._fresh_plan = 0, False, True
         self._previewed = set()
         self.covered_time = time.perf_counter() if not self._missing else None
-        ov = self.overlay
-        ov.data = buf
-        ov.scale, ov.translate = plan.scale, plan.translate
-        self._sync_style()
-        if jobs:
+        if jobs:  # first, so the render thread starts while the overlay is updated
             spec = FieldSpec(field_key, state.prepare)
             self._thread.submit(Request(self._gen, spec, jobs, self.cell, self.preview))
             self._poll.start()
         else:
             self._thread.cancel(self._gen)
+        ov = self._ensure_overlay()
+        ov.data = buf
+        ov.scale, ov.translate = plan.scale, plan.translate
+        self._sync_style()
         self._report()
 
     def _paste(self, buf: np.ndarray, plan: ViewPlan, tile, values: np.ndarray) -> None:
