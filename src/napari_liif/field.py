@@ -229,15 +229,15 @@ class EncodedField:
         input pixel-edge units; None for the whole image) will need, in as few encoder windows
         as ``window_px`` allows. Renders call this themselves block by block; calling it for a
         large area first saves the halo that many small windows would each pay. Cached tiles
-        are kept as they are; keep the area's latents within ``cache_bytes / 2`` (256 channels per
-        input pixel), or its first tiles are evicted again before they are used.
-        ``should_stop()`` is asked before each window. Returns the number of tiles encoded."""
+        are kept as they are. An area whose latents exceed half the cache is not prefetched
+        (its first tiles would be evicted before they are used; renders then encode as they
+        go). ``should_stop()`` is asked before each window. Returns the number of tiles encoded."""
         h, w = self.shape
         top, left, bottom, right = (0, 0, h, w) if region is None else region
         # one latent of margin: the local ensemble reaches the neighbouring latent
         y0, y1 = max(0, int(np.floor(top)) - 1), min(h, int(np.ceil(bottom)) + 1)
         x0, x1 = max(0, int(np.floor(left)) - 1), min(w, int(np.ceil(right)) + 1)
-        if y1 <= y0 or x1 <= x0:
+        if y1 <= y0 or x1 <= x0 or self.latent_bytes(y1 - y0, x1 - x0) > self.cache_bytes // 2:
             return 0
         return self._prefetch_latents(y0, y1, x0, x1, should_stop)
 
@@ -323,14 +323,18 @@ class EncodedField:
                     progress(k + 1, len(blocks))
         return out
 
+    def latent_bytes(self, rows: float, cols: float) -> int:
+        """Cache bytes of the projected latents of ``rows`` x ``cols`` input pixels."""
+        d = self.model.net.imnet.linears[0].out_features
+        return int(rows * cols * d * (torch.finfo(self.model.dtype).bits // 8))
+
     def _ahead_cols(self, block: int, shape, region) -> int:
         """Latent columns to encode ahead of a block, along its row of blocks: as many as fit
         in half the cache for the rows that row of blocks reads."""
-        t, d = self.tile, self.model.net.imnet.linears[0].out_features
+        t = self.tile
         rows_in = block * (region[2] - region[0]) / shape[0] + 3  # latent rows under a block row
         band = -(-int(rows_in) // t) * t + t  # whole tiles, one more for a band across a boundary
-        esize = torch.finfo(self.model.dtype).bits // 8
-        return max(t, (self.cache_bytes // 2) // (band * d * esize))
+        return max(t, (self.cache_bytes // 2) // self.latent_bytes(band, 1))
 
     def _block(self, ytab, xtab, rs, cs, shifts, wc, bias, ahead=None) -> torch.Tensor:
         """Decoded values (r, c, 3) on the [-1, 1] scale for one output block. ``ahead``

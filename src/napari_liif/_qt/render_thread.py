@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
-import torch
 
 from ..field import WINDOW_PX
 
@@ -55,7 +54,7 @@ class Request:
     field: FieldSpec
     jobs: list[Job]
     cell: str = "on"
-    preview: bool = True  # render every tile but the first at half density before the full pass
+    preview: bool = True  # show each tile but the first as a quarter of its samples before the rest
 
 
 #: a view whose full render is expected to take less than this many seconds gets no preview:
@@ -249,15 +248,9 @@ class RenderThread(threading.Thread):
     def _prefetch(fld, jobs: list[Job], stale) -> bool:
         """Encode the latents under ``jobs`` in large encoder windows (each pays the encoder's
         halo once, where tile-by-tile encoding would pay it per tile), window by window so a
-        newer request interrupts it. Skipped when they would not fit in half the cache.
-        Returns False if interrupted."""
-        top = min(j.region[0] for j in jobs)
-        left = min(j.region[1] for j in jobs)
-        bottom = max(j.region[2] for j in jobs)
-        right = max(j.region[3] for j in jobs)
-        d = fld.model.net.imnet.linears[0].out_features
-        nbytes = (bottom - top + 3) * (right - left + 3) * d * (torch.finfo(fld.model.dtype).bits // 8)
-        if nbytes > fld.cache_bytes // 2:
-            return True  # each tile encodes what it needs as it renders
-        fld.prefetch((top, left, bottom, right), should_stop=stale)
+        newer request interrupts it (see :meth:`EncodedField.prefetch`). False if interrupted."""
+        regions = [j.region for j in jobs]
+        union = (min(r[0] for r in regions), min(r[1] for r in regions),
+                 max(r[2] for r in regions), max(r[3] for r in regions))
+        fld.prefetch(union, should_stop=stale)
         return not stale()
