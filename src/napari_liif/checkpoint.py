@@ -24,6 +24,10 @@ import torch
 from . import models
 
 
+#: model families a checkpoint may hold (the ``name`` of its spec)
+FAMILIES = ("liif", "lmliif")
+
+
 class CheckpointError(ValueError):
     """A model file that is missing, unreadable or not a LIIF checkpoint."""
 
@@ -95,8 +99,8 @@ def _read_safetensors(path: Path):
 
 def build(spec: dict, state_dict: dict[str, torch.Tensor], path: Any = "<memory>") -> torch.nn.Module:
     """Build the model of ``spec`` and load ``state_dict`` strictly."""
-    if spec.get("name") != "liif":
-        raise _fail(path, f"model name is {spec.get('name')!r}; only 'liif' models are supported")
+    if spec.get("name") not in FAMILIES:
+        raise _fail(path, f"model name is {spec.get('name')!r}; supported: {', '.join(FAMILIES)}")
     try:
         net = models.make(spec)
     except (ValueError, TypeError, KeyError) as exc:

@@ -42,4 +42,4 @@ def make(spec: dict[str, Any], **overrides: Any) -> nn.Module:
     return _REGISTRY[name](**args)
 
 
-from . import edsr, liif, mlp, rdn  # noqa: E402,F401  (register the builders)
+from . import edsr, liif, lmliif, mlp, rdn  # noqa: E402,F401  (register the builders)

@@ -43,6 +43,15 @@ def add_train_parsers(sub) -> None:
     t.add_argument("--max-minutes", type=float, default=0)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--export", help="also write the model (safetensors) here at every save")
+    t.add_argument("--family", default="liif", choices=["liif", "lmliif"],
+                   help="liif (the paper) or lmliif (LM-LIIF: latent MLP + tiny modulated render MLP)")
+    t.add_argument("--lm-hidden-dim", type=int, default=16, help="LM-LIIF render MLP width")
+    t.add_argument("--lm-hidden-depth", type=int, default=6, help="LM-LIIF render MLP hidden layers")
+    t.add_argument("--lm-hypernet-hidden", default="208", help="LM-LIIF latent MLP hidden widths, comma separated")
+    t.add_argument("--init-encoder", help="copy the encoder weights from this checkpoint (same encoder)")
+    t.add_argument("--freeze-encoder-steps", type=int, default=0, help="keep the encoder fixed for N steps")
+    t.add_argument("--teacher", help="distil from this model as well as the ground truth")
+    t.add_argument("--teacher-weight", type=float, default=0.5, help="share of the loss that fits the teacher")
 
     e = sub.add_parser("evaluate", help="PSNR/SSIM of a model against bicubic on a folder of images")
     e.add_argument("images", help="folder of held-out high-resolution images")
@@ -62,6 +71,9 @@ def config_from_args(args):
     names = {f.name for f in fields(TrainConfig)}
     kw = {k: v for k, v in vars(args).items() if k in names}
     kw["hidden"] = [int(v) for v in args.hidden.split(",")]
+    kw["lm_hypernet_hidden"] = [int(v) for v in args.lm_hypernet_hidden.split(",")]
+    if not 0 <= kw["teacher_weight"] <= 1:
+        raise ValueError(f"--teacher-weight must be in [0, 1], got {kw['teacher_weight']}")
     if args.scale is not None:
         kw["scale_min"] = kw["scale_max"] = args.scale
     if not kw["scale_min"] >= 1 or kw["scale_max"] < kw["scale_min"]:

@@ -55,15 +55,32 @@ class TrainConfig:
     max_minutes: float = 0  # stop (and save) after this much wall time; 0: no limit
     seed: int = 0
     export: str | None = None  # also write the safetensors here at every save (e.g. the bundled default)
+    family: str = "liif"  # or "lmliif" (LM-LIIF: latent MLP + modulated render MLP)
+    lm_hidden_dim: int = 16  # LM-LIIF render MLP width and depth, latent MLP hidden widths
+    lm_hidden_depth: int = 6
+    lm_hypernet_hidden: list[int] = field(default_factory=lambda: [208])
+    init_encoder: str | None = None  # copy the encoder's weights from this checkpoint (same encoder)
+    freeze_encoder_steps: int = 0  # keep the encoder fixed for the first N steps
+    teacher: str | None = None  # also fit this model's output (distillation), weight teacher_weight
+    teacher_weight: float = 0.5
 
     def spec(self) -> dict:
+        if self.family not in ("liif", "lmliif"):
+            raise ValueError(f"family {self.family!r} is not one of liif, lmliif")
         args = {"encoder_spec": {"name": self.encoder, "args": {"no_upsampling": True, **self.encoder_args}},
                 "imnet_spec": {"name": "mlp", "args": {"out_dim": 3, "hidden_list": list(self.hidden)}},
                 "local_ensemble": self.local_ensemble, "feat_unfold": self.feat_unfold,
                 "cell_decode": self.cell_decode}
+        if self.family == "lmliif":
+            d, depth = self.lm_hidden_dim, self.lm_hidden_depth
+            args["imnet_spec"] = {"name": "lmmlp", "args": {"out_dim": 3, "hidden_dim": d, "hidden_depth": depth,
+                                                            "mod_scale": True, "mod_shift": True}}
+            args["hypernet_spec"] = {"name": "mlp", "args": {"out_dim": 2 * d * depth + d,
+                                                             "hidden_list": list(self.lm_hypernet_hidden)}}
+            args["mod_input"] = True
         if self.bilinear_residual:
             args["bilinear_residual"] = True
-        return {"name": "liif", "args": args}
+        return {"name": self.family, "args": args}
 
 
 def load_training_images(dirs: list[str], min_side: int) -> list[torch.Tensor]:
@@ -99,6 +116,7 @@ class Trainer:
         self.net = models.make(self.spec).to(self.device)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         self._restore()
+        self.teacher = self._load_teacher()
         self.rng = random.Random(cfg.seed * 1_000_003 + self.step)  # a resumed run draws new samples
         torch.manual_seed(cfg.seed * 1_000_003 + self.step)
         self.images = load_training_images(cfg.train_dirs, min_side_for(cfg.inp_size, (cfg.scale_min, cfg.scale_max)))
@@ -121,6 +139,28 @@ class Trainer:
             self.net = build(spec, sd, cfg.init).to(self.device).train()
             self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
             self.log(f"initialised from {cfg.init}")
+        if cfg.init_encoder and not (cfg.resume and last.is_file()):
+            _, sd, _ = read_checkpoint(cfg.init_encoder)
+            enc = {k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")}
+            try:
+                self.net.encoder.load_state_dict(enc, strict=True)
+            except RuntimeError as exc:
+                raise ValueError(f"{cfg.init_encoder}: its encoder does not match --encoder {cfg.encoder} "
+                                 f"({str(exc).splitlines()[0]})") from None
+            self.log(f"encoder initialised from {cfg.init_encoder}")
+
+    def _load_teacher(self):
+        """The distillation teacher, frozen, or None."""
+        if not self.cfg.teacher:
+            return None
+        spec, sd, _ = read_checkpoint(self.cfg.teacher)
+        net = build(spec, sd, self.cfg.teacher).to(self.device).eval().requires_grad_(False)
+        # the teacher's encoder can be shared while the student's is frozen and equal to it
+        self._shared_encoder = all(torch.equal(a, b.to(a.device)) for a, b in
+                                   zip(net.encoder.state_dict().values(), self.net.encoder.state_dict().values())) \
+            if type(net.encoder) is type(self.net.encoder) else False
+        self.log(f"teacher {self.cfg.teacher} (weight {self.cfg.teacher_weight}; shared encoder: {self._shared_encoder})")
+        return net
 
     def lr_at(self, step: int) -> float:
         k = step // self.cfg.lr_halve_every if self.cfg.lr_halve_every else 0
@@ -137,14 +177,32 @@ class Trainer:
         b = self.batch()
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(self.step)
+        frozen = self.step < self.cfg.freeze_encoder_steps
+        self.net.encoder.requires_grad_(not frozen)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
-            pred = self.net(b["inp"], b["coord"], b["cell"])
-        loss = torch.nn.functional.l1_loss(pred.float(), b["gt"])
+            with torch.set_grad_enabled(not frozen):
+                feat = self.net.encode(b["inp"])
+            pred = self._decode(self.net, feat, b)
+            target = b["gt"]
+            if self.teacher is not None:
+                with torch.no_grad():
+                    tfeat = feat.detach() if frozen and self._shared_encoder else self.teacher.encode(b["inp"])
+                    tpred = self._decode(self.teacher, tfeat, b).float()
+        loss = torch.nn.functional.l1_loss(pred.float(), target)
+        if self.teacher is not None:
+            w = self.cfg.teacher_weight
+            loss = (1 - w) * loss + w * torch.nn.functional.l1_loss(pred.float(), tpred)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         self.step += 1
         return float(loss.detach())
+
+    @staticmethod
+    def _decode(net, feat, b):
+        """A family's training forward from its latents (LIIF decodes its projection)."""
+        lat = net.project(feat) if hasattr(net, "project") else feat
+        return net.decode(lat, b["coord"], b["cell"], b["inp"])
 
     def validate(self) -> list[dict]:
         model = LiifModel(self.net, self.spec, device=self.device)  # shares (and re-evals) the weights

@@ -1,0 +1,189 @@
+"""LM-LIIF: the network equals the float64 reference of ``reference_lmliif``; official
+LMF checkpoints (key names, shapes, file layout) load unchanged."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import reference_liif as R
+import reference_lmliif as RL
+from lmliif_helpers import build_lmliif, lmliif_spec
+from napari_liif import models
+from napari_liif.checkpoint import CheckpointError, build, read_checkpoint, save_safetensors
+
+pytestmark = pytest.mark.usefixtures("single_thread", "tiny_rdn")
+
+TOL = 1e-5
+IMAGE_SHAPE = (11, 17)
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def image():
+    return (0.2 + 0.6 * np.random.default_rng(5).random(IMAGE_SHAPE + (3,))).astype(np.float32)
+
+
+def points(shape, n=250, seed=2) -> np.ndarray:
+    """Random coordinates, inner latent centres (where the ensemble shift ties) and corners."""
+    h, w = shape
+    rnd = np.random.default_rng(seed).uniform(-1, 1, (n, 2))
+    cy, cx = np.meshgrid(R.pixel_centre(np.arange(h - 1), h), R.pixel_centre(np.arange(w - 1), w), indexing="ij")
+    corners = np.array([[-1, -1], [-1, 1], [1, -1], [1, 1]], np.float64)
+    return np.concatenate([rnd, np.stack([cy.ravel(), cx.ravel()], 1), corners]).astype(np.float32)
+
+
+def reference(net, spec, image, coord, cell, bilinear=False):
+    a = spec["args"]
+    ia = a["imnet_spec"]["args"]
+    z = R.encode(net.encoder, image)
+    return RL.query(z, RL.linears(net.hypernet), RL.linears(net.imnet), coord.astype(np.float64), cell,
+                    hidden_dim=ia["hidden_dim"], hidden_depth=ia["hidden_depth"],
+                    local_ensemble=a["local_ensemble"], feat_unfold=a["feat_unfold"],
+                    cell_decode=a["cell_decode"], mod_input=a["mod_input"], mod_scale=ia["mod_scale"],
+                    mod_shift=ia["mod_shift"], image=R.to_input(image) if bilinear else None)
+
+
+def forward_diff(net, spec, image, cell=(0.23, 0.11), bilinear=False) -> float:
+    coord = points(image.shape[:2])
+    inp = torch.from_numpy((image.transpose(2, 0, 1)[None] - 0.5) / 0.5)
+    cells = torch.tensor(cell, dtype=torch.float32).expand(1, len(coord), 2)
+    with torch.no_grad():
+        got = net(inp, torch.from_numpy(coord)[None], cells)[0].double().numpy()
+    ref = reference(net, spec, image, coord, cell, bilinear)
+    assert np.abs(ref).max() > 0.3 and ref.std() > 0.05  # outputs are not trivially small
+    return float(np.abs(got - ref).max())
+
+
+SWITCHES = list(itertools.product([False, True], repeat=4))  # ensemble, unfold, cell, mod_input
+
+
+@pytest.mark.parametrize("le,fu,cd,mi", SWITCHES, ids=["".join(n if on else "-" for n, on in zip("EUCM", s))
+                                                        for s in SWITCHES])
+def test_every_switch_combination_matches_reference(image, le, fu, cd, mi):
+    spec = lmliif_spec(local_ensemble=le, feat_unfold=fu, cell_decode=cd, mod_input=mi)
+    net = build_lmliif(spec, seed=1)
+    assert forward_diff(net, spec, image) < TOL
+
+
+@pytest.mark.parametrize("encoder", ["edsr-baseline", "edsr", "rdn"])
+def test_every_encoder_matches_reference(image, encoder):
+    spec = lmliif_spec(encoder)
+    assert forward_diff(build_lmliif(spec, seed=2), spec, image) < TOL
+
+
+@pytest.mark.parametrize("kw", [dict(hidden_dim=16, hidden_depth=6, hyper_hidden=(48,)),
+                                dict(hidden_dim=5, hidden_depth=1, hyper_hidden=()),
+                                dict(hidden_dim=12, hidden_depth=2, hyper_hidden=(24, 20)),
+                                dict(mod_scale=False), dict(mod_shift=False),
+                                dict(mod_scale=False, mod_shift=False)],
+                         ids=["official-sizes", "depth1-linear-hyper", "two-hyper-layers", "no-scale",
+                              "no-shift", "unmodulated"])
+def test_sizes_and_modulation_switches_match_reference(image, kw):
+    spec = lmliif_spec(**kw)
+    assert forward_diff(build_lmliif(spec, seed=3), spec, image, cell=(0.05, 0.4)) < TOL
+
+
+def test_bilinear_residual_matches_reference(image):
+    spec = lmliif_spec(bilinear_residual=True)
+    net = build_lmliif(spec, seed=4)
+    assert forward_diff(net, spec, image, bilinear=True) < TOL
+    # the residual is really there: the reference without it is far off
+    coord = points(image.shape[:2])
+    with_res = reference(net, spec, image, coord, (0.23, 0.11), bilinear=True)
+    assert np.abs(with_res - reference(net, spec, image, coord, (0.23, 0.11))).max() > 0.3
+
+
+def test_modulations_depend_on_the_cell(image):
+    """The cell enters the latent MLP: another cell changes every output, not only by the
+    render MLP's own cell input (checked with the render MLP's cell weights zeroed)."""
+    spec = lmliif_spec()
+    net = build_lmliif(spec, seed=5)
+    with torch.no_grad():
+        net.imnet.linears[0].weight[:, -2:] = 0
+    coord = points(image.shape[:2])
+    a = reference(net, spec, image, coord, (0.1, 0.1))
+    b = reference(net, spec, image, coord, (0.3, 0.3))
+    assert np.abs(a - b).mean() > 1e-3
+    assert forward_diff(net, spec, image, cell=(0.3, 0.3)) < TOL
+
+
+def test_comparison_can_fail(image):
+    """The check is sharp: a network whose render MLP skips the modulation of one layer
+    differs from the reference by far more than the tolerance."""
+    spec = lmliif_spec()
+    net = build_lmliif(spec, seed=6)
+    broken = copy.deepcopy(net)
+    original = broken.split
+
+    def split(mods):
+        scale, shift, z = original(mods)
+        scale = scale.clone()
+        scale[..., 1, :] = 0
+        return scale, shift, z
+
+    broken.split = split
+    assert forward_diff(broken, spec, image) > 100 * TOL
+
+
+def test_official_key_names_and_shapes():
+    """Both official LMF configurations (EDSR-baseline and RDN) build with exactly the keys
+    and shapes of the released state dicts, from their released specs."""
+    for name, entry in json.loads((DATA / "official_lmf_state_dict_keys.json").read_text()).items():
+        net = models.make(entry["spec"])
+        got = {k: list(v.shape) for k, v in net.state_dict().items()}
+        assert got == dict(entry["keys_and_shapes"]), name
+        macs = net.macs()
+        assert macs["per_latent"] == 578 * 208 + 208 * 208  # 163,488
+        assert macs["per_pixel"] == 4 * (20 * 16 + 5 * 16 * 16 + 16 * 3)  # 6,592
+
+
+def official_file(tmp_path, net, spec, name="lmf.pth") -> Path:
+    """A file laid out as the official LMF training code saves one, optimizer state included."""
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    path = tmp_path / name
+    torch.save({"model": {"name": "lmliif", "args": spec["args"], "sd": net.state_dict()},
+                "optimizer": {"name": "adam", "args": {"lr": 1e-4}, "sd": opt.state_dict()}, "epoch": 1000}, path)
+    return path
+
+
+def test_official_file_and_our_safetensors_load_unchanged(tmp_path, image):
+    spec = lmliif_spec(hidden_dim=16, hidden_depth=6, hyper_hidden=(208,))
+    net = build_lmliif(spec, seed=8)
+    for path in (official_file(tmp_path, net, spec), save_safetensors(tmp_path / "m.safetensors", net, spec)):
+        s, sd, _ = read_checkpoint(path)
+        loaded = build(s, sd, path)
+        assert type(loaded).__name__ == "LMLIIF"
+        assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), net.state_dict().values()))
+        assert forward_diff(loaded, spec, image) < TOL
+
+
+def test_broken_lmf_files_get_one_line_errors(tmp_path):
+    spec = lmliif_spec()
+    net = build_lmliif(spec)
+    sd = net.state_dict()
+    cases = {
+        "missing-hypernet": ({k: v for k, v in sd.items() if not k.startswith("hypernet.")}, spec["args"],
+                             "weights do not match the spec"),
+        "wrong-render-width": (sd, {**spec["args"], "imnet_spec": {"name": "lmmlp", "args": {
+            **spec["args"]["imnet_spec"]["args"], "hidden_dim": 9}}}, "weights do not match the spec"),
+        "no-hypernet-spec": (sd, {k: v for k, v in spec["args"].items() if k != "hypernet_spec"},
+                             "cannot build the model"),
+    }
+    for name, (state, args, message) in cases.items():
+        path = tmp_path / f"{name}.pth"
+        torch.save({"model": {"name": "lmliif", "args": args, "sd": state}}, path)
+        s, d, _ = read_checkpoint(path)
+        with pytest.raises(CheckpointError) as err:
+            build(s, d, path)
+        assert message in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value), name
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(official_file(tmp_path, net, spec).read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="not a readable torch checkpoint"):
+        read_checkpoint(truncated)
