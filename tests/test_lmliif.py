@@ -187,3 +187,36 @@ def test_broken_lmf_files_get_one_line_errors(tmp_path):
     truncated.write_bytes(official_file(tmp_path, net, spec).read_bytes()[:5000])
     with pytest.raises(CheckpointError, match="not a readable torch checkpoint"):
         read_checkpoint(truncated)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(mod_input=False), dict(cell_decode=False), dict(feat_unfold=False),
+                                dict(hidden_depth=1, hyper_hidden=()), dict(mod_scale=False, mod_shift=False)],
+                         ids=["all-on", "no-mod-input", "no-cell", "no-unfold", "depth1", "unmodulated"])
+def test_folded_products_equal_the_reference(image, kw):
+    """The per-latent folded form (tile products, then cell products, then only the
+    coordinate terms per sample) is the same function: gathered at each member's latent it
+    equals the reference at arbitrary points."""
+    spec = lmliif_spec(**kw)
+    net = build_lmliif(spec, seed=9)
+    h, w = image.shape[:2]
+    cell = (0.17, 0.29)
+    coord = points((h, w))
+    with torch.no_grad():
+        feat = net.encode(torch.from_numpy((image.transpose(2, 0, 1)[None] - 0.5) / 0.5))
+        f = net.cell_products(net.tile_products(feat)[0].permute(1, 2, 0), (cell[0] * h, cell[1] * w))
+    shifts, eps = ([(-1, -1), (-1, 1), (1, -1), (1, 1)], 1e-6) if spec["args"]["local_ensemble"] else ([(0, 0)], 0)
+    preds, areas = [], []
+    c = coord.astype(np.float64)
+    for vy, vx in shifts:  # the member lookup written out here, from the paper
+        iy = R.nearest(np.clip(c[:, 0] + vy / h + eps, -1 + 1e-6, 1 - 1e-6), h)
+        ix = R.nearest(np.clip(c[:, 1] + vx / w + eps, -1 + 1e-6, 1 - 1e-6), w)
+        ry = torch.from_numpy((c[:, 0] - R.pixel_centre(iy, h)) * h).float()
+        rx = torch.from_numpy((c[:, 1] - R.pixel_centre(ix, w)) * w).float()
+        with torch.no_grad():
+            preds.append(net.render_folded(f[torch.from_numpy(iy), torch.from_numpy(ix)], ry, rx).double().numpy())
+        areas.append(np.abs(ry.double().numpy() * rx.double().numpy()) + 1e-9)
+    weights = areas[::-1] if len(shifts) == 4 else areas
+    got = sum(p * (a / sum(weights))[:, None] for p, a in zip(preds, weights))
+    ref = reference(net, spec, image, coord, cell)
+    assert np.abs(ref).max() > 0.2 and ref.std() > 0.03  # not trivially small
+    assert np.abs(got - ref).max() < TOL

@@ -168,6 +168,74 @@ class LMLIIF(nn.Module):
     def forward(self, inp: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor | None = None):
         return self.decode(self.encode(inp), coord, cell, inp)
 
+    # -- the fast render path: per-latent products, per-sample coordinate terms ----------
+    def tile_products(self, feat: torch.Tensor) -> torch.Tensor:
+        """What a latent tile caches whatever the cell: the latent MLP's first-layer feature
+        term (the 3x3 unfold times its weights is a 3x3 convolution, bias included), plus
+        the raw latent without ``mod_input``. (B, C, h, w) -> (B, P, h, w)."""
+        first = self.hypernet.linears[0]
+        k = 3 if self.feat_unfold else 1
+        c = self.encoder.out_dim
+        wf = first.weight[:, : self.feat_dim].reshape(first.out_features, c, k, k)
+        proj = F.conv2d(feat, wf, first.bias, padding=k // 2)
+        return proj if self.mod_input else torch.cat([proj, feat], 1)
+
+    @property
+    def folded_dim(self) -> int:
+        """Per-latent values of :meth:`cell_products`: A, P, Q of the first render layer
+        and S_k, B_k of the others."""
+        return self.hidden_dim * (3 + 2 * (self.hidden_depth - 1))
+
+    def cell_products(self, prods: torch.Tensor, rel_cell) -> torch.Tensor:
+        """Everything per latent that depends on the render's cell, folded so that a sample
+        adds only its coordinate terms. prods (..., P) channels last from ``tile_products``;
+        rel_cell (cell_y * h, cell_x * w) -> (..., folded_dim):
+
+        * ``A = (W_u u + W_c rel_cell + b_0)(1 + s_0) + t_0``, ``P = W_ry (1 + s_0)``,
+          ``Q = W_rx (1 + s_0)``: the first render layer is ``relu(A + ry P + rx Q)``;
+        * for hidden layer k >= 1, ``S_k = 1 + s_k`` and ``B_k = b_k S_k + t_k``: the layer is
+          ``relu((W_k a) S_k + B_k)``.
+        """
+        d, depth, c = self.hidden_dim, self.hidden_depth, self.encoder.out_dim
+        hl = self.hypernet.linears
+        n1 = hl[0].out_features
+        pre, raw = prods[..., :n1], prods[..., n1:]
+        rc = torch.as_tensor(rel_cell, dtype=pre.dtype, device=pre.device)
+        x = pre + rc @ hl[0].weight[:, self.feat_dim:].t() if self.cell_decode else pre
+        for layer in hl[1:]:
+            x = F.linear(torch.relu(x), layer.weight, layer.bias)
+        scale, shift, z = self.split(x)
+        lead = x.shape[:-1]
+        one = x.new_ones(lead + (depth, d))
+        s = one + scale if scale is not None else one
+        t = shift if shift is not None else torch.zeros_like(one)
+        w0 = self.imnet.linears[0]
+        nz = d if self.mod_input else c
+        u = z if self.mod_input else raw
+        base = F.linear(u, w0.weight[:, :nz], w0.bias)
+        if self.cell_decode:
+            base = base + rc @ w0.weight[:, nz + 2:].t()
+        wr = w0.weight[:, nz:nz + 2]
+        parts = [base * s[..., 0, :] + t[..., 0, :], wr[:, 0] * s[..., 0, :], wr[:, 1] * s[..., 0, :]]
+        for k, layer in enumerate(self.imnet.linears[1:-1], start=1):
+            parts += [s[..., k, :], layer.bias * s[..., k, :] + t[..., k, :]]
+        return torch.cat(parts, -1)
+
+    def render_folded(self, f: torch.Tensor, ry: torch.Tensor, rx: torch.Tensor) -> torch.Tensor:
+        """The render MLP from folded per-latent values ``f`` (..., folded_dim), already
+        gathered per sample, and the sample's relative coordinates ``ry``, ``rx`` (broadcast
+        against ``f``'s leading shape) -> (..., out_dim)."""
+        d = self.hidden_dim
+        lead = f.shape[:-1]
+        a = torch.relu(f[..., :d] + ry[..., None] * f[..., d:2 * d] + rx[..., None] * f[..., 2 * d:3 * d])
+        a = a.reshape(-1, d)
+        f2 = f.reshape(-1, f.shape[-1])
+        for k, layer in enumerate(self.imnet.linears[1:-1]):
+            o = 3 * d + 2 * d * k
+            a = torch.relu(torch.addcmul(f2[:, o + d:o + 2 * d], a @ layer.weight.t(), f2[:, o:o + d]))
+        out = self.imnet.linears[-1]
+        return F.linear(a, out.weight, out.bias).reshape(lead + (out.out_features,))
+
     def macs(self) -> dict[str, int]:
         """Multiply-adds of the decoder: per latent (latent MLP, for one cell) and per output
         pixel (render MLP, times the ensemble members)."""
