@@ -1,45 +1,14 @@
-"""Pure-torch LIIF models: encoders, the MLP decoder and a spec-driven registry.
+"""Pure-torch models: encoders (EDSR, RDN), families (LIIF, LM-LIIF) and their registries.
 
-A *spec* is the official LIIF dictionary ``{"name": ..., "args": {...}}``; ``make(spec)``
-builds the module it describes. Module names follow the official code so that official
-state dicts load unchanged.
+* :mod:`.registry`: ``make(spec)`` builds the module a spec ``{"name": ..., "args": {...}}``
+  describes. Module names follow the official code so that official state dicts load unchanged.
+* :mod:`.family`: how a family of networks decodes a sample grid (``family_for(net, name)``).
 """
 
 from __future__ import annotations
 
-import copy
-from typing import Any, Callable
+from .registry import available, make, register  # first: the modules below register themselves
+from .family import Family, families, family_for, register_family
+from . import edsr, liif, liif_family, lmliif, mlp, rdn  # noqa: E402,F401,I001  (register builders and families)
 
-import torch.nn as nn
-
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register(name: str):
-    """Class decorator: make ``name`` buildable from a spec."""
-
-    def deco(cls):
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
-
-
-def available() -> list[str]:
-    """Names that ``make`` can build."""
-    return sorted(_REGISTRY)
-
-
-def make(spec: dict[str, Any], **overrides: Any) -> nn.Module:
-    """Build a module from ``{"name": str, "args": dict}``; ``overrides`` update the args."""
-    if not isinstance(spec, dict) or "name" not in spec:
-        raise ValueError(f"a model spec must be a dict with a 'name' key, got {spec!r}")
-    name = spec["name"]
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(available())}")
-    args = copy.deepcopy(spec.get("args") or {})
-    args.update(overrides)
-    return _REGISTRY[name](**args)
-
-
-from . import edsr, liif, lmliif, mlp, rdn  # noqa: E402,F401  (register the builders)
+__all__ = ["Family", "available", "families", "family_for", "make", "register", "register_family"]

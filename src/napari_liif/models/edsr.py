@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from . import register
+from .registry import register
 
 
 def _conv(cin: int, cout: int, k: int = 3) -> nn.Conv2d:

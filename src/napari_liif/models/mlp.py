@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from . import register
+from .registry import register
 
 
 @register("mlp")

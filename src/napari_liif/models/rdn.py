@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from . import register
+from .registry import register
 
 _CONFIGS = {"A": (20, 6, 32), "B": (16, 8, 64)}  # blocks D, conv layers C, growth G
 
