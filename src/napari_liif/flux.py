@@ -1,0 +1,183 @@
+"""Flux preservation: make an upscaled image's area averages equal its input, exactly.
+
+Geometry (as everywhere in napari-liif): an output of ``(H, W)`` pixels spans the whole input
+of ``(h, w)`` pixels, so output pixel ``j`` of an axis covers input coordinates
+``[j * h / H, (j + 1) * h / H)`` and input pixel ``i`` covers ``[i, i + 1)``. The output is read
+as constant over each of its pixels; its *area average* over an input pixel is then a weighted
+sum of the output pixels that overlap it, the weights being the overlap lengths (they sum to 1).
+At an integer scale ``s`` this is the plain ``s x s`` block mean; at non-integer scales an output
+pixel straddling two input pixels counts in both, by the share of it lying in each.
+
+:func:`preserve_flux` adds the smallest correction (least squares) that makes every area
+average equal the input pixel: ``D = A^T (A A^T)^-1 (input - A output)`` with ``A`` the area
+operator. ``A`` is separable (one matrix per axis) and ``A A^T`` is tridiagonal per axis (diagonal
+at integer scales, where the correction is the block's residual added uniformly to its block).
+
+Pure numpy; no torch, no scipy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each of ``n_out`` fine pixels spanning ``n_in`` coarse ones (``n_out >= n_in``): the
+    coarse pixel it starts in, the share of it in that pixel and the share in the next one, both
+    in coarse-pixel units (so the shares of all fine pixels overlapping a coarse one sum to 1)."""
+    j = np.arange(n_out, dtype=np.int64)
+    # edges in coarse units, from exact integer arithmetic: j * n_in / n_out
+    start_num, end_num = j * n_in, (j + 1) * n_in
+    first = start_num // n_out
+    boundary = (first + 1) * n_out  # numerator of the next coarse edge
+    w_next = np.clip(end_num - boundary, 0, None) / n_out
+    w_first = (np.minimum(end_num, boundary) - start_num) / n_out
+    first = np.minimum(first, n_in - 1)
+    return first, w_first, w_next
+
+
+def _check_shapes(out_hw: tuple[int, int], in_hw: tuple[int, int]) -> None:
+    for axis, n_out, n_in in zip(("rows", "columns"), out_hw, in_hw):
+        if n_in < 1 or n_out < n_in:
+            raise ValueError(f"flux preservation needs an output at least as large as its input on every axis; "
+                             f"got {n_out} output {axis} for {n_in} input {axis} (a scale of at least 1)")
+
+
+def _reduce_axis0(x: np.ndarray, n_in: int) -> np.ndarray:
+    """Area average along axis 0: ``(n_out, ...)`` fine -> ``(n_in, ...)`` coarse."""
+    first, w0, w1 = _axis_weights(n_in, x.shape[0])
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    out = np.zeros((n_in + 1,) + x.shape[1:], np.float64)
+    np.add.at(out, first, w0.reshape(shape) * x)
+    np.add.at(out, first + 1, w1.reshape(shape) * x)
+    return out[:n_in]
+
+
+def _expand_axis0(x: np.ndarray, n_out: int) -> np.ndarray:
+    """The transpose of :func:`_reduce_axis0`: ``(n_in, ...)`` coarse -> ``(n_out, ...)`` fine."""
+    n_in = x.shape[0]
+    first, w0, w1 = _axis_weights(n_in, n_out)
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    padded = np.concatenate([x, np.zeros((1,) + x.shape[1:], x.dtype)])
+    return w0.reshape(shape) * padded[first] + w1.reshape(shape) * padded[first + 1]
+
+
+def _solve_gram_axis0(x: np.ndarray, n_out: int) -> np.ndarray:
+    """Solve ``(R R^T) y = x`` along axis 0, ``R`` the area operator of one axis (tridiagonal SPD)."""
+    n = x.shape[0]
+    first, w0, w1 = _axis_weights(n, n_out)
+    diag = np.bincount(first, w0 * w0, minlength=n + 1)
+    diag += np.bincount(first + 1, w1 * w1, minlength=n + 1)
+    off = np.bincount(first, w0 * w1, minlength=n + 1)[:n - 1]  # between coarse i and i + 1
+    diag = diag[:n]
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    if not off.any():
+        return x / diag.reshape(shape)
+    # Thomas algorithm, vectorised over the other axes (stable: the matrix is SPD, diagonally dominant)
+    c = np.empty(n - 1)
+    d = np.empty_like(x, dtype=np.float64)
+    c[0] = off[0] / diag[0]
+    d[0] = x[0] / diag[0]
+    for i in range(1, n):
+        m = diag[i] - off[i - 1] * c[i - 1]
+        if i < n - 1:
+            c[i] = off[i] / m
+        d[i] = (x[i] - off[i - 1] * d[i - 1]) / m
+    for i in range(n - 2, -1, -1):
+        d[i] -= c[i] * d[i + 1]
+    return d
+
+
+def _spatial(a: np.ndarray) -> np.ndarray:
+    if a.ndim not in (2, 3):
+        raise ValueError(f"expected a 2D image (H, W) or channels last (H, W, C), got shape {a.shape}")
+    return a
+
+
+def area_average(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The area average of ``image`` (H, W[, C]) over each pixel of a coarser ``shape`` (h, w)
+    spanning the same extent (``h <= H``, ``w <= W``; non-integer ratios allowed), float64.
+
+    This is also what a camera with larger pixels records of a finer flux image: exact area
+    integration (divide by the pixel area, i.e. the mean, not the sum).
+    """
+    a = _spatial(np.asarray(image, np.float64))
+    h, w = int(shape[0]), int(shape[1])
+    _check_shapes(a.shape[:2], (h, w))
+    rows = _reduce_axis0(a, h)
+    return np.swapaxes(_reduce_axis0(np.swapaxes(rows, 0, 1), w), 0, 1)
+
+
+def is_integer_scale(out_hw: tuple[int, int], in_hw: tuple[int, int]) -> bool:
+    """Whether every output axis is a whole multiple of the input's."""
+    return all(n_in > 0 and n_out % n_in == 0 for n_out, n_in in zip(out_hw, in_hw))
+
+
+def preserve_flux(output: np.ndarray, image: np.ndarray, dtype=None) -> np.ndarray:
+    """Correct ``output`` so that its area average over every pixel of ``image`` equals that pixel.
+
+    Parameters
+    ----------
+    output : array (H, W) or (H, W, C)
+        The upscaled image, in the same units as ``image`` (not the model's [0, 1] range).
+    image : array (h, w) or (h, w, C)
+        The input it was upscaled from, with ``h <= H`` and ``w <= W``; finite values.
+    dtype : numpy dtype, optional
+        The result's dtype (default float64). For integer dtypes at integer scales the values
+        are rounded so that every block still sums exactly to ``s_r * s_c`` times its input
+        pixel (the largest fractional parts are rounded up); at non-integer scales they are
+        rounded to the nearest integer (area averages then within 0.5 of the input). Values
+        outside the dtype's range are clipped, and a clipped block is no longer exact.
+
+    Returns
+    -------
+    numpy.ndarray of ``output``'s shape: ``output + D`` with ``D`` the least-squares correction.
+
+    Raises
+    ------
+    ValueError
+        shapes that do not match (channels, dimensions), an output smaller than the input,
+        non-finite values, or a bool dtype (a threshold cannot keep averages).
+    """
+    out = _spatial(np.asarray(output, np.float64))
+    src = _spatial(np.asarray(image, np.float64))
+    if out.ndim != src.ndim or out.shape[2:] != src.shape[2:]:
+        raise ValueError(f"output of shape {out.shape} and input of shape {src.shape} differ in channels")
+    _check_shapes(out.shape[:2], src.shape[:2])
+    if dtype is not None and np.dtype(dtype).kind == "b":
+        raise ValueError("flux preservation cannot keep averages of bool data; use an integer or float dtype")
+    for name, a in (("input", src), ("output", out)):
+        bad = int(np.count_nonzero(~np.isfinite(a)))
+        if bad:
+            raise ValueError(f"flux preservation needs finite values; the {name} has {bad} NaN or infinite values")
+    (H, W), (h, w) = out.shape[:2], src.shape[:2]
+    residual = src - area_average(out, (h, w))
+    x = _solve_gram_axis0(residual, H)
+    x = np.swapaxes(_solve_gram_axis0(np.swapaxes(x, 0, 1), W), 0, 1)
+    corr = _expand_axis0(x, H)
+    corr = np.swapaxes(_expand_axis0(np.swapaxes(corr, 0, 1), W), 0, 1)
+    res = out + corr
+    if dtype is None or np.dtype(dtype).kind == "f":
+        return res.astype(dtype or np.float64, copy=False)
+    return _round_to_integers(res, src, np.dtype(dtype))
+
+
+def _round_to_integers(values: np.ndarray, image: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    info = np.iinfo(dtype)
+    (H, W), (h, w) = values.shape[:2], image.shape[:2]
+    if not is_integer_scale((H, W), (h, w)) or np.any(image != np.rint(image)):
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    sr, sc = H // h, W // w
+    rest = values.shape[2:]
+    # (h, w, [C,] sr * sc): each input pixel's block on the last axis
+    blocks = values.reshape(h, sr, w, sc, *rest)
+    blocks = np.moveaxis(blocks, (1, 3), (-2, -1)).reshape(h, w, *rest, sr * sc)
+    low = np.floor(blocks)
+    need = np.rint(image * (sr * sc) - low.sum(-1)).astype(np.int64)  # how many to round up
+    order = np.argsort(-(blocks - low), axis=-1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(sr * sc), axis=-1)
+    rounded = low + (rank < need[..., None])
+    rounded = rounded.reshape(h, w, *rest, sr, sc)
+    rounded = np.moveaxis(rounded, (-2, -1), (1, 3)).reshape(values.shape)
+    return np.clip(rounded, info.min, info.max).astype(dtype)

@@ -1,0 +1,110 @@
+"""Flux preservation (napari_liif.flux): area averages, the exact correction, integer rounding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_liif.flux import area_average, preserve_flux
+
+
+def test_area_average_is_the_block_mean_at_integer_scales():
+    rng = np.random.default_rng(0)
+    a = rng.random((12, 18))
+    expect = a.reshape(4, 3, 6, 3).mean(axis=(1, 3))
+    np.testing.assert_allclose(area_average(a, (4, 6)), expect, rtol=0, atol=1e-15)
+    expect = a.reshape(6, 2, 3, 6).mean(axis=(1, 3))  # anisotropic: x2 rows, x6 columns
+    np.testing.assert_allclose(area_average(a, (6, 3)), expect, rtol=0, atol=1e-15)
+
+
+def test_area_average_weights_straddling_pixels_by_their_overlap():
+    # 3 fine pixels over 2 coarse ones: each fine pixel is 2/3 of a coarse one; the middle one
+    # lies half in each: coarse 0 = (2/3) * 3 + (1/3) * 6 = 4, coarse 1 = (1/3) * 6 + (2/3) * 9 = 8
+    row = np.array([[3.0, 6.0, 9.0]])
+    np.testing.assert_allclose(area_average(row, (1, 2)), [[4.0, 8.0]], rtol=0, atol=1e-14)
+    # 5 over 2 (x2.5): coarse 0 = (2 * 1 + 2 * 2 + 0.5 * 3) / 2.5
+    row = np.array([[1.0, 2.0, 3.0, 4.0, 5.0]])
+    np.testing.assert_allclose(area_average(row, (1, 2)), [[(1 + 2 + 1.5) / 2.5, (1.5 + 4 + 5) / 2.5]], atol=1e-14)
+
+
+@pytest.mark.parametrize("in_hw, out_hw", [((9, 7), (18, 21)),  # x2, x3
+                                           ((9, 7), (13, 20)),  # x1.44, x2.86
+                                           ((10, 10), (25, 25)),  # x2.5
+                                           ((6, 8), (6, 31)),  # x1 rows, x3.875 columns
+                                           ((1, 1), (5, 3))])
+def test_preserve_flux_is_exact_at_integer_and_fractional_scales(in_hw, out_hw):
+    rng = np.random.default_rng(1)
+    image = rng.uniform(100, 4000, in_hw)
+    output = rng.uniform(0, 5000, out_hw)  # far from consistent: a hard case
+    fixed = preserve_flux(output, image)
+    assert fixed.shape == out_hw and fixed.dtype == np.float64
+    err = np.abs(area_average(fixed, in_hw) - image).max()
+    assert err < 1e-9, err
+
+
+def test_correction_is_the_blocks_residual_at_integer_scale_and_nothing_when_consistent():
+    rng = np.random.default_rng(2)
+    image = rng.uniform(0, 1, (5, 6))
+    output = rng.uniform(0, 1, (10, 18))
+    residual = image - output.reshape(5, 2, 6, 3).mean(axis=(1, 3))
+    expect = output + np.kron(residual, np.ones((2, 3)))  # the smallest correction spreads it evenly
+    np.testing.assert_allclose(preserve_flux(output, image), expect, atol=1e-14)
+    # an output that already keeps the flux is left as it is (fractional scale, too)
+    consistent = preserve_flux(rng.uniform(0, 1, (13, 17)), image)
+    np.testing.assert_allclose(preserve_flux(consistent, image), consistent, atol=1e-12)
+
+
+def test_correction_is_the_least_squares_one():
+    """Any other consistent output differs from the original by more (the correction is the
+    projection onto the consistent outputs): compare with the correction plus a null-space move."""
+    rng = np.random.default_rng(3)
+    image, output = rng.random((4, 5)), rng.random((9, 12))
+    fixed = preserve_flux(output, image)
+    move = preserve_flux(rng.standard_normal(output.shape), np.zeros((4, 5)))  # area averages all 0
+    other = fixed + move
+    np.testing.assert_allclose(area_average(other, (4, 5)), image, atol=1e-12)
+    # Pythagoras: the correction is orthogonal to every such move
+    d_fixed, d_other = np.sum((fixed - output) ** 2), np.sum((other - output) ** 2)
+    assert d_other == pytest.approx(d_fixed + np.sum(move ** 2), rel=1e-10)
+
+
+def test_colour_channels_are_corrected_independently():
+    rng = np.random.default_rng(4)
+    image, output = rng.random((6, 7, 3)), rng.random((15, 16, 3))
+    fixed = preserve_flux(output, image)
+    for c in range(3):
+        np.testing.assert_allclose(fixed[..., c], preserve_flux(output[..., c], image[..., c]), atol=1e-14)
+    assert np.abs(area_average(fixed, (6, 7)) - image).max() < 1e-12
+
+
+def test_uint16_at_integer_scale_keeps_every_block_sum_exactly():
+    rng = np.random.default_rng(5)
+    image = rng.integers(200, 3000, (7, 9)).astype(np.uint16)
+    output = np.kron(image.astype(float), np.ones((4, 2))) + rng.normal(0, 80, (28, 18))
+    fixed = preserve_flux(output, image, dtype=np.uint16)
+    assert fixed.dtype == np.uint16
+    sums = fixed.astype(np.int64).reshape(7, 4, 9, 2).sum(axis=(1, 3))
+    np.testing.assert_array_equal(sums, image.astype(np.int64) * 8)
+    # and the rounding moved no pixel by more than one count from the float correction
+    assert np.abs(fixed - preserve_flux(output, image)).max() < 1.0
+
+
+def test_uint16_at_fractional_scale_is_within_half_a_count():
+    rng = np.random.default_rng(6)
+    yy, xx = np.mgrid[:8, :8]
+    image = (1000 + 60 * yy + 40 * xx + rng.integers(-30, 30, (8, 8))).astype(np.uint16)
+    rows, cols = (np.arange(19) * 8) // 19, (np.arange(21) * 8) // 21  # nearest input pixel
+    output = image[rows][:, cols] + rng.normal(0, 20, (19, 21))
+    fixed = preserve_flux(output, image, dtype=np.uint16)
+    assert np.abs(area_average(fixed, (8, 8)) - image).max() <= 0.5
+
+
+def test_bad_input_is_refused_with_the_values():
+    with pytest.raises(ValueError, match="got 4 output rows for 5 input rows"):
+        preserve_flux(np.zeros((4, 8)), np.zeros((5, 4)))
+    with pytest.raises(ValueError, match="the input has 1 NaN or infinite values"):
+        preserve_flux(np.zeros((4, 4)), np.array([[1.0, np.nan], [0.0, 0.0]]))
+    with pytest.raises(ValueError, match=r"output of shape \(4, 4, 3\) and input of shape \(2, 2\) differ"):
+        preserve_flux(np.zeros((4, 4, 3)), np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="bool"):
+        preserve_flux(np.zeros((4, 4)), np.zeros((2, 2)), dtype=bool)
