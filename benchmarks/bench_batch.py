@@ -165,7 +165,8 @@ _MEMORY_CHILD = r"""
 import json, sys, time, numpy as np, dask
 sys.path.insert(0, {bench_dir!r})
 from bench_batch import make_model
-from napari_liif.dask_upscale import upscale_dask, write_zarr
+from napari_liif.dask_upscale import upscale_dask
+from napari_liif.zarr_io import write_zarr
 import dask.array as da
 size, chunk, out = {size}, {chunk}, {out!r}
 model = make_model("tiny")

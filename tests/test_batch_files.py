@@ -117,29 +117,47 @@ def test_run_reports_the_corrupt_file_and_processes_the_rest(folder, tmp_path):
     report = run_batch(jobs, double, on_file=lambda k, n, p: seen.append((k, n, p.name)))
     assert names(report.done) == ["a.png", "b.tif", "c.npy"] and report.skipped == []
     [(bad, why)] = report.failed
-    assert bad == folder / "d.png" and why.startswith("cannot read as PNG (") and "\n" not in why
+    assert bad == folder / "d.png" and why == "not a PNG file"
     assert seen == [(1, 4, "a.png"), (2, 4, "b.tif"), (3, 4, "c.npy"), (4, 4, "d.png")]
     for name in ("a.png", "b.tif", "c.npy"):
         src, dst = read_image(folder / name), read_image(out / name)
         assert dst.dtype == src.dtype and np.array_equal(dst, double(src))
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.tif", "c.npy"]  # no partial files
+    # no partial files; the hidden log records the outputs as ours
+    assert sorted(p.name for p in out.iterdir()) == [".napari-liif-outputs", "a.png", "b.tif", "c.npy"]
     text = report.summary()
     assert text.startswith("3 upscaled, 0 skipped (output exists), 1 failed in ")
     assert text.splitlines()[1:] == [f"  failed: {folder / 'd.png'}: {why}"]
 
 
-def test_existing_outputs_are_skipped_unless_overwrite(folder, tmp_path):
+def test_existing_outputs_of_ours_are_skipped_unless_overwrite(folder, tmp_path):
+    out = tmp_path / "out"
+    jobs = plan([str(folder / "a.png"), str(folder / "b.tif")], str(out), scale=2)
+    run_batch(jobs, double)
+    again = plan([str(folder / "a.png"), str(folder / "b.tif")], str(out), scale=2)
+    assert [j.action for j in again] == ["skip", "skip"]
+    report = run_batch(jobs, double)
+    assert names(report.skipped) == ["a.png", "b.tif"] and report.done == [] and report.failed == []
+    assert report.summary().startswith("0 upscaled, 2 skipped (output exists), 0 failed")
+    report = run_batch(jobs, double, overwrite=True)
+    assert names(report.done) == ["a.png", "b.tif"]
+    assert np.array_equal(read_image(out / "b.tif"), double(read_image(folder / "b.tif")))
+
+
+def test_an_output_the_user_changed_is_refused_unless_overwrite(folder, tmp_path):
     out = tmp_path / "out"
     jobs = plan([str(folder / "a.png"), str(folder / "b.tif")], str(out), scale=2)
     run_batch(jobs, double)
     sentinel = np.zeros((3, 3), np.uint16)
-    write_image(out / "b.tif", sentinel)  # a result the user edited: resuming must not touch it
-    report = run_batch(jobs, double)
-    assert names(report.skipped) == ["a.png", "b.tif"] and report.done == [] and report.failed == []
-    assert report.summary().startswith("0 upscaled, 2 skipped (output exists), 0 failed")
+    write_image(out / "b.tif", sentinel, overwrite=True)  # a result the user edited: no longer ours
+    with pytest.raises(BatchError, match=r"b\.tif: exists and was not written by napari-liif .or was changed "
+                                         r"since.; pass --overwrite to replace it"):
+        plan([str(folder / "a.png"), str(folder / "b.tif")], str(out), scale=2)
+    report = run_batch(jobs, double)  # planned before the edit: the file is refused when its turn comes
+    assert names(report.skipped) == ["a.png"] and report.done == []
+    assert [(p.name, why[:42]) for p, why in report.failed] == [("b.tif", "exists and was not written by napari-liif ")]
     assert np.array_equal(read_image(out / "b.tif"), sentinel)
-    report = run_batch(jobs, double, overwrite=True)
-    assert names(report.done) == ["a.png", "b.tif"]
+    jobs = plan([str(folder / "a.png"), str(folder / "b.tif")], str(out), scale=2, overwrite=True)
+    assert names(run_batch(jobs, double, overwrite=True).done) == ["a.png", "b.tif"]
     assert np.array_equal(read_image(out / "b.tif"), double(read_image(folder / "b.tif")))
 
 

@@ -119,14 +119,14 @@ def test_several_inputs_and_folders_keep_their_names(capsys, images, tmp_path, c
                        "--checkpoint", ckpt)
     assert rc == 0 and err == ""
     assert out.startswith("2 upscaled, 0 skipped (output exists), 0 failed in ")
-    assert sorted(p.name for p in out_dir.iterdir()) == ["f64.npy", "rgb.png"]
+    assert sorted(p.name for p in out_dir.iterdir()) == [".napari-liif-outputs", "f64.npy", "rgb.png"]
     expected = upscale(read_image(images / "rgb.png"), scale=1.5, model=model)
     assert np.array_equal(read_image(out_dir / "rgb.png"), expected)
     rc, out, _ = run(capsys, "upscale", images, "--scale", "1.5", "-o", out_dir, "--checkpoint", ckpt,
                      "--format", "tif")
     assert rc == 0 and out.startswith("4 upscaled, 0 skipped")
     assert sorted(p.name for p in out_dir.iterdir()) == [
-        "f32.tif", "f64.npy", "f64.tif", "rgb.png", "rgb.tif", "u16.tif"]
+        ".napari-liif-outputs", "f32.tif", "f64.npy", "f64.tif", "rgb.png", "rgb.tif", "u16.tif"]
     assert np.array_equal(read_image(out_dir / "rgb.tif"), read_image(out_dir / "rgb.png"))
 
 
@@ -150,34 +150,35 @@ def test_a_failed_file_gives_status_1_and_the_rest_is_done(capsys, images, tmp_p
     rc, out, err = run(capsys, "upscale", images, "--scale", "2", "-o", tmp_path / "o", "--checkpoint", ckpt)
     assert rc == 1
     assert out.startswith("4 upscaled, 0 skipped (output exists), 1 failed")
-    assert one_line(err).startswith(f"napari-liif: error: {images / 'broken.png'}: cannot read as PNG")
-    assert len(list((tmp_path / "o").iterdir())) == 4
+    assert one_line(err) == f"napari-liif: error: {images / 'broken.png'}: not a PNG file"
+    assert len(list((tmp_path / "o").iterdir())) == 4 + 1  # and the log of our outputs
 
 
-@pytest.mark.parametrize("content, expected", [
-    (b"garbage", "cannot read as PNG"),
-    (None, "the image is empty (shape (0, 5))"),
+@pytest.mark.parametrize("content, expected, rc", [
+    (b"garbage", "not a PNG file", 1),  # found when the file is read: that file failed
+    (None, "the image is empty (shape (0, 5))", 1),
 ])
-def test_unreadable_or_empty_image(capsys, tmp_path, ckpt, content, expected):
+def test_unreadable_or_empty_image(capsys, tmp_path, ckpt, content, expected, rc):
     src = tmp_path / ("bad.png" if content else "empty.npy")
     if content:
         src.write_bytes(content)
     else:
         np.save(src, np.zeros((0, 5), np.uint8))
-    rc, out, err = run(capsys, "upscale", src, "--scale", "2", "-o", tmp_path / "o.tif", "--checkpoint", ckpt)
-    assert rc == 1 and out == ""
-    assert one_line(err).startswith(f"napari-liif: error: {src}: {expected}")
+    status, out, err = run(capsys, "upscale", src, "--scale", "2", "-o", tmp_path / "o.tif", "--checkpoint", ckpt)
+    assert status == rc and out == ""
+    assert one_line(err) == f"napari-liif: error: {src}: {expected}"
     assert not (tmp_path / "o.tif").exists()
 
 
 def test_size_too_large_to_allocate(capsys, images, tmp_path, ckpt):
     rc, _, err = run(capsys, "upscale", images / "rgb.png", "--size", "2000000,3000000", "-o", tmp_path / "o.png",
                      "--checkpoint", ckpt)
-    line = one_line(err)
-    assert rc == 1 and "shape (2000000, 3000000, 3) (uint8) needs" in line and "GiB of memory is available" in line
+    line = one_line(err)  # refused from the file's header, before any work: a bad argument
+    assert rc == 2 and line.startswith(f"napari-liif: error: {images / 'rgb.png'}: the output of shape ")
+    assert "shape (2000000, 3000000, 3) (uint8) needs" in line and "GiB of memory is available" in line
     rc, _, err = run(capsys, "upscale", images / "rgb.png", "--scale", "1e200", "-o", tmp_path / "o.png",
                      "--checkpoint", ckpt)
-    assert rc == 1 and "needs about 2^" in one_line(err)
+    assert rc == 2 and "needs about 2^" in one_line(err)
 
 
 @pytest.mark.parametrize("args, expected", [

@@ -9,8 +9,9 @@ import pytest
 
 from batch_helpers import tiny_checkpoint, tiny_model
 from napari_liif.api import upscale
-from napari_liif.dask_upscale import (ModelRef, _grid, _window, guess_axes, is_complete, read_ome_metadata,
-                                      read_zarr, upscale_dask, upscaled_transform, write_zarr)
+from napari_liif.dask_upscale import ModelRef, _grid, _window, upscale_dask
+from napari_liif.outputs import OutputError
+from napari_liif.zarr_io import guess_axes, is_complete, read_ome_metadata, read_zarr, upscaled_transform, write_zarr
 
 da = pytest.importorskip("dask.array")
 
@@ -170,7 +171,7 @@ def test_ome_zarr_round_trip(tmp_path, model, rng):
     assert np.array_equal(back.compute(), upscale(img, scale=2, model=model))
     meta = read_ome_metadata(path)
     assert meta == {"axes": ["z", "y", "x"], "scale": [2.0, 0.25, 0.25], "translation": [0.0, 9.875, -2.125]}
-    with pytest.raises(FileExistsError):
+    with pytest.raises(OutputError, match="exists .a complete store written by napari-liif.; pass overwrite=True"):
         write_zarr(lazy, path)
 
 

@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from .intensity import IntensityMap
+from .intensity import IntensityMap, carry_masked, constant_value
 
 CELL_MODES = ("on", "off", "clamp")  # as napari_liif.field.CELL_MODES (not imported: keeps torch lazy)
 
@@ -101,6 +101,22 @@ def output_hw(hw: tuple[int, int], scale=None, size=None) -> tuple[int, int]:
     return out[0], out[1]
 
 
+def output_shape(shape, *, scale=None, size=None, channel_axis: int | None = None, rgb: bool | None = None):
+    """``(output shape, (rows, cols))`` that :func:`upscale` gives for an input of ``shape``,
+    with the same layout rules and errors; nothing is allocated."""
+    a = np.broadcast_to(np.uint8(0), tuple(int(n) for n in shape))  # a view: no memory
+    a, kind, ch_axis = _layout(a, rgb, channel_axis)
+    spatial = a.shape[-3:-1] if kind != "gray" else a.shape[-2:]
+    if len(spatial) < 2 or a.size == 0:
+        raise ValueError(f"image must have two spatial axes and at least one pixel, got shape {tuple(shape)}")
+    out_hw = output_hw(tuple(spatial), scale, size)
+    lead = a.shape[:-3] if kind != "gray" else a.shape[:-2]
+    out = lead + out_hw + ((a.shape[-1],) if kind != "gray" else ())
+    if ch_axis is not None:
+        out = out[:-1][:ch_axis] + out[-1:] + out[:-1][ch_axis:]
+    return tuple(int(n) for n in out), out_hw
+
+
 def check_allocatable(shape: tuple[int, ...], dtype, what: str = "output", extra_bytes: int = 0) -> None:
     """Refuse, with a clear message, an allocation larger than the memory available.
 
@@ -136,6 +152,13 @@ def _available_memory() -> int:
         return 0
 
 
+def looks_like_channels(shape) -> bool:
+    """True for a shape like (..., H, W, C) whose short last axis (2..32, not colour) is most
+    likely channels rather than columns: C at most half of the axis before it."""
+    shape = tuple(int(n) for n in shape)
+    return len(shape) >= 3 and shape[-1] not in (3, 4) and 2 <= shape[-1] <= 32 and 2 * shape[-1] <= shape[-2]
+
+
 def _layout(a: np.ndarray, rgb, channel_axis):
     """Move channels last; return (array, kind, axis) with kind in gray|rgb|rgba|channels and
     axis the normalised channel axis (None unless kind is channels)."""
@@ -149,8 +172,14 @@ def _layout(a: np.ndarray, rgb, channel_axis):
             raise ValueError(f"channel_axis={channel_axis} is out of range for data of shape {a.shape} "
                              f"({a.ndim} dimensions)")
         return np.moveaxis(a, ax, -1), "channels", ax % a.ndim
+    if rgb is not None and not isinstance(rgb, (bool, np.bool_)):
+        raise ValueError(f"rgb must be True, False or None, got {rgb!r}")
     if rgb is None:
         rgb = a.ndim >= 3 and a.shape[-1] in (3, 4)
+        if not rgb and looks_like_channels(a.shape):
+            raise ValueError(f"image of shape {tuple(a.shape)}: its last axis ({a.shape[-1]}) looks like channels, "
+                             "not columns; pass channel_axis=-1 (on the command line --channel-axis -1) to "
+                             "upscale each channel, or rgb=False to upscale it as a stack of planes")
     if rgb:
         if a.ndim < 3 or a.shape[-1] not in (3, 4):
             raise ValueError(f"rgb=True needs a last axis of length 3 or 4, got shape {a.shape}")
@@ -194,25 +223,32 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
 
     Notes
     -----
-    Intensities: uint8 and bool use the dtype range, other dtypes the finite data range of
-    the whole array (of each channel with ``channel_axis``; of the three colours together for
-    RGB), so a stack keeps one consistent map across its planes. Gray data enters the model
-    as R = G = B and leaves as the mean of the three outputs. A constant plane (or a plane
-    of constant colour) is returned as that constant without running the model.
+    Intensities: uint8 and bool use the dtype range, other dtypes the range of the valid values
+    of the whole array (of each channel with ``channel_axis``; of the three colours together for
+    RGB), so a stack keeps one consistent map across its planes. Valid values are finite and not
+    nodata (float32 values at +-3.4e38, float64 ones there or at +-1.8e308); NaN, +-inf and nodata
+    are *masked*: never interpolated, each is put back wherever its pixel is the nearest input
+    pixel of an output pixel (NaN stays NaN; an all-NaN image comes back all NaN). Every finite
+    result lies within the input's valid range (:mod:`napari_liif.intensity`). Gray data enters
+    the model as R = G = B and leaves as the mean of the three outputs. A plane whose valid
+    values are all equal (or a plane of constant colour) is returned as that constant without
+    running the model.
 
     Raises
     ------
     ValueError
-        bad scale, size, channel_axis, cell or an empty/shapeless image.
+        bad scale, size, channel_axis, rgb, cell or an empty/shapeless image; a last axis that
+        looks like channels (2..32 long, not 3 or 4) with neither ``channel_axis`` nor ``rgb``.
     TypeError
         data that is not integer, bool or float (object, strings, complex).
     MemoryError
         an output (with its working memory) larger than the memory available.
     """
-    a = np.asarray(image)
-    if a.dtype.kind not in "biuf":
-        raise TypeError(f"cannot upscale data of dtype {a.dtype}; expected integer, float or bool data")
-    if cell not in CELL_MODES:
+    a = _as_array(image)
+    for name, fn in (("progress", progress), ("should_stop", should_stop)):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{name} must be a callable or None, got {type(fn).__name__}")
+    if not isinstance(cell, str) or cell not in CELL_MODES:
         raise ValueError(f"cell must be one of {', '.join(CELL_MODES)}, got {cell!r}")
     a, kind, ch_axis = _layout(a, rgb, channel_axis)
     spatial = a.shape[-3:-1] if kind != "gray" else a.shape[-2:]
@@ -237,21 +273,32 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
         src = a[p]
         src = src[..., :3] if c == "rgb" else src[..., c] if isinstance(c, int) else src
         dst = out[p][..., :3] if c == "rgb" else out[p][..., c] if isinstance(c, int) else out[p]
-        if _is_constant(src, c == "rgb"):
-            dst[...] = src[:1, :1]  # a constant plane stays exactly constant
+        const = constant_value(src, c == "rgb")
+        if const is not None:
+            dst[...] = const  # a constant plane stays exactly constant
         else:
             imap = maps[c if kind == "channels" else (3 if c == 3 else 0)]
             tick = None if progress is None else (lambda d, n, k=k: progress(k * per_job + per_job * d // n, total))
             res = m.encode(imap.forward(src)).render(shape=out_hw, cell=cell, progress=tick)
+            if not np.isfinite(res).all():
+                raise RuntimeError(f"the model {m.name} produced non-finite values (NaN or inf); "
+                                   "its weights are broken: use another checkpoint")
             dst[...] = imap.inverse(res if c == "rgb" else res.mean(-1))
+        carry_masked(src, dst)  # NaN, inf and nodata stay where their pixels are nearest
         if progress is not None:
             progress((k + 1) * per_job, total)
     return out if ch_axis is None else np.moveaxis(out, -1, ch_axis)
 
 
-def _is_constant(src: np.ndarray, colour: bool) -> bool:
-    flat = src.reshape(-1, src.shape[-1]) if colour else src.reshape(-1, 1)
-    return bool(np.all(flat == flat[:1]))
+def _as_array(image) -> np.ndarray:
+    try:
+        a = np.asarray(image)
+    except (ValueError, TypeError) as exc:  # ragged lists and the like
+        raise ValueError(f"image must be an array of numbers, got {type(image).__name__} "
+                         f"({str(exc).splitlines()[0][:80]})") from None
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"cannot upscale data of dtype {a.dtype}; expected integer, float or bool data")
+    return a
 
 
 def _channel_jobs(kind: str, n: int):

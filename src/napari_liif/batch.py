@@ -1,18 +1,24 @@
-"""Upscaling files and folders: input discovery, output naming, resumability, failure report.
+"""Upscaling files and folders: input discovery, output naming, output safety, resumability,
+failure report. One planner for image files and for ``--dask`` zarr stores.
 
 Shared by the command line and the batch widget. Rules:
 
-* inputs are files, folders (their images, not recursive) or glob patterns;
+* inputs are files, folders (their images, not recursive), glob patterns and, for ``dask``,
+  zarr stores;
 * with several inputs or a folder, ``output`` is a folder and names are kept;
 * with no ``output``, results go beside the input as ``<stem>_liif_x<S><suffix>``;
-* an output that exists is skipped (resumable) unless ``overwrite``; an output that would
-  be an input is refused, always;
+* every destination goes through :mod:`napari_liif.outputs`: an output that is, holds or is
+  another name for an input is refused, always; an existing output of ours is skipped
+  (resumable) unless ``overwrite``; anything else that exists is refused unless ``overwrite``;
+* problems that can be seen before the work (names, unwritable folders, layouts, outputs too
+  large for memory) raise before any file is read in full;
 * a file that fails is reported with its reason and the batch goes on.
 """
 
 from __future__ import annotations
 
 import glob
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +26,9 @@ from typing import Callable
 
 import numpy as np
 
-from .io import READ_SUFFIXES, WRITE_SUFFIXES, ImageIOError, read_image, write_image
+from .io import READ_SUFFIXES, WRITE_SUFFIXES, ImageIOError, image_info, read_image, write_image
+from .outputs import Inputs, OutputError, check_file, check_folder_writable, check_store
+from .zarr_io import is_zarr
 
 
 class BatchError(ValueError):
@@ -31,6 +39,8 @@ class BatchError(ValueError):
 class Job:
     src: Path
     dst: Path
+    action: str = "write"  # or "skip": an output of ours exists (decided when planned)
+    channel_axis: int | None = None  # decided from the file's header when planned
 
 
 @dataclass
@@ -47,8 +57,9 @@ class BatchReport:
         return "\n".join(lines)
 
 
-def find_inputs(items: list[str]) -> list[Path]:
-    """Expand files, folders and globs into a list of image files (folders and globs sorted).
+def find_inputs(items: list[str], *, stores: bool = False) -> list[Path]:
+    """Expand files, folders and globs into a list of image files (folders and globs sorted);
+    with ``stores``, a zarr store named (or matched) is one input.
 
     Folder listings and globs skip hidden files (names starting with '.', e.g. the partial
     files of an interrupted run) and files of other types; a named file is always kept.
@@ -56,12 +67,14 @@ def find_inputs(items: list[str]) -> list[Path]:
     found: list[Path] = []
     for item in items:
         p = Path(item)
-        if p.is_dir():
-            found += sorted(q for q in p.iterdir() if _listed(q))
+        if stores and is_zarr(p):
+            found.append(p)
+        elif p.is_dir():
+            found += sorted(q for q in p.iterdir() if _listed(q, stores))
         elif p.exists():
             found.append(p)
         elif any(ch in str(item) for ch in "*?["):
-            found += sorted(q for q in map(Path, glob.glob(str(item))) if _listed(q))
+            found += sorted(q for q in map(Path, glob.glob(str(item))) if _listed(q, stores))
         else:
             raise BatchError(f"{item}: no such file or folder")
     if not found:
@@ -69,8 +82,12 @@ def find_inputs(items: list[str]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def _listed(q: Path) -> bool:
-    return q.is_file() and not q.name.startswith(".") and q.suffix.lower() in READ_SUFFIXES
+def _listed(q: Path, stores: bool = False) -> bool:
+    if q.name.startswith("."):
+        return False
+    if stores and is_zarr(q):
+        return True
+    return q.is_file() and q.suffix.lower() in READ_SUFFIXES
 
 
 def scale_tag(scale=None, size=None) -> str:
@@ -81,57 +98,124 @@ def scale_tag(scale=None, size=None) -> str:
     return "_liif_x" + "x".join(f"{v:g}" for v in s)
 
 
-def plan(items: list[str], output: str | None, *, scale=None, size=None, fmt: str | None = None,
-         suffix: str | None = None) -> list[Job]:
-    """Pair each input with its output path; refuse any output that is an input.
+def _stem(p: Path) -> str:
+    return p.name[:-len(p.suffix)] if p.suffix else p.name
 
-    With no ``output``, results go beside their inputs as ``<stem><suffix><ext>``, and files
-    that a folder or glob turns up which already carry that suffix (earlier results) are
-    not taken as inputs again. Raises :class:`BatchError` naming the offending path.
-    """
-    inputs = find_inputs(items)
-    many = len(inputs) > 1 or any(Path(i).is_dir() for i in items)
+
+def _destinations(inputs: list[Path], items: list[str], output: str | None, tag: str, fmt: str | None,
+                  dask: bool) -> list[Job]:
     out = Path(output) if output else None
-    tag = scale_tag(scale, size) if suffix is None else suffix
-    if fmt and f".{fmt.lower().lstrip('.')}" not in WRITE_SUFFIXES:
-        raise BatchError(f"unsupported output format {fmt!r}; "
-                         f"expected one of {', '.join(s[1:] for s in WRITE_SUFFIXES)}")
-    if out is None:
-        named = {Path(i) for i in items}
-        inputs = [p for p in inputs if p in named or not (tag and p.stem.endswith(tag))]
-        if not inputs:
-            raise BatchError(f"no inputs left: every image in {', '.join(map(str, items))} is already a "
-                             f"result ({tag})")
-    elif many and out.suffix.lower() in WRITE_SUFFIXES and not out.is_dir():
+    folders = any(Path(i).is_dir() and not (dask and is_zarr(i)) for i in items)
+    many = len(inputs) > 1 or folders
+    if dask and out is not None and out.suffix.lower() not in ("", ".zarr") and not out.is_dir():
+        raise BatchError(f"{out}: --dask writes zarr stores; -o must be a folder or a name ending in .zarr")
+    if not dask and out is not None and many and out.suffix.lower() in WRITE_SUFFIXES and not out.is_dir():
         raise BatchError(f"{out}: with several inputs -o must be a folder, not an image file name")
     jobs = []
     for src in inputs:
-        ext = f".{fmt.lower().lstrip('.')}" if fmt else src.suffix
+        ext = ".zarr" if dask else f".{fmt.lower().lstrip('.')}" if fmt else src.suffix
         if out is None:
-            dst = src.with_name(f"{src.stem}{tag}{ext}")
+            dst = src.with_name(f"{_stem(src)}{tag}{ext}")
+        elif dask:
+            dst = out if not many and out.suffix.lower() == ".zarr" else out / f"{_stem(src)}{ext}"
         elif many or out.is_dir() or not out.suffix:
             dst = out / f"{src.stem}{ext}"
         else:
             dst = out
-        if dst.suffix.lower() not in WRITE_SUFFIXES:
+        if not dask and dst.suffix.lower() not in WRITE_SUFFIXES:
             raise BatchError(f"{dst}: unsupported output type {dst.suffix or '(none)'}; "
                              f"expected one of {', '.join(WRITE_SUFFIXES)} (see --format)")
         jobs.append(Job(src, dst))
-    srcs = {j.src.resolve() for j in jobs}
-    for j in jobs:
-        if j.dst.resolve() in srcs or any(_same_file(j.dst, s) for s in srcs):
-            raise BatchError(f"{j.dst}: output would overwrite an input; choose another -o folder or --suffix")
-    if len({j.dst.resolve() for j in jobs}) < len(jobs):
-        raise BatchError("several inputs map to the same output name; use distinct names or separate runs")
     return jobs
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    """True for hard links (or any other route) to the same existing file."""
+def plan(items: list[str], output: str | None, *, scale=None, size=None, fmt: str | None = None,
+         suffix: str | None = None, overwrite: bool = False, dask: bool = False,
+         channel_axis: int | None = None, check_memory: bool = True) -> list[Job]:
+    """Pair each input with its output and decide, before any work, whether it may be written.
+
+    With no ``output``, results go beside their inputs as ``<stem><suffix><ext>``, and files
+    that a folder or glob turns up which already carry that suffix (earlier results) are
+    not taken as inputs again. ``dask`` plans zarr stores (``<stem>.zarr``). Each job's
+    ``action`` is ``"write"`` or ``"skip"`` (our own output exists; see :mod:`napari_liif.outputs`),
+    and its ``channel_axis`` is decided from the file's header (:func:`file_channel_axis`).
+    Raises :class:`BatchError` naming the offending path, also for an output larger than the
+    memory available (``check_memory``).
+    """
+    if fmt and f".{fmt.lower().lstrip('.')}" not in WRITE_SUFFIXES:
+        raise BatchError(f"unsupported output format {fmt!r}; "
+                         f"expected one of {', '.join(s[1:] for s in WRITE_SUFFIXES)}")
+    inputs = find_inputs(items, stores=dask)
+    tag = scale_tag(scale, size) if suffix is None else suffix
+    if output is None:
+        named = {Path(i) for i in items}
+        inputs = [p for p in inputs if p in named or not (tag and _stem(p).endswith(tag))]
+        if not inputs:
+            raise BatchError(f"no inputs left: every image in {', '.join(map(str, items))} is already a "
+                             f"result ({tag})")
+    jobs = _destinations(inputs, items, output, tag, fmt, dask)
+    if len({j.dst.resolve() for j in jobs}) < len(jobs):
+        raise BatchError("several inputs map to the same output name; use distinct names or separate runs")
+    guard = Inputs(j.src for j in jobs)
+    check = check_store if dask else check_file
+    for j in jobs:
+        try:
+            j.action = check(j.dst, guard, overwrite=overwrite)
+        except OutputError as exc:
+            raise BatchError(str(exc)) from None
+    for folder in dict.fromkeys(j.dst.parent for j in jobs if j.action == "write"):
+        check_folder_writable(folder)
+    for j in jobs:
+        _preflight(j, scale, size, channel_axis, dask, check_memory)
+    return jobs
+
+
+def file_channel_axis(shape, dtype, given: int | None = None) -> int | None:
+    """The channel axis the command line uses for a file of this shape: ``given``, else the last
+    axis when it looks like channels (gray + alpha PNG, or 2..32 channels that are not colour:
+    :func:`napari_liif.api.looks_like_channels`), else None."""
+    from .api import looks_like_channels
+
+    if given is not None:
+        return given
+    shape = tuple(shape)
+    gray_alpha = len(shape) == 3 and shape[-1] == 2 and np.dtype(dtype) in (np.uint8, np.uint16)
+    return -1 if gray_alpha or looks_like_channels(shape) else None
+
+
+def _preflight(job: Job, scale, size, channel_axis, dask: bool, check_memory: bool) -> None:
+    """Layout, output size and memory of one job, from its header; unreadable headers are left
+    for the run to report (as that file's failure)."""
+    from .api import check_allocatable, output_shape
+
+    info = _header(job.src, dask)
+    job.channel_axis = channel_axis
+    if info is None or 0 in info[0]:  # corrupt or empty: that file's failure when it is read
+        return
+    shape, dtype = info
+    job.channel_axis = file_channel_axis(shape, dtype, channel_axis)
+    if job.action != "write":
+        return
     try:
-        return a.exists() and a.samefile(b)
-    except OSError:
-        return False
+        out_shape, out_hw = output_shape(shape, scale=scale, size=size, channel_axis=job.channel_axis)
+        if check_memory and not dask:
+            # the input read whole, plus the renderer's working memory (as ``upscale`` counts it)
+            need = math.prod(int(n) for n in shape) * np.dtype(dtype).itemsize + (12 + 24) * out_hw[0] * out_hw[1]
+            check_allocatable(out_shape, dtype, extra_bytes=need)
+    except (ValueError, MemoryError) as exc:
+        raise BatchError(f"{job.src}: {exc}") from None
+
+
+def _header(src: Path, dask: bool):
+    if dask and is_zarr(src):
+        from .zarr_io import read_zarr
+
+        try:
+            a = read_zarr(src)
+        except ValueError:
+            return None
+        return tuple(a.shape), np.dtype(a.dtype)
+    return image_info(src)
 
 
 def run_batch(jobs: list[Job], upscale_one: Callable, *, overwrite: bool = False,
@@ -140,26 +224,35 @@ def run_batch(jobs: list[Job], upscale_one: Callable, *, overwrite: bool = False
     """Upscale each job's file with ``upscale_one(array) -> array``; never stop on one failure.
 
     Each result is written under a hidden partial name and renamed when complete, so an
-    interrupted run never leaves a half-written file under the real name; outputs that
-    exist are skipped unless ``overwrite``. A failure is recorded as ``(src, reason)``,
-    the reason being one line without the path.
+    interrupted run never leaves a half-written file under the real name; our own outputs
+    that exist are skipped unless ``overwrite``; a destination that became unsafe since it
+    was planned (a file appeared there) is reported as that file's failure. A failure is
+    recorded as ``(src, reason)``, the reason being one line without the path.
+    ``upscale_one`` may take a second argument, the :class:`Job`.
     """
+    import inspect
+
     report, t0 = BatchReport(), time.perf_counter()
+    guard = Inputs(j.src for j in jobs)
+    with_job = len(inspect.signature(upscale_one).parameters) >= 2
     for k, job in enumerate(jobs):
         if should_stop is not None and should_stop():
             break
-        if job.dst.exists() and not overwrite:
+        try:
+            action = check_file(job.dst, guard, overwrite=overwrite)
+        except OutputError as exc:
+            report.failed.append((job.src, _one_line(exc, job)))
+            action = None
+        if action == "skip":
             report.skipped.append(job.src)
-        else:
-            tmp = job.dst.with_name(f".{job.dst.stem}.partial{job.dst.suffix}")
+        elif action == "write":
             try:
-                result = upscale_one(read_image(job.src))
-                write_image(tmp, result)
-                tmp.replace(job.dst)
+                a = read_image(job.src)
+                result = upscale_one(a, job) if with_job else upscale_one(a)
+                write_image(job.dst, result, overwrite=True, record=True)
                 report.done.append(job.src)
             except (ImageIOError, ValueError, TypeError, MemoryError, RuntimeError, OSError) as exc:
                 report.failed.append((job.src, _one_line(exc, job)))
-                tmp.unlink(missing_ok=True)
         if on_file is not None:
             on_file(k + 1, len(jobs), job.src)
     report.seconds = time.perf_counter() - t0
@@ -168,58 +261,9 @@ def run_batch(jobs: list[Job], upscale_one: Callable, *, overwrite: bool = False
 
 def _one_line(exc: BaseException, job: Job) -> str:
     text = (str(exc).strip().splitlines() or [""])[0] or type(exc).__name__
-    for p in (job.src, job.dst.with_name(f".{job.dst.stem}.partial{job.dst.suffix}")):
+    for p in (job.src, job.dst):
         if text.startswith(f"{p}: "):
             text = text[len(f"{p}: "):]
     if isinstance(exc, MemoryError) and "memory" not in text.lower():
         text = f"out of memory ({text})"
     return text
-
-
-def cmd_upscale(args) -> int:
-    """``napari-liif upscale``: 0 if every file succeeded (or was skipped), 1 if any failed.
-
-    Bad arguments (missing inputs, an output that would overwrite an input, an unusable
-    checkpoint or device) raise before any file is touched; ``cli.main`` turns them into
-    one line and exit status 2.
-    """
-    if args.dask:
-        from .dask_upscale import cmd_upscale_dask
-
-        return cmd_upscale_dask(args)
-    import sys
-
-    from tqdm import tqdm
-
-    from .api import get_model, upscale
-
-    jobs = plan(args.inputs, args.output, scale=args.scale, size=args.size, fmt=args.fmt, suffix=args.suffix)
-    model = get_model(args.checkpoint, args.device, args.precision)
-    quiet = True if args.quiet else None  # None: a bar only on a terminal
-    files = tqdm(total=len(jobs), unit="file", disable=True if len(jobs) < 2 else quiet)
-
-    def one(a):
-        ax = args.channel_axis
-        if ax is None and a.ndim == 3 and a.shape[-1] == 2 and a.dtype in (np.uint8, np.uint16):
-            ax = -1  # gray + alpha from PNG: two channels, each upscaled as gray
-        # a pixel bar for the file, shown only if it takes more than two seconds
-        with tqdm(total=1, unit="px", unit_scale=True, delay=2.0, leave=False, disable=quiet) as pixels:
-            def tick(done, total):
-                pixels.total = total
-                pixels.update(done - pixels.n)
-
-            return upscale(a, scale=args.scale, size=args.size, model=model, cell=args.cell,
-                           channel_axis=ax, progress=tick)
-
-    report = run_batch(jobs, one, overwrite=args.overwrite, on_file=lambda k, n, p: files.update(1))
-    files.close()
-    for src, why in report.failed:
-        print(f"napari-liif: error: {src}: {why}", file=sys.stderr)
-    if len(jobs) == 1:
-        if report.done:
-            print(f"wrote {jobs[0].dst}")
-        elif report.skipped:
-            print(f"skipped: {jobs[0].dst} exists (use --overwrite)")
-    else:
-        print(report.summary().splitlines()[0])
-    return 1 if report.failed else 0

@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError
     from .io import ImageIOError
 
-    handlers = {"upscale": "napari_liif.batch:cmd_upscale", "info": cmd_info, "view": cmd_view, "sample": cmd_sample,
+    handlers = {"upscale": "napari_liif.upscale_cmd:cmd_upscale", "info": cmd_info, "view": cmd_view, "sample": cmd_sample,
                 "train": "napari_liif.train.cli:cmd_train", "data": "napari_liif.train.cli:cmd_data",
                 "evaluate": "napari_liif.train.cli:cmd_evaluate"}
     handler = handlers[args.command]

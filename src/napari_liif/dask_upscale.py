@@ -1,4 +1,5 @@
-"""Chunked, out-of-core LIIF upscaling with dask; zarr and OME-Zarr in and out.
+"""Chunked, out-of-core LIIF upscaling with dask (zarr in and out: :mod:`napari_liif.zarr_io`;
+the ``--dask`` command: :mod:`napari_liif.upscale_cmd`).
 
 ``upscale_dask`` returns a lazy dask array whose every chunk equals the same region of the
 in-memory :func:`napari_liif.upscale` result, bit for bit. How:
@@ -30,16 +31,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import threading
 import warnings
-from pathlib import Path
 
 import numpy as np
 
 DEFAULT_CHUNK = 512  # output pixels per chunk along each spatial axis
-_OME_VERSION = "0.4"
-_DONE_KEY = "napari_liif"
 
 
 # -- the model, shipped to workers -------------------------------------------------------
@@ -213,17 +210,21 @@ def _render_chunk(window: np.ndarray, ref: ModelRef, stats: dict, job: dict) -> 
 
 
 def _plane_stats(a, kind: str):
-    """Lazy per-plane reductions: finite min/max (for the maps), min/max (constant test), first pixel."""
+    """Lazy per-plane reductions: min/max of the valid values (for the maps and the constant test)."""
     import dask.array as da
 
+    from .intensity import masked
+
     axes = (-2, -1) if kind == "gray" else (-3, -2)
-    if a.dtype.kind == "f":
-        finite = da.where(da.isfinite(a), a, np.nan)
-        fmin, fmax = da.nanmin(finite, axis=axes), da.nanmax(finite, axis=axes)
+    bad = masked(a)
+    if bad is not None:  # the valid values only (not NaN, inf or nodata), as the in-memory upscale
+        valid = da.where(bad, np.nan, a)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-masked planes: NaN
+            lo, hi = da.nanmin(valid, axis=axes), da.nanmax(valid, axis=axes)
     else:
-        fmin = fmax = None
-    first = a[..., 0, 0] if kind == "gray" else a[..., 0, 0, :]
-    return {"min": a.min(axis=axes), "max": a.max(axis=axes), "fmin": fmin, "fmax": fmax, "first": first}
+        lo, hi = a.min(axis=axes), a.max(axis=axes)
+    return {"min": lo, "max": hi, "fmin": lo, "fmax": hi, "first": lo}
 
 
 def _make_stats(red: dict, kind: str, dtype, lead: tuple, n_tail: int) -> dict:
@@ -260,7 +261,8 @@ def _make_stats(red: dict, kind: str, dtype, lead: tuple, n_tail: int) -> dict:
     const = {}
     for p in (list(np.ndindex(*lead)) if lead else [()]):
         for key, sel in keys.items():
-            same = np.all(mn[p][sel[1:]] == mx[p][sel[1:]]) if sel[1:] else np.all(mn[p] == mx[p])
+            lo, hi = (mn[p][sel[1:]], mx[p][sel[1:]]) if sel[1:] else (mn[p], mx[p])
+            same = np.all((lo == hi) | (lo != lo))  # valid values all equal (or none: NaN)
             const[(p, key)] = (first[p][sel[1:]] if sel[1:] else first[p]) if same else None
     return {"maps": maps, "const": const}
 
@@ -359,306 +361,20 @@ def upscale_dask(array, scale=None, *, size=None, model=None, cell: str = "on", 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", da.PerformanceWarning)
         out = da.block(nest(()))
+        out = _carry_masked(a, out, kind)
     return out if ch_axis is None else da.moveaxis(out, -1, ch_axis)
 
 
-def output_chunks_for(shape_hw, out_hw, chunk_in: int) -> tuple[int, int]:
-    """Output chunk size matching ``chunk_in`` input pixels per side (the CLI's --chunk)."""
-    return tuple(max(1, round(chunk_in * o / i)) for i, o in zip(shape_hw, out_hw))
-
-
-def upscaled_transform(scale, translate, in_hw, out_hw):
-    """Scale and translate of the upscaled spatial axes so they overlay the input exactly.
-
-    Output pixel ``j`` covers input edges ``[j r, (j + 1) r]`` with ``r = n_in / n_out``;
-    its centre is at input data coordinate ``(j + 0.5) r - 0.5``; so the new scale is
-    ``scale * r`` and the new translate ``translate + scale * (0.5 r - 0.5)``.
-    """
-    r = [i / o for i, o in zip(in_hw, out_hw)]
-    return ([s * k for s, k in zip(scale, r)],
-            [t + s * (0.5 * k - 0.5) for t, s, k in zip(translate, scale, r)])
-
-
-# -- zarr / OME-Zarr -----------------------------------------------------------------------
-def is_zarr(path) -> bool:
-    """True for a zarr store directory (v2 or v3, array or group)."""
-    p = Path(path)
-    return p.is_dir() and any((p / f).is_file() for f in (".zarray", ".zgroup", "zarr.json"))
-
-
-def _multiscales(attrs) -> list:
-    attrs = dict(attrs)
-    return attrs.get("multiscales") or dict(attrs.get("ome") or {}).get("multiscales") or []
-
-
-def read_zarr(path, component: str | None = None):
-    """Open a zarr array, an OME-Zarr image (its full-resolution level) or a group holding a
-    single array, as a dask array."""
-    import dask.array as da
-    import zarr
-
-    node = zarr.open(str(path), mode="r")
-    if isinstance(node, zarr.Array):
-        return da.from_zarr(node)
-    if component is not None:
-        return da.from_zarr(node[component])
-    ms = _multiscales(node.attrs)
-    if ms:
-        return da.from_zarr(node[ms[0]["datasets"][0]["path"]])
-    keys = sorted(node.array_keys())
-    if len(keys) != 1:
-        raise ValueError(f"{path}: a zarr group with arrays {keys or 'none'}; name one with component=")
-    return da.from_zarr(node[keys[0]])
-
-
-def read_ome_metadata(path) -> dict | None:
-    """``{'axes': [...], 'scale': [...], 'translation': [...]}`` of an OME-Zarr's first level."""
-    import zarr
-
-    node = zarr.open(str(path), mode="r")
-    ms = _multiscales(node.attrs) if not isinstance(node, zarr.Array) else []
-    if not ms:
-        return None
-    axes = [a["name"] if isinstance(a, dict) else str(a) for a in ms[0].get("axes", [])]
-    meta = {"axes": axes, "scale": None, "translation": None}
-    for t in ms[0]["datasets"][0].get("coordinateTransformations", []):
-        if t.get("type") in ("scale", "translation"):
-            meta[t["type"]] = [float(v) for v in t[t["type"]]]
-    return meta
-
-
-_AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
-
-
-def guess_axes(ndim: int, *, channel_axis: int | None = None, rgb: bool = False) -> list[str] | None:
-    """OME-NGFF axis names for a layout, or None where it does not fit OME (trailing RGB)."""
-    if rgb:
-        return None
-    n_sp = ndim - (channel_axis is not None)
-    names = {2: ["y", "x"], 3: ["z", "y", "x"], 4: ["t", "z", "y", "x"]}.get(n_sp)
-    if names is None:
-        return None
-    if channel_axis is not None:
-        names.insert(channel_axis % ndim, "c")
-    order = [n for n in "tczyx" if n in names]
-    return names if names == order else None
-
-
-def write_zarr(array, path, *, axes: list[str] | None = None, scale=None, translation=None,
-               overwrite: bool = False, compute: bool = True, name: str | None = None):
-    """Write a (dask) array to a zarr store chunk by chunk.
-
-    With ``axes`` (OME-NGFF names in t, c, z, y, x order) the store is an OME-Zarr 0.4 image:
-    a group holding the array as level ``0`` with minimal ``multiscales`` metadata (one
-    level; ``scale``/``translation`` per axis). Without, a plain zarr array. The attribute
-    ``napari_liif.complete`` turns true once every chunk is written (see :func:`is_complete`).
-    Returns the dask store result when ``compute`` is False, else the path.
-    """
-    import dask.array as da
-    import zarr
-
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: exists; pass overwrite=True to replace it")
-    a = array if isinstance(array, da.Array) else da.from_array(np.asarray(array))
-    chunks = tuple(c[0] for c in a.chunks)
-    if any(len(set(c[:-1])) > 1 or c[-1] > c[0] for c in a.chunks):
-        a = a.rechunk(chunks)
-    if axes is not None:
-        if len(axes) != a.ndim or [n for n in "tczyx" if n in axes] != list(axes):
-            raise ValueError(f"axes {axes} do not fit OME-NGFF (t, c, z, y, x order, one per dimension of {a.shape})")
-        root = zarr.open_group(str(path), mode="w", zarr_format=2)
-        target = root.create_array("0", shape=a.shape, chunks=chunks, dtype=a.dtype)
-        transforms = [{"type": "scale", "scale": [float(v) for v in (scale or [1.0] * a.ndim)]}]
-        if translation is not None:
-            transforms.append({"type": "translation", "translation": [float(v) for v in translation]})
-        root.attrs["multiscales"] = [{
-            "version": _OME_VERSION, "name": name or path.stem,
-            "axes": [{"name": n, "type": _AXIS_TYPES[n]} for n in axes],
-            "datasets": [{"path": "0", "coordinateTransformations": transforms}],
-        }]
-        marker = root
-    else:
-        target = zarr.open_array(str(path), mode="w", shape=a.shape, chunks=chunks, dtype=a.dtype, zarr_format=2)
-        marker = target
-    marker.attrs[_DONE_KEY] = {"complete": False}
-    stored = da.store(a, target, lock=False, compute=False)
-    if not compute:
-        return stored
-    stored.compute()
-    marker.attrs[_DONE_KEY] = {"complete": True}
-    return path
-
-
-def is_complete(path) -> bool:
-    """True if ``path`` is a zarr store that :func:`write_zarr` finished writing."""
-    import zarr
-
-    if not is_zarr(path):
-        return False
-    try:
-        node = zarr.open(str(path), mode="r")
-    except (OSError, ValueError, KeyError):
-        return False
-    return bool(dict(node.attrs.get(_DONE_KEY) or {}).get("complete"))
-
-
-# -- the command line --------------------------------------------------------------------
-def open_lazy(path, chunk: int = DEFAULT_CHUNK):
-    """A file as a dask array without reading it all: zarr, NPY (memory-mapped), TIFF (via
-    its zarr view); other formats are read whole."""
+def _carry_masked(a, out, kind: str):
+    """Masked input values (NaN, inf, nodata) at the output pixels whose nearest input pixel holds
+    one, as :func:`napari_liif.intensity.carry_masked` does in memory; lazily, chunk by chunk."""
     import dask.array as da
 
-    from .io import ImageIOError, read_image
+    from .intensity import masked, nearest_index
 
-    path = Path(path)
-    if is_zarr(path):
-        return read_zarr(path)
-    suffix = path.suffix.lower()
-    if not path.is_file():
-        raise ImageIOError(f"{path}: no such file")
-    try:
-        if suffix == ".npy":
-            mm = np.load(path, mmap_mode="r", allow_pickle=False)
-            return da.from_array(mm, chunks=_lazy_chunks(mm.shape, chunk))
-        if suffix in (".tif", ".tiff"):
-            import tifffile
-            import zarr
-
-            z = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
-            z = z if isinstance(z, zarr.Array) else z[sorted(z.array_keys())[0]]
-            return da.from_zarr(z)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ImageIOError(f"{path}: cannot read lazily ({type(exc).__name__}: {exc})") from None
-    a = read_image(path)
-    return da.from_array(a, chunks=_lazy_chunks(a.shape, chunk))
-
-
-def _spatial_hw(shape, channel_axis, rgb) -> tuple[int, int]:
-    shape = list(shape)
-    if channel_axis is not None:
-        if not -len(shape) <= channel_axis < len(shape):
-            raise ValueError(f"channel_axis={channel_axis} is out of range for data of shape {tuple(shape)}")
-        del shape[channel_axis]
-    elif rgb:
-        shape = shape[:-1]
-    if len(shape) < 2:
-        raise ValueError(f"image must have two spatial axes, got shape {tuple(shape)}")
-    return int(shape[-2]), int(shape[-1])
-
-
-def _lazy_chunks(shape, chunk: int):
-    return tuple(min(n, chunk) if k >= len(shape) - 3 else 1 for k, n in enumerate(shape))
-
-
-def _dask_jobs(items, output, *, scale=None, size=None, suffix=None):
-    from .batch import BatchError, Job, find_inputs, scale_tag
-
-    inputs: list[Path] = []
-    for item in items:
-        inputs += [Path(item)] if is_zarr(item) else find_inputs([item])
-    inputs = list(dict.fromkeys(inputs))
-    out = Path(output) if output else None
-    many = len(inputs) > 1 or any(Path(i).is_dir() and not is_zarr(i) for i in items)
-    tag = scale_tag(scale, size) if suffix is None else suffix
-    jobs = []
-    for src in inputs:
-        stem = src.name[:-len(src.suffix)] if src.suffix else src.name
-        if out is None:
-            dst = src.with_name(f"{stem}{tag}.zarr")
-        elif many or out.suffix.lower() != ".zarr":
-            dst = out / f"{stem}.zarr"
-        else:
-            dst = out
-        jobs.append(Job(src, dst))
-    srcs = {j.src.resolve() for j in jobs}
-    for j in jobs:
-        if j.dst.resolve() in srcs:
-            raise BatchError(f"{j.dst}: output would overwrite an input; choose another -o folder or --suffix")
-    if len({j.dst.resolve() for j in jobs}) < len(jobs):
-        raise BatchError("several inputs map to the same output name; use distinct names or separate runs")
-    return jobs
-
-
-def _client_from_config():
-    """Connect to ``DASK_SCHEDULER_ADDRESS`` (dask config ``scheduler-address``) if set."""
-    import dask
-
-    address = dask.config.get("scheduler-address", None)
-    if not address:
-        return None
-    from distributed import Client
-
-    return Client(address)
-
-
-def cmd_upscale_dask(args) -> int:
-    """``napari-liif upscale --dask``: inputs (TIFF, NPY, zarr, ...) to zarr stores, chunk by chunk.
-
-    Outputs are OME-Zarr where the layout fits (gray planes, stacks, leading channels) and
-    plain zarr arrays otherwise (RGB). Complete outputs are skipped unless --overwrite;
-    incomplete ones (an interrupted run) are redone.
-    """
-    import contextlib
-
-    from .api import get_model, output_hw
-    from .batch import BatchError, BatchReport
-    from .io import ImageIOError
-
-    if getattr(args, "fmt", None):
-        raise BatchError(f"--dask writes zarr stores; drop --format {args.fmt}")
-    if args.chunk < 1:
-        raise BatchError(f"--chunk must be a positive number of pixels, got {args.chunk}")
-    jobs = _dask_jobs(args.inputs, args.output, scale=args.scale, size=args.size, suffix=args.suffix)
-    model = get_model(args.checkpoint, args.device, args.precision)
-    client = _client_from_config()
-    report = BatchReport()
-    import time
-
-    t0 = time.perf_counter()
-    try:
-        for job in jobs:
-            if is_complete(job.dst) and not args.overwrite:
-                report.skipped.append(job.src)
-                continue
-            try:
-                a = open_lazy(job.src, args.chunk)
-                rgb = args.channel_axis is None and a.ndim >= 3 and a.shape[-1] in (3, 4)
-                hw = _spatial_hw(a.shape, args.channel_axis, rgb)
-                ohw = output_hw(hw, args.scale, args.size)
-                out = upscale_dask(a, scale=args.scale, size=args.size, model=model, cell=args.cell,
-                                   chunks=output_chunks_for(hw, ohw, args.chunk), channel_axis=args.channel_axis)
-                axes = guess_axes(a.ndim, channel_axis=args.channel_axis, rgb=rgb)
-                meta = read_ome_metadata(job.src) if is_zarr(job.src) else None
-                scale, translation = [1.0] * a.ndim, [0.0] * a.ndim
-                if meta and len(meta["axes"]) == a.ndim:
-                    axes = meta["axes"]
-                    scale = meta["scale"] or scale
-                    translation = meta["translation"] or translation
-                if axes is not None:
-                    sp = [axes.index("y"), axes.index("x")]
-                    s2, t2 = upscaled_transform([scale[k] for k in sp], [translation[k] for k in sp], hw, ohw)
-                    for k, s, t in zip(sp, s2, t2):
-                        scale[k], translation[k] = s, t
-                bar = contextlib.nullcontext()
-                if not args.quiet and client is None:
-                    from dask.diagnostics import ProgressBar
-
-                    bar = ProgressBar()
-                with bar:
-                    write_zarr(out, job.dst, axes=axes, scale=scale if axes else None,
-                               translation=translation if axes else None, overwrite=True)
-                report.done.append(job.src)
-            except (ImageIOError, ValueError, TypeError, MemoryError, RuntimeError, OSError) as exc:
-                report.failed.append((job.src, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
-    finally:
-        if client is not None:
-            client.close()
-    report.seconds = time.perf_counter() - t0
-    if len(jobs) == 1:
-        if report.failed:
-            raise BatchError(f"{report.failed[0][0]}: {report.failed[0][1]}")
-        print(f"wrote {jobs[0].dst}" if report.done else f"skipped: {jobs[0].dst} is complete (use --overwrite)")
-        return 0
-    print(report.summary())
-    return 1 if report.failed else 0
+    if masked(a) is None:
+        return out
+    ya = a.ndim - (2 if kind == "gray" else 3)
+    near = da.take(a, nearest_index(a.shape[ya], out.shape[ya]), axis=ya)
+    near = da.take(near, nearest_index(a.shape[ya + 1], out.shape[ya + 1]), axis=ya + 1).rechunk(out.chunks)
+    return da.where(masked(near), near, out)

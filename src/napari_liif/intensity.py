@@ -1,24 +1,65 @@
 """Mapping image intensities to the model's [0, 1] range and back, invertibly.
 
 * ``uint8`` (and ``bool``): the dtype range, ``v / 255``;
-* every other dtype (uint16, other integers, floats): the finite data range
-  ``(v - lo) / (hi - lo)`` with ``lo, hi`` the minimum and maximum of the finite values, so
-  nothing is clipped and the inverse ``v = u * (hi - lo) + lo`` restores the original range.
-  A constant image (``hi == lo``) maps to 0, and every value maps back to that constant.
-  For the model, NaN counts as ``lo``, +inf as ``hi`` and -inf as ``lo`` (an upscaled image
-  has no one-to-one pixel to keep them in).
+* every other dtype (uint16, other integers, floats): the range of the *valid* values,
+  ``(v - lo) / (hi - lo)`` with ``lo, hi`` their minimum and maximum, so nothing is clipped and
+  the inverse ``v = u * (hi - lo) + lo`` restores the original range. A constant image
+  (``hi == lo``) maps to 0, and every value maps back to that constant.
+* **Valid values** are the finite ones that are not nodata. **Nodata** is the sentinel GIS
+  rasters use for "no measurement": in float32 data any value with ``|v| >= 3.39e38`` (the float32
+  extremes, -3.4028235e38 and -3.4e38 alike); in float64 data the same values
+  (``3.39e38 <= |v| <= 3.41e38``) and float64's own extremes (``|v| >= 1.79e308``). NaN, +-inf and
+  nodata (the *masked* values) neither widen the range nor reach the model as themselves: it sees
+  NaN as ``lo``, +inf and positive nodata as ``hi``, -inf and negative nodata as ``lo``. They are
+  not interpolated: :func:`carry_masked` puts each masked value back wherever its pixel is the
+  nearest input pixel of an output pixel, so NaN stays NaN and masked regions stay masked.
+* The range never overflows: float64 data spanning more than float64's maximum is mapped at half
+  scale; 64-bit integers are offset from ``lo`` in exact integer arithmetic, so neither end of
+  their range wraps around and far-from-zero data keeps its detail.
 
-The forward map is computed in float64 and only then rounded to float32, so integer data
-far from zero (e.g. int32 values around 1e9 with a small range) keeps its detail.
-
-Integer outputs are rounded and clipped to their dtype; float outputs keep their dtype.
+Every result lies within ``[lo, hi]`` (finite values) and its dtype: integer outputs are rounded
+and clipped, float outputs keep their dtype.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+
+NODATA32 = 3.39e38  # |v| at or above this is a float32 nodata sentinel (float32 max: 3.4028235e38)
+NODATA32_TOP = 3.41e38  # ... and at or below this, in float64 data
+NODATA64 = 1.79e308  # float64 max: 1.7976931348623157e308
+
+
+def masked(a):
+    """Boolean mask of the masked values of float data (NaN, +-inf, nodata), or None for other
+    dtypes. Works on numpy and dask arrays alike."""
+    dtype = np.dtype(a.dtype)
+    if dtype.kind != "f":
+        return None
+    if dtype.itemsize < 4:
+        return ~np.isfinite(a)  # float16 has no nodata sentinel of its own
+    m = abs(a)  # NaN compares false below, so it is masked too
+    if dtype.itemsize == 4:
+        return ~(m < NODATA32)
+    return ~(m < NODATA64) | ((m >= NODATA32) & (m <= NODATA32_TOP))
+
+
+def valid_values(a: np.ndarray) -> np.ndarray:
+    """The valid values of ``a``, flattened (copied only when something is masked)."""
+    bad = masked(a)
+    if bad is None or not bad.any():
+        return np.asarray(a).ravel()
+    return np.asarray(a)[~bad]
+
+
+def _exact(v, dtype: np.dtype):
+    """``v`` as a Python int for integer maps when it is integral (keeps 64-bit ends exact)."""
+    if dtype.kind in "iu" and isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return int(v)
+    return float(v)
 
 
 @dataclass(frozen=True)
@@ -35,37 +76,114 @@ class IntensityMap:
             raise TypeError(f"cannot upscale data of dtype {dtype}; expected integer, float or bool data")
         if lo is None or hi is None:
             if dtype == np.uint8 or dtype.kind == "b":
-                dlo, dhi = 0.0, 255.0 if dtype == np.uint8 else 1.0
+                dlo, dhi = 0, 255 if dtype == np.uint8 else 1
             else:
-                finite = data[np.isfinite(data)] if dtype.kind == "f" else data
-                dlo, dhi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+                vals = valid_values(data)
+                dlo, dhi = (vals.min(), vals.max()) if vals.size else (0, 1)
             lo = dlo if lo is None else lo
             hi = dhi if hi is None else hi
-        return cls(float(lo), float(hi), dtype)
+        for name, v in (("lo", lo), ("hi", hi)):
+            if not math.isfinite(float(v)):
+                raise ValueError(f"intensity limit {name} must be finite, got {v!r}")
+        if dtype.kind in "fb" or dtype == np.uint8:
+            return cls(float(lo), float(hi), dtype)
+        return cls(_exact(lo, dtype), _exact(hi, dtype), dtype)
 
     @property
     def span(self) -> float:
-        return self.hi - self.lo if self.hi > self.lo else 1.0
+        return float(self.hi) - float(self.lo) if self.hi > self.lo else 1.0
+
+    def _half(self) -> float:
+        """1, or 0.5 when ``hi - lo`` overflows float64 (the map then works at half scale)."""
+        return 1.0 if math.isfinite(float(self.hi) - float(self.lo)) else 0.5
 
     def forward(self, data: np.ndarray) -> np.ndarray:
-        """Data -> float32 in [0, 1] (values outside [lo, hi] are clipped for the model only)."""
+        """Data -> float32 in [0, 1] (values outside [lo, hi] are clipped for the model only;
+        masked values become 0 or 1 as the module docstring says)."""
         a = np.asarray(data)
-        work = np.float32 if a.dtype in (np.float32, np.float16, np.bool_, np.uint8) else np.float64
-        u = (a.astype(work) - work(self.lo)) / work(self.span)
-        if self.dtype.kind == "f":
-            u = np.nan_to_num(u, nan=0.0, posinf=1.0, neginf=0.0)
+        if a.dtype in (np.bool_, np.uint8):
+            u = (a.astype(np.float32) - np.float32(self.lo)) / np.float32(self.span)
+        elif a.dtype.kind in "iu" and a.dtype.itemsize == 8:
+            u = self._offsets(a) / self.span
+        else:
+            k = self._half()
+            span = (float(self.hi) * k - float(self.lo) * k) if self.hi > self.lo else 1.0
+            with np.errstate(over="ignore", invalid="ignore"):
+                u = (a.astype(np.float64) * k - float(self.lo) * k) / span
+            if a.dtype.kind == "f":
+                u = np.nan_to_num(u, nan=0.0, posinf=1.0, neginf=0.0)
         return np.clip(u, 0.0, 1.0).astype(np.float32, copy=False)
+
+    def _offsets(self, a: np.ndarray) -> np.ndarray:
+        """``a - lo`` of 64-bit integers, exact (in uint64), as float64; 0 below ``lo``."""
+        lo = self._int_bounds()[0]
+        d = a.astype(np.uint64) - np.uint64(lo % 2**64)  # modular: exact wherever a >= lo
+        return np.where(a < lo, 0.0, d.astype(np.float64) + (lo - float(self.lo)))
+
+    def _int_bounds(self) -> tuple[int, int]:
+        """``[lo, hi]`` as integers inside the dtype's range."""
+        info = np.iinfo(self.dtype)
+        lo = min(max(math.ceil(self.lo), info.min), info.max)
+        hi = max(min(math.floor(self.hi), info.max), info.min)
+        return lo, hi
 
     def inverse(self, u: np.ndarray) -> np.ndarray:
         """Float in [0, 1] -> the original dtype and range (a constant map gives its constant)."""
-        span = self.hi - self.lo if self.hi > self.lo else 0.0
-        v = np.asarray(u, np.float64) * span + self.lo
+        u = np.clip(np.asarray(u, np.float64), 0.0, 1.0)
         if self.dtype.kind == "b":
-            return v >= 0.5
+            return u * (self.span if self.hi > self.lo else 0.0) + self.lo >= 0.5
         if self.dtype.kind in "iu":
-            info = np.iinfo(self.dtype)
-            return np.clip(np.rint(v), info.min, info.max).astype(self.dtype)
-        return v.astype(self.dtype)
+            return self._inverse_int(u)
+        if not self.hi > self.lo:
+            return np.full(u.shape, self.lo, self.dtype)
+        k = self._half()
+        v = (float(self.lo) * k + u * (float(self.hi) * k - float(self.lo) * k)) / k
+        return np.clip(v, self.lo, self.hi).astype(self.dtype)
+
+    def _inverse_int(self, u: np.ndarray) -> np.ndarray:
+        lo_b, hi_b = self._int_bounds()
+        if lo_b > hi_b:  # a map entirely outside the dtype: its nearest end
+            return np.full(u.shape, lo_b if self.lo > np.iinfo(self.dtype).max else hi_b, self.dtype)
+        span = float(self.hi) - float(self.lo) if self.hi > self.lo else 0.0
+        off = np.rint(u * span + (float(self.lo) - lo_b)) if span else np.full(u.shape, float(self.lo) - lo_b)
+        top = float(hi_b - lo_b)
+        off = np.clip(off, 0.0, min(top, float(np.nextafter(2.0**64, 0))))
+        off = np.minimum(off.astype(np.uint64), np.uint64(hi_b - lo_b))
+        res = off + np.uint64(lo_b % 2**64)  # modular: exact, and inside [lo_b, hi_b]
+        return (res.view(np.int64) if self.dtype.kind == "i" else res).astype(self.dtype)
+
+
+def nearest_index(n_in: int, n_out: int) -> np.ndarray:
+    """For each of ``n_out`` output pixels along an axis, the input pixel its centre falls in."""
+    centres = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out)
+    return np.minimum(centres.astype(np.int64), n_in - 1)
+
+
+def carry_masked(src: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Put the masked values of ``src`` (H, W[, C]) into ``out`` (rows, cols[, C]) at every output
+    pixel whose nearest input pixel holds one; ``out`` is changed in place and returned."""
+    bad = masked(src)
+    if bad is None or not bad.any():
+        return out
+    near = src[nearest_index(src.shape[0], out.shape[0])][:, nearest_index(src.shape[1], out.shape[1])]
+    np.copyto(out, near, where=masked(near))
+    return out
+
+
+def constant_value(src: np.ndarray, colour: bool):
+    """The value of a plane (or per-channel colour, ``colour``) whose valid values are all equal,
+    or None. A plane with no valid value counts as constant (its value: NaN)."""
+    planes = [src[..., c] for c in range(src.shape[-1])] if colour else [src]
+    vals = []
+    for p in planes:
+        v = valid_values(p)
+        if v.size == 0:
+            vals.append(np.nan)
+        elif v.min() == v.max():
+            vals.append(v.flat[0])
+        else:
+            return None
+    return np.array(vals, src.dtype) if colour else np.array(vals[0], src.dtype)
 
 
 def to_unit_float(data: np.ndarray) -> np.ndarray:

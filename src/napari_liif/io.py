@@ -7,6 +7,7 @@ imageio/Pillow, except 16-bit colour PNG (RGB, RGBA, gray + alpha): Pillow reads
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -21,55 +22,163 @@ class ImageIOError(ValueError):
     """A file that cannot be read or written as an image."""
 
 
+_SIGNATURES = {
+    "PNG": (b"\x89PNG\r\n\x1a\n",),
+    "JPEG": (b"\xff\xd8\xff",),
+    "TIFF": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"),
+    "NPY": (b"\x93NUMPY",),
+}
+_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".npy": "NPY"}
+_EXTENSION = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "NPY": ".npy"}
+
+
+def _sniff(head: bytes) -> str | None:
+    for fmt, sigs in _SIGNATURES.items():
+        if head.startswith(sigs):
+            return fmt
+    return None
+
+
+def check_signature(path: str | Path) -> str:
+    """The format that ``path``'s name promises, checked against its first bytes; an
+    :class:`ImageIOError` ("photo.png: not a PNG file ...") when they disagree."""
+    path = Path(path)
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ImageIOError(f"{path}: unsupported file type {path.suffix or '(none)'}; "
+                           f"expected one of {', '.join(READ_SUFFIXES)}")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise ImageIOError(f"{path}: cannot open ({exc.strerror or type(exc).__name__})") from None
+    if not head:
+        raise ImageIOError(f"{path}: the file is empty (0 bytes), not {_a(fmt)} file")
+    actual = _sniff(head)
+    if actual != fmt:
+        hint = f" (it looks like {_a(actual)} file; rename it to {_EXTENSION[actual]})" if actual else ""
+        raise ImageIOError(f"{path}: not {_a(fmt)} file{hint}")
+    return fmt
+
+
+def _a(fmt: str) -> str:
+    return f"an {fmt}" if fmt == "NPY" else f"a {fmt}"
+
+
+def _check_path(path: Path) -> str:
+    if path.is_dir():
+        raise ImageIOError(f"{path}: is a folder, not an image file")
+    if not path.is_file():
+        raise ImageIOError(f"{path}: no such file" if not path.exists() else f"{path}: not a regular file")
+    return check_signature(path)
+
+
+def _npy_header(path: Path) -> tuple[tuple, np.dtype]:
+    from numpy.lib import format as npformat
+
+    with open(path, "rb") as f:
+        version = npformat.read_magic(f)
+        read = {(1, 0): npformat.read_array_header_1_0, (2, 0): npformat.read_array_header_2_0}.get(version)
+        if read is None:
+            raise ValueError(f"unknown NPY version {version}")
+        shape, _, dtype = read(f)
+    return shape, dtype
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file into a numpy array, keeping its dtype and channels.
 
     PNG/JPEG give (H, W), (H, W, 2) gray + alpha, (H, W, 3) or (H, W, 4) (palette images
-    are expanded to RGB(A)); TIFF and NPY give whatever they hold. Every failure is an
-    :class:`ImageIOError` whose message starts with the path.
+    are expanded to RGB(A)); TIFF and NPY give whatever they hold. The file's first bytes must
+    match its name's format. Every failure is an :class:`ImageIOError` whose one-line message
+    starts with the path and is ours, not a reader library's ("not a PNG file", "corrupt or
+    truncated TIFF file").
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if path.is_dir():
-        raise ImageIOError(f"{path}: is a folder, not an image file")
-    if not path.is_file():
-        raise ImageIOError(f"{path}: no such file")
-    if suffix not in READ_SUFFIXES:
-        raise ImageIOError(f"{path}: unsupported file type {suffix or '(none)'}; expected one of {', '.join(READ_SUFFIXES)}")
+    fmt = _check_path(path)
     try:
-        if suffix == ".npy":
+        if fmt == "NPY":
+            _, dtype = _npy_header(path)
+            if dtype.hasobject:
+                raise ImageIOError(f"{path}: the NPY file holds Python objects, which napari-liif never "
+                                   "loads (that would unpickle them); save a numeric array")
             a = np.load(path, allow_pickle=False)
-        elif suffix in (".tif", ".tiff"):
-            import tifffile
-
-            a = tifffile.imread(path)
-        elif suffix == ".png" and _is_png16_colour(path):
+        elif fmt == "TIFF":
+            a = _read_tiff(path)
+        elif fmt == "PNG" and _is_png16_colour(path):
             a = _read_png16(path)
         else:
             import imageio.v3 as iio
 
             a = iio.imread(path, plugin="pillow")
-    except ImageIOError:
+    except (ImageIOError, MemoryError):
         raise
-    except Exception as exc:  # noqa: BLE001 - every reader failure becomes one clear line
-        raise ImageIOError(f"{path}: cannot read as {suffix[1:].upper()} ({_reason(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - a reader's failure on a bad file becomes one line of ours
+        if type(exc).__name__ == "DecompressionBombError":  # Pillow's guard against huge images
+            raise ImageIOError(f"{path}: the {fmt} image is too large to decode safely; "
+                               "save huge images as TIFF") from None
+        raise ImageIOError(f"{path}: corrupt or truncated {fmt} file") from None
     a = np.asarray(a)
     if a.size == 0:
         raise ImageIOError(f"{path}: the image is empty (shape {a.shape})")
     return a
 
 
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    return tifffile.imread(path)  # raises on pixel data cut short ("failed to read ... bytes")
 
 
-def write_image(path: str | Path, data: np.ndarray) -> Path:
+def image_info(path: str | Path) -> tuple[tuple[int, ...], np.dtype] | None:
+    """``(shape, dtype)`` of an image file from its header, without reading the pixels
+    (PNG/JPEG: the shape ``read_image`` will give, palette images counted as RGBA);
+    None if the header cannot be read (``read_image`` then says why)."""
+    path = Path(path)
+    try:
+        fmt = _check_path(path)
+        if fmt == "NPY":
+            shape, dtype = _npy_header(path)
+            return tuple(int(n) for n in shape), np.dtype(dtype)
+        if fmt == "TIFF":
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                s = tif.series[0]
+                return tuple(int(n) for n in s.shape), np.dtype(s.dtype)
+        if fmt == "PNG" and _is_png16_colour(path):
+            head = path.read_bytes()[:29]
+            w, h, _, ctype = struct.unpack(">IIBB", head[16:26])
+            return (h, w, _PNG_CHANNELS[ctype]), np.dtype(np.uint16)
+        from PIL import Image
+
+        with Image.open(path) as im:
+            w, h = im.size
+            mode = im.mode
+    except Exception:  # noqa: BLE001 - unreadable headers are reported when the file is read
+        return None
+    modes = {"1": ((), np.bool_), "L": ((), np.uint8), "LA": ((2,), np.uint8), "P": ((4,), np.uint8),
+             "PA": ((4,), np.uint8), "RGB": ((3,), np.uint8), "RGBA": ((4,), np.uint8),
+             "CMYK": ((4,), np.uint8), "YCbCr": ((3,), np.uint8), "I;16": ((), np.uint16),
+             "I;16B": ((), np.uint16), "I;16L": ((), np.uint16), "I": ((), np.int32), "F": ((), np.float32)}
+    if mode not in modes:
+        return None
+    tail, dtype = modes[mode]
+    return (h, w) + tail, np.dtype(dtype)
+
+
+def write_image(path: str | Path, data: np.ndarray, *, overwrite: bool = False, record: bool = False) -> Path:
     """Write ``data``; TIFF and NPY keep any dtype and shape, PNG takes bool/uint8/uint16
     and JPEG uint8, both as (H, W) or (H, W, C) (C = 2, 3, 4 for PNG; 3 for JPEG).
 
+    The file is written under a hidden temporary name in the same folder and renamed into
+    place, so ``path`` never holds a half-written image. An existing ``path`` is replaced only
+    with ``overwrite``; a folder never. ``record`` notes the file as napari-liif's own in the
+    folder's log (:mod:`napari_liif.outputs`), which lets a batch skip it when resumed.
     Every failure is an :class:`ImageIOError` whose message starts with the path.
     """
+    from .outputs import atomic_file
+
     path = Path(path)
     data = np.asarray(data)
     suffix = path.suffix.lower()
@@ -77,24 +186,43 @@ def write_image(path: str | Path, data: np.ndarray) -> Path:
         raise ImageIOError(f"{path}: unsupported output type {suffix or '(none)'}; expected one of {', '.join(WRITE_SUFFIXES)}")
     if suffix in (".png", ".jpg", ".jpeg"):
         _check_plain_image(path, suffix, data)
+    if path.is_dir():
+        raise ImageIOError(f"{path}: is a folder; give a file name")
+    if os.path.lexists(path) and not overwrite:
+        raise ImageIOError(f"{path}: exists; pass overwrite=True to replace it")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if suffix == ".npy":
-            np.save(path, data, allow_pickle=False)
-        elif suffix in (".tif", ".tiff"):
-            import tifffile
-
-            photometric = "rgb" if data.ndim == 3 and data.shape[-1] in (3, 4) else "minisblack"
-            tifffile.imwrite(path, data, photometric=photometric)
-        elif suffix == ".png" and data.dtype == np.uint16 and data.ndim == 3:
-            _write_png16(path, data)
-        else:
-            import imageio.v3 as iio
-
-            iio.imwrite(path, data, plugin="pillow", extension=suffix)
+        with atomic_file(path, record=record) as tmp:
+            _encode(tmp, suffix, data)
+    except ImageIOError:
+        raise
     except Exception as exc:  # noqa: BLE001 - every writer failure becomes one clear line
         raise ImageIOError(f"{path}: cannot write {suffix[1:].upper()} ({_reason(exc)})") from None
     return path
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _encode(path: Path, suffix: str, data: np.ndarray) -> None:
+    if suffix == ".npy":
+        if data.dtype.hasobject:
+            raise ImageIOError(f"{path}: cannot write Python objects as NPY")
+        np.save(path, data, allow_pickle=False)
+    elif suffix in (".tif", ".tiff"):
+        import tifffile
+
+        photometric = "rgb" if data.ndim == 3 and data.shape[-1] in (3, 4) else "minisblack"
+        tifffile.imwrite(path, data, photometric=photometric)
+    elif suffix == ".png" and data.dtype == np.uint16 and data.ndim == 3:
+        _write_png16(path, data)
+    else:
+        import imageio.v3 as iio
+
+        iio.imwrite(path, data, plugin="pillow", extension=suffix)
 
 
 def _check_plain_image(path: Path, suffix: str, data: np.ndarray) -> None:

@@ -1,0 +1,171 @@
+"""``napari-liif upscale``: image files (``cmd_upscale``) and, with ``--dask``, zarr stores chunk by
+chunk (``cmd_upscale_dask``). Both plan every output with :func:`napari_liif.batch.plan` first, so
+bad arguments, unsafe outputs, unwritable folders and outputs too large for memory are refused
+(exit status 2) before any file is read in full."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+
+from .batch import BatchError, BatchReport, Job, plan, run_batch
+
+
+def cmd_upscale(args) -> int:
+    """``napari-liif upscale``: 0 if every file succeeded (or was skipped), 1 if any failed.
+
+    Bad arguments (missing inputs, an output that is not safe to write, an unusable checkpoint
+    or device) raise before any file is touched; ``cli.main`` turns them into one line and exit
+    status 2.
+    """
+    if args.dask:
+        return cmd_upscale_dask(args)
+    from tqdm import tqdm
+
+    from .api import get_model, upscale
+
+    jobs = plan(args.inputs, args.output, scale=args.scale, size=args.size, fmt=args.fmt, suffix=args.suffix,
+                overwrite=args.overwrite, channel_axis=args.channel_axis)
+    model = get_model(args.checkpoint, args.device, args.precision)
+    quiet = True if args.quiet else None  # None: a bar only on a terminal
+    files = tqdm(total=len(jobs), unit="file", disable=True if len(jobs) < 2 else quiet)
+
+    def one(a, job: Job):
+        from .batch import file_channel_axis
+
+        ax = job.channel_axis if job.channel_axis is not None else file_channel_axis(a.shape, a.dtype)
+        # a pixel bar for the file, shown only if it takes more than two seconds
+        with tqdm(total=1, unit="px", unit_scale=True, delay=2.0, leave=False, disable=quiet) as pixels:
+            def tick(done, total):
+                pixels.total = total
+                pixels.update(done - pixels.n)
+
+            return upscale(a, scale=args.scale, size=args.size, model=model, cell=args.cell,
+                           channel_axis=ax, progress=tick)
+
+    report = run_batch(jobs, one, overwrite=args.overwrite, on_file=lambda k, n, p: files.update(1))
+    files.close()
+    return _report(jobs, report, "exists (use --overwrite)")
+
+
+def _report(jobs: list[Job], report: BatchReport, skipped: str) -> int:
+    for src, why in report.failed:
+        print(f"napari-liif: error: {src}: {why}", file=sys.stderr)
+    if len(jobs) == 1:
+        if report.done:
+            print(f"wrote {jobs[0].dst}")
+        elif report.skipped:
+            print(f"skipped: {jobs[0].dst} {skipped}")
+    else:
+        print(report.summary().splitlines()[0])
+    return 1 if report.failed else 0
+
+
+# -- --dask ------------------------------------------------------------------------------------
+def output_chunks_for(shape_hw, out_hw, chunk_in: int) -> tuple[int, int]:
+    """Output chunk size matching ``chunk_in`` input pixels per side (the CLI's --chunk)."""
+    return tuple(max(1, round(chunk_in * o / i)) for i, o in zip(shape_hw, out_hw))
+
+
+def _client_from_config():
+    """Connect to ``DASK_SCHEDULER_ADDRESS`` (dask config ``scheduler-address``) if set."""
+    import dask
+
+    address = dask.config.get("scheduler-address", None)
+    if not address:
+        return None
+    from distributed import Client
+
+    return Client(address)
+
+
+def _spatial_hw(shape, channel_axis, rgb) -> tuple[int, int]:
+    shape = list(shape)
+    if channel_axis is not None:
+        del shape[channel_axis]
+    elif rgb:
+        shape = shape[:-1]
+    return int(shape[-2]), int(shape[-1])
+
+
+def _ome_transform(job: Job, a, axes, hw, ohw):
+    """Axes, scale and translation of the output store: the input's OME metadata where it has
+    some, with the spatial axes rescaled so the output overlays the input exactly."""
+    from .zarr_io import is_zarr, read_ome_metadata, upscaled_transform
+
+    meta = read_ome_metadata(job.src) if is_zarr(job.src) else None
+    scale, translation = [1.0] * a.ndim, [0.0] * a.ndim
+    if meta and len(meta["axes"]) == a.ndim:
+        axes = meta["axes"]
+        scale = meta["scale"] or scale
+        translation = meta["translation"] or translation
+    if axes is not None:
+        sp = [axes.index("y"), axes.index("x")]
+        s2, t2 = upscaled_transform([scale[k] for k in sp], [translation[k] for k in sp], hw, ohw)
+        for k, s, t in zip(sp, s2, t2):
+            scale[k], translation[k] = s, t
+    return axes, scale, translation
+
+
+def _dask_one(job: Job, args, model, client, guard) -> None:
+    from .api import output_hw
+    from .dask_upscale import upscale_dask
+    from .zarr_io import guess_axes, open_lazy, write_zarr
+
+    a = open_lazy(job.src, args.chunk)
+    ax = job.channel_axis
+    rgb = ax is None and a.ndim >= 3 and a.shape[-1] in (3, 4)
+    hw = _spatial_hw(a.shape, ax, rgb)
+    ohw = output_hw(hw, args.scale, args.size)
+    out = upscale_dask(a, scale=args.scale, size=args.size, model=model, cell=args.cell,
+                       chunks=output_chunks_for(hw, ohw, args.chunk), channel_axis=ax)
+    axes, scale, translation = _ome_transform(job, a, guess_axes(a.ndim, channel_axis=ax, rgb=rgb), hw, ohw)
+    bar = contextlib.nullcontext()
+    if not args.quiet and client is None:
+        from dask.diagnostics import ProgressBar
+
+        bar = ProgressBar()
+    with bar:
+        write_zarr(out, job.dst, axes=axes, scale=scale if axes else None,
+                   translation=translation if axes else None, overwrite=True, inputs=guard)
+
+
+def cmd_upscale_dask(args) -> int:
+    """``napari-liif upscale --dask``: inputs (TIFF, NPY, zarr, ...) to zarr stores, chunk by chunk.
+
+    Outputs are OME-Zarr where the layout fits (gray planes, stacks, leading channels) and
+    plain zarr arrays otherwise (RGB). Each store is written under a hidden temporary name and
+    swapped in when complete; complete stores of ours are skipped unless --overwrite.
+    """
+    from .api import get_model
+    from .io import ImageIOError
+    from .outputs import Inputs, check_store, remove_stale_partials
+
+    if getattr(args, "fmt", None):
+        raise BatchError(f"--dask writes zarr stores; drop --format {args.fmt}")
+    if args.chunk < 1:
+        raise BatchError(f"--chunk must be a positive number of pixels, got {args.chunk}")
+    jobs = plan(args.inputs, args.output, scale=args.scale, size=args.size, suffix=args.suffix,
+                overwrite=args.overwrite, dask=True, channel_axis=args.channel_axis)
+    model = get_model(args.checkpoint, args.device, args.precision)
+    client = _client_from_config()
+    report, t0 = BatchReport(), time.perf_counter()
+    guard = Inputs(j.src for j in jobs)
+    try:
+        for job in jobs:
+            try:
+                if check_store(job.dst, guard, overwrite=args.overwrite) == "skip":
+                    report.skipped.append(job.src)
+                    continue
+                remove_stale_partials(job.dst)
+                _dask_one(job, args, model, client, guard)
+                report.done.append(job.src)
+            except (ImageIOError, ValueError, TypeError, MemoryError, RuntimeError, OSError) as exc:
+                text = (str(exc).strip().splitlines() or [""])[0] or type(exc).__name__
+                report.failed.append((job.src, text.removeprefix(f"{job.src}: ")))
+    finally:
+        if client is not None:
+            client.close()
+    report.seconds = time.perf_counter() - t0
+    return _report(jobs, report, "is complete (use --overwrite)")
