@@ -9,6 +9,6 @@ from __future__ import annotations
 
 from .registry import available, make, register  # first: the modules below register themselves
 from .family import Family, families, family_for, register_family
-from . import edsr, liif, liif_family, lmliif, mlp, rdn  # noqa: E402,F401,I001  (register builders and families)
+from . import edsr, liif, liif_family, lmliif, lmliif_family, mlp, rdn  # noqa: E402,F401,I001  (register builders and families)
 
 __all__ = ["Family", "available", "families", "family_for", "make", "register", "register_family"]

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import make, register
+from .registry import make, register
 from .liif import ENSEMBLE_SHIFTS, EPS_SHIFT, axis_centres, bilinear_at, nearest_latent
 
 
