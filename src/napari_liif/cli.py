@@ -4,8 +4,10 @@ except by ``view``, which opens napari."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from .io import READ_SUFFIXES
@@ -106,20 +108,28 @@ def cmd_info(args) -> int:
 
 
 def cmd_sample(args) -> int:
+    """Write a bundled sample; a file that already holds it is left as it is, any other file is
+    refused (samples never overwrite)."""
     import numpy as np
 
     from . import samples
-    from .io import write_image
+    from .io import ImageIOError, read_image, write_image
+    from .outputs import check_folder_writable
 
     data = getattr(samples, f"sample_{args.name}")()[0][0]
     out = Path(args.output)
-    if out.exists():
-        from .io import read_image
-
-        if np.array_equal(read_image(out), data):
+    if out.is_dir():
+        raise ValueError(f"{out}: is a folder; give a file name such as {out / (args.name + '.tif')}")
+    if os.path.lexists(out):
+        try:
+            same = np.array_equal(read_image(out), data)
+        except ImageIOError:
+            same = False
+        if same:
             print(f"{out} already holds the {args.name} sample")
             return 0
         raise ValueError(f"{out}: exists and is not the sample; choose a new file name (samples never overwrite)")
+    check_folder_writable(out.parent)
     write_image(out, data)
     print(f"wrote {out} (shape {data.shape}, {data.dtype})")
     return 0
@@ -145,20 +155,40 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
+    handlers = {"upscale": "napari_liif.upscale_cmd:cmd_upscale", "info": cmd_info, "view": cmd_view,
+                "sample": cmd_sample, "train": "napari_liif.train.cli:cmd_train", "data": "napari_liif.train.cli:cmd_data",
+                "evaluate": "napari_liif.train.cli:cmd_evaluate"}
+    with _quiet_libraries():
+        return _run(handlers[args.command], args)
+
+
+@contextlib.contextmanager
+def _quiet_libraries():
+    """Library warnings (torch, numpy, dask) and log records (tifffile) are not ours to print:
+    every problem that matters reaches the user as one line of ours, or as a result."""
+    import logging
+
+    root, null = logging.getLogger(), logging.NullHandler()
+    root.addHandler(null)  # no "last resort" printing of other libraries' log records
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.removeHandler(null)
+
+
+def _run(handler, args) -> int:
     from .batch import BatchError
     from .checkpoint import CheckpointError
     from .io import ImageIOError
 
-    handlers = {"upscale": "napari_liif.upscale_cmd:cmd_upscale", "info": cmd_info, "view": cmd_view, "sample": cmd_sample,
-                "train": "napari_liif.train.cli:cmd_train", "data": "napari_liif.train.cli:cmd_data",
-                "evaluate": "napari_liif.train.cli:cmd_evaluate"}
-    handler = handlers[args.command]
-    if isinstance(handler, str):
-        import importlib
-
-        mod, fn = handler.split(":")
-        handler = getattr(importlib.import_module(mod), fn)
     try:
+        if isinstance(handler, str):
+            import importlib
+
+            mod, fn = handler.split(":")
+            handler = getattr(importlib.import_module(mod), fn)
         return int(handler(args) or 0)
     except (CheckpointError, ImageIOError, BatchError, ValueError, TypeError) as exc:
         _error(exc)
@@ -167,8 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         _error(exc)
         return 1
     except KeyboardInterrupt:
-        print("napari-liif: interrupted", file=sys.stderr)
+        print("napari-liif: interrupted (outputs not finished were not written)", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: still one line, never a traceback
+        _error(RuntimeError(f"internal error, please report it: {type(exc).__name__}: {exc}"))
+        return 1
 
 
 def _error(exc: BaseException) -> None:

@@ -11,6 +11,7 @@ float data. Nothing here downloads anything or imports Qt.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -85,12 +86,22 @@ def write_tiff(path: str, data, meta: dict) -> list[str]:
 
     RGB layers are written as RGB; everything else as gray planes (``minisblack``). The
     layer's scale is stored as ImageJ-style resolution of the last two axes when it is not 1.
+    The file is written under a temporary name and renamed into place, so an interrupted save
+    never leaves a half-written TIFF. napari asks before replacing the file the user chose;
+    when ``.tif`` has to be added to the name, a file of that other name is never replaced.
     """
     import tifffile
+
+    from .outputs import atomic_file
 
     path = str(path)
     if Path(path).suffix.lower() not in (".tif", ".tiff"):
         path = path + ".tif"
+        if os.path.lexists(path):
+            raise ValueError(f"{path}: exists; the napari LIIF writer adds .tif to the name you chose and "
+                             "never replaces another file: choose a name ending in .tif")
+    if Path(path).is_dir():
+        raise ValueError(f"{path}: is a folder; choose a file name ending in .tif")
     a = np.asarray(data)
     if a.dtype.kind not in "biuf":
         raise ValueError(f"cannot write layer data of dtype {a.dtype} as TIFF")
@@ -101,5 +112,6 @@ def write_tiff(path: str, data, meta: dict) -> list[str]:
         kw["resolution"] = (1.0 / scale[-1], 1.0 / scale[-2])
     if a.dtype.kind == "b":
         a = a.astype(np.uint8)
-    tifffile.imwrite(path, a, **kw)
+    with atomic_file(path, record=False) as tmp:
+        tifffile.imwrite(tmp, a, **kw)
     return [path]
