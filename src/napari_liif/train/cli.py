@@ -16,7 +16,10 @@ def _bool(text: str) -> bool:
 
 def add_train_parsers(sub) -> None:
     t = sub.add_parser("train", help="train or fine-tune a LIIF model on image folders")
-    t.add_argument("train_dirs", nargs="+", help="folders of training images (png, jpg, tif, npy)")
+    t.add_argument("train_dirs", nargs="*", help="folders of training images (png, jpg, tif, npy)")
+    t.add_argument("--data", default="images", choices=["images", "microscopy"],
+                   help="images: the folders, bicubic LR (the paper); microscopy: generated fluorescence "
+                        "scenes, camera-binned noisy LR and clean HR targets (no folders)")
     t.add_argument("-o", "--out-dir", required=True, help="run folder: checkpoints, loss.csv, val.csv")
     t.add_argument("--val-dir", help="held-out images for PSNR against bicubic")
     t.add_argument("--steps", type=int, default=1000)
@@ -53,8 +56,13 @@ def add_train_parsers(sub) -> None:
     t.add_argument("--teacher", help="distil from this model as well as the ground truth")
     t.add_argument("--teacher-weight", type=float, default=0.5, help="share of the loss that fits the teacher")
 
-    e = sub.add_parser("evaluate", help="PSNR/SSIM of a model against bicubic on a folder of images")
-    e.add_argument("images", help="folder of held-out high-resolution images")
+    e = sub.add_parser("evaluate", help="PSNR/SSIM, mean bias and background noise of a model against bicubic")
+    e.add_argument("images", nargs="?", help="folder of held-out high-resolution images (not with --data microscopy)")
+    e.add_argument("--data", default="images", choices=["images", "microscopy"],
+                   help="microscopy: the held-out generated fluorescence scenes (192 px: scales that divide 192)")
+    e.add_argument("--scenes", type=int, default=8, help="with --data microscopy: how many held-out scenes (1-8)")
+    e.add_argument("--preserve-flux", action="store_true",
+                   help="correct the model's output so its area average over each input pixel is that pixel")
     e.add_argument("--checkpoint", help="model file (default: the bundled model)")
     e.add_argument("--scales", default="2,3,4,6,12", help="integer scales, comma separated")
     e.add_argument("--crop", type=int, default=240, help="centre crop side (0: whole images)")
@@ -70,6 +78,10 @@ def config_from_args(args):
 
     names = {f.name for f in fields(TrainConfig)}
     kw = {k: v for k, v in vars(args).items() if k in names}
+    if not kw["train_dirs"] and kw["data"] == "images":
+        raise ValueError("give one or more folders of training images, or --data microscopy")
+    if kw["train_dirs"] and kw["data"] == "microscopy":
+        raise ValueError(f"--data microscopy generates its data; drop the folders {' '.join(kw['train_dirs'])}")
     kw["hidden"] = [int(v) for v in args.hidden.split(",")]
     kw["lm_hypernet_hidden"] = [int(v) for v in args.lm_hypernet_hidden.split(",")]
     if not 0 <= kw["teacher_weight"] <= 1:
@@ -97,18 +109,43 @@ def cmd_evaluate(args) -> int:
     from .evaluate import evaluate, format_table, load_images
 
     scales = [int(v) for v in args.scales.split(",")]
-    images = load_images(args.images, crop=args.crop or None)
-    if not images:
-        raise ValueError(f"no images (png, jpg, tif) in {args.images}")
-    rows = evaluate(load_model(args.checkpoint), images, scales, cell=args.cell)
-    print(f"{len(images)} images, crop {args.crop or 'none'}, border of scale+6 px ignored")
+    model = load_model(args.checkpoint)
+    if args.data == "microscopy":
+        rows = _evaluate_microscopy(model, args, scales)
+    else:
+        if not args.images:
+            raise ValueError("give a folder of held-out images, or --data microscopy")
+        images = load_images(args.images, crop=args.crop or None)
+        if not images:
+            raise ValueError(f"no images (png, jpg, tif) in {args.images}")
+        rows = evaluate(model, images, scales, cell=args.cell, preserve_flux=args.preserve_flux)
+        print(f"{len(images)} images, crop {args.crop or 'none'}, border of scale+6 px ignored")
     print(format_table(rows))
+    print("bias: mean of the output / mean of the input - 1; noise gain: high-pass energy (finer than an input "
+          "pixel) in the darkest third of the target, relative to bicubic's")
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             w = csv.DictWriter(f, list(rows[0]))
             w.writeheader()
             w.writerows(rows)
     return 0
+
+
+def _evaluate_microscopy(model, args, scales) -> list[dict]:
+    from .evaluate import evaluate_scenes
+    from .microscopy import HELD_OUT_SEEDS, HELD_OUT_SHAPE, held_out_scenes
+
+    if args.images:
+        raise ValueError(f"--data microscopy generates its scenes; drop the folder {args.images}")
+    if not 1 <= args.scenes <= len(HELD_OUT_SEEDS):
+        raise ValueError(f"--scenes must be 1 to {len(HELD_OUT_SEEDS)}, got {args.scenes}")
+    bad = [s for s in scales if s < 1 or HELD_OUT_SHAPE[0] % s]
+    if bad:
+        raise ValueError(f"--data microscopy scenes are {HELD_OUT_SHAPE[0]} px: scales must divide it, got {bad}")
+    scenes = [sc for s in scales for sc in held_out_scenes(s, args.scenes)]
+    print(f"{args.scenes} held-out generated scenes of {HELD_OUT_SHAPE[0]} px (LR: camera binning + noise; "
+          "target: clean), border of scale+6 px ignored" + (", flux preserved" if args.preserve_flux else ""))
+    return evaluate_scenes(model, scenes, cell=args.cell, preserve_flux=args.preserve_flux)
 
 
 def cmd_data(args) -> int:

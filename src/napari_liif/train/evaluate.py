@@ -8,7 +8,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .metrics import psnr, ssim
+from .. import flux
+from ..intensity import IntensityMap
+from .metrics import background_noise_gain, mean_bias, psnr, ssim
 from .patches import downsample
 
 EVAL_SCALES = (2, 3, 4, 6, 12)
@@ -46,34 +48,97 @@ def make_lr(hr: np.ndarray, scale: int) -> np.ndarray:
     return downsample(t, (h // scale, w // scale)).permute(1, 2, 0).numpy()
 
 
-def evaluate(model, images: list[np.ndarray], scales=EVAL_SCALES, with_ssim: bool = True,
-             cell: str = "on") -> list[dict]:
-    """Mean PSNR (and SSIM) of LIIF and bicubic per scale; border of scale + 6 pixels shaved
-    as in the official DIV2K evaluation."""
+def _score(acc: dict, pred, base, hr, lr, s: int, with_ssim: bool, norm=(0.0, 1.0)) -> None:
+    """Append one image's figures to ``acc``; PSNR/SSIM on ``(x - lo) / span`` with ``norm = (lo, span)``."""
+    sh = s + 6
+    lo, span = norm
+    p, b, t = ((x - lo) / span for x in (pred, base, hr))
+    acc["liif_psnr"].append(psnr(p, t, sh))
+    acc["bicubic_psnr"].append(psnr(b, t, sh))
+    if with_ssim:
+        acc["liif_ssim"].append(ssim(p, t, sh))
+        acc["bicubic_ssim"].append(ssim(b, t, sh))
+    acc["liif_bias_pct"].append(100 * mean_bias(pred, lr))
+    acc["bicubic_bias_pct"].append(100 * mean_bias(base, lr))
+    acc["noise_gain"].append(background_noise_gain(pred, base, hr, s, shave=sh))
+
+
+def _rows(per_scale: dict) -> list[dict]:
     rows = []
-    for s in scales:
-        acc = {"liif_psnr": [], "bicubic_psnr": [], "liif_ssim": [], "bicubic_ssim": []}
-        for hr in images:
-            h, w = hr.shape[:2]
-            h, w = h - h % s, w - w % s
-            hr = hr[:h, :w]
-            lr = make_lr(hr, s)
-            pred = model.encode(lr).render(shape=(h, w), cell=cell)
-            base = bicubic_upscale(lr, (h, w))
-            sh = s + 6
-            acc["liif_psnr"].append(psnr(pred, hr, sh))
-            acc["bicubic_psnr"].append(psnr(base, hr, sh))
-            if with_ssim:
-                acc["liif_ssim"].append(ssim(pred, hr, sh))
-                acc["bicubic_ssim"].append(ssim(base, hr, sh))
+    for s, acc in per_scale.items():
         row = {"scale": s, **{k: float(np.mean(v)) for k, v in acc.items() if v}}
         row["gain_db"] = row["liif_psnr"] - row["bicubic_psnr"]
         rows.append(row)
     return rows
 
 
+def _new_acc() -> dict:
+    keys = ("liif_psnr", "bicubic_psnr", "liif_ssim", "bicubic_ssim", "liif_bias_pct", "bicubic_bias_pct",
+            "noise_gain")
+    return {k: [] for k in keys}
+
+
+def evaluate(model, images: list[np.ndarray], scales=EVAL_SCALES, with_ssim: bool = True,
+             cell: str = "on", preserve_flux: bool = False) -> list[dict]:
+    """Per scale, the mean over images of: PSNR (and SSIM) of LIIF and bicubic, border of scale + 6
+    pixels shaved as in the official DIV2K evaluation; the mean-intensity bias of each against the
+    input (``liif_bias_pct``, ``bicubic_bias_pct``: percent); the background noise gain of LIIF over
+    bicubic (:func:`~napari_liif.train.metrics.background_noise_gain`). ``preserve_flux`` corrects
+    LIIF's output with :func:`napari_liif.flux.preserve_flux` first."""
+    per_scale = {}
+    for s in scales:
+        acc = per_scale[s] = _new_acc()
+        for hr in images:
+            h, w = hr.shape[:2]
+            h, w = h - h % s, w - w % s
+            hr = hr[:h, :w]
+            lr = make_lr(hr, s)
+            pred = model.encode(lr).render(shape=(h, w), cell=cell)
+            if preserve_flux:
+                pred = flux.preserve_flux(pred, lr)
+            _score(acc, pred, bicubic_upscale(lr, (h, w)), hr, lr, s, with_ssim)
+    return _rows(per_scale)
+
+
+def upscale_gray(model, lr: np.ndarray, size: tuple[int, int], cell: str = "on") -> np.ndarray:
+    """A gray image upscaled as ``napari_liif.upscale`` does (data-range map, R = G = B in, mean of the
+    three out), in float64 data units."""
+    imap = IntensityMap.fit(np.asarray(lr, np.float64))
+    out = model.encode(imap.forward(lr)).render(shape=size, cell=cell).mean(-1)
+    return imap.inverse(out)
+
+
+def bicubic_gray(lr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bicubic upscaling of a gray image through the same intensity map, clamped to its range."""
+    imap = IntensityMap.fit(np.asarray(lr, np.float64))
+    u = imap.forward(lr)
+    return imap.inverse(bicubic_upscale(np.stack([u] * 3, -1), size).mean(-1))
+
+
+def evaluate_scenes(model, scenes: list[dict], with_ssim: bool = True, cell: str = "on",
+                    preserve_flux: bool = False) -> list[dict]:
+    """As :func:`evaluate`, on generated microscopy scenes (``napari_liif.train.microscopy``): each a
+    dict with ``lr`` (the camera's 16-bit image), ``hr`` (the clean target, same units) and ``scale``.
+    PSNR and SSIM are computed after mapping the target's range to [0, 1]."""
+    per_scale: dict[int, dict] = {}
+    for sc in sorted(scenes, key=lambda d: d["scale"]):
+        s, hr = int(sc["scale"]), np.asarray(sc["hr"], np.float64)
+        lr = np.asarray(sc["lr"], np.float64)
+        pred = upscale_gray(model, lr, hr.shape, cell)
+        if preserve_flux:
+            pred = flux.preserve_flux(pred, lr)
+        norm = (float(hr.min()), float(hr.max() - hr.min()) or 1.0)
+        _score(per_scale.setdefault(s, _new_acc()), pred, bicubic_gray(lr, hr.shape), hr, lr, s, with_ssim, norm)
+    return _rows(per_scale)
+
+
 def format_table(rows: list[dict]) -> str:
-    head = "| scale | LIIF PSNR | bicubic PSNR | gain dB | LIIF SSIM | bicubic SSIM |\n|---|---|---|---|---|---|"
+    """Markdown table: PSNR, gain, SSIM, mean bias (percent, against the input) and background noise gain."""
+    nan = float("nan")
+    head = ("| scale | LIIF PSNR | bicubic PSNR | gain dB | LIIF SSIM | bicubic SSIM | LIIF bias % | "
+            "bicubic bias % | noise gain |\n|---|---|---|---|---|---|---|---|---|")
     body = [f"| x{r['scale']} | {r['liif_psnr']:.2f} | {r['bicubic_psnr']:.2f} | {r['gain_db']:+.2f} | "
-            f"{r.get('liif_ssim', float('nan')):.4f} | {r.get('bicubic_ssim', float('nan')):.4f} |" for r in rows]
+            f"{r.get('liif_ssim', nan):.4f} | {r.get('bicubic_ssim', nan):.4f} | "
+            f"{r.get('liif_bias_pct', nan):+.3f} | {r.get('bicubic_bias_pct', nan):+.3f} | "
+            f"{r.get('noise_gain', nan):.2f}x |" for r in rows]
     return "\n".join([head, *body])

@@ -18,7 +18,7 @@ from ..device import resolve_device
 from ..engine import LiifModel
 from ..io import read_image
 from ..intensity import to_unit_float
-from .evaluate import EVAL_SCALES, evaluate, format_table, load_images
+from .evaluate import EVAL_SCALES, evaluate, evaluate_scenes, format_table, load_images
 from .patches import collate, min_side_for, sample_patch
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy"}
@@ -63,6 +63,7 @@ class TrainConfig:
     freeze_encoder_steps: int = 0  # keep the encoder fixed for the first N steps
     teacher: str | None = None  # also fit this model's output (distillation), weight teacher_weight
     teacher_weight: float = 0.5
+    data: str = "images"  # or "microscopy": generated fluorescence scenes (train/microscopy.py), no folders
 
     def spec(self) -> dict:
         if self.family not in ("liif", "lmliif"):
@@ -119,8 +120,20 @@ class Trainer:
         self.teacher = self._load_teacher()
         self.rng = random.Random(cfg.seed * 1_000_003 + self.step)  # a resumed run draws new samples
         torch.manual_seed(cfg.seed * 1_000_003 + self.step)
-        self.images = load_training_images(cfg.train_dirs, min_side_for(cfg.inp_size, (cfg.scale_min, cfg.scale_max)))
-        self.val = load_images(cfg.val_dir, limit=cfg.val_limit) if cfg.val_dir else []
+        self.images, self.source, self.best_gain = [], None, -float("inf")
+        if cfg.data == "microscopy":  # camera-like LR (binning + noise), clean HR targets
+            from .microscopy import MicroscopyPatches, validation_scenes
+
+            self.source = MicroscopyPatches(seed=cfg.seed, start=self.step * cfg.batch_size)
+        elif cfg.data == "images":
+            self.images = load_training_images(cfg.train_dirs,
+                                               min_side_for(cfg.inp_size, (cfg.scale_min, cfg.scale_max)))
+        else:
+            raise ValueError(f"data must be 'images' or 'microscopy', got {cfg.data!r}")
+        if cfg.val_dir:
+            self.val = load_images(cfg.val_dir, limit=cfg.val_limit)
+        else:  # generated microscopy runs validate on their own validation scenes
+            self.val = validation_scenes() if self.source is not None and cfg.val_every else []
 
     def _restore(self):
         cfg, last = self.cfg, self.out / "last.pth"
@@ -167,9 +180,13 @@ class Trainer:
         return self.cfg.lr * 0.5 ** k
 
     def batch(self) -> dict[str, torch.Tensor]:
-        cfg = self.cfg
-        items = [sample_patch(self.rng.choice(self.images), cfg.inp_size, (cfg.scale_min, cfg.scale_max),
-                              cfg.n_samples, self.rng) for _ in range(cfg.batch_size)]
+        cfg, sr = self.cfg, (self.cfg.scale_min, self.cfg.scale_max)
+        if self.source is not None:
+            self.source.refresh()  # one new scene per batch
+            items = [self.source.sample(cfg.inp_size, sr, cfg.n_samples, self.rng) for _ in range(cfg.batch_size)]
+        else:
+            items = [sample_patch(self.rng.choice(self.images), cfg.inp_size, sr, cfg.n_samples, self.rng)
+                     for _ in range(cfg.batch_size)]
         return {k: v.to(self.device) for k, v in collate(items).items()}
 
     def train_step(self) -> float:
@@ -206,12 +223,21 @@ class Trainer:
 
     def validate(self) -> list[dict]:
         model = LiifModel(self.net, self.spec, device=self.device)  # shares (and re-evals) the weights
-        rows = evaluate(model, self.val, self.cfg.val_scales, with_ssim=False)
+        if isinstance(self.val[0], dict):  # generated scenes with their own LR
+            rows = evaluate_scenes(model, self.val, with_ssim=False)
+        else:
+            rows = evaluate(model, self.val, self.cfg.val_scales, with_ssim=False)
         self.net.train().requires_grad_(True)
+        gain = float(np.mean([r["gain_db"] for r in rows]))
+        if gain > self.best_gain:  # best.safetensors: the model at the best validation so far
+            self.best_gain = gain
+            save_safetensors(self.out / "best.safetensors", self.net, self.spec, steps=str(self.step),
+                             train_config=json.dumps(asdict(self.cfg)), val_gain_db=f"{gain:.3f}")
         path = self.out / "val.csv"
         new = not path.exists()
         with path.open("a", newline="") as f:
-            w = csv.DictWriter(f, ["step", "scale", "liif_psnr", "bicubic_psnr", "gain_db"], extrasaction="ignore")
+            w = csv.DictWriter(f, ["step", "scale", "liif_psnr", "bicubic_psnr", "gain_db", "liif_bias_pct",
+                                   "noise_gain"], extrasaction="ignore")
             if new:
                 w.writeheader()
             for r in rows:

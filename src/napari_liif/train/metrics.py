@@ -25,3 +25,43 @@ def ssim(pred: np.ndarray, truth: np.ndarray, shave: int = 0) -> float:
     p, t = _shave(np.asarray(pred, np.float64), shave), _shave(np.asarray(truth, np.float64), shave)
     return float(structural_similarity(p, t, data_range=1.0, gaussian_weights=True, sigma=1.5,
                                        use_sample_covariance=False, channel_axis=-1 if p.ndim == 3 else None))
+
+
+def mean_bias(pred: np.ndarray, reference: np.ndarray) -> float:
+    """Relative difference of the means, ``mean(pred) / mean(reference) - 1`` (whole images; for an
+    upscaled image and its input, the output's mean is its area average over the whole input)."""
+    ref = float(np.mean(np.asarray(reference, np.float64)))
+    if ref == 0:
+        raise ValueError("the reference image has mean 0; a relative bias is undefined")
+    return float(np.mean(np.asarray(pred, np.float64))) / ref - 1.0
+
+
+def highpass(img: np.ndarray, sigma: float) -> np.ndarray:
+    """``img`` minus its Gaussian blur of ``sigma`` pixels (per channel; mirrored borders)."""
+    from scipy.ndimage import gaussian_filter
+
+    a = np.asarray(img, np.float64)
+    s = (sigma, sigma, 0) if a.ndim == 3 else sigma
+    return a - gaussian_filter(a, s, mode="reflect")
+
+
+def background_noise_gain(pred: np.ndarray, base: np.ndarray, truth: np.ndarray, scale: float,
+                          shave: int = 0, fraction: float = 1 / 3) -> float:
+    """High-pass energy of ``pred`` in the background relative to that of ``base`` (e.g. bicubic).
+
+    Background: the darkest ``fraction`` of the pixels of ``truth`` (gray, or the channel mean).
+    High-pass: the image minus its Gaussian blur of ``scale`` output pixels (one input pixel), so
+    the energy counts everything finer than an input pixel: noise passed on or sharpened, and
+    patterns made up. Energy: the mean squared high-pass over the background, after ``shave``
+    border pixels. 1.0 means as noisy as ``base``; below 1 quieter.
+    """
+    t = np.asarray(truth, np.float64)
+    t = t.mean(-1) if t.ndim == 3 else t
+    mask = np.zeros(t.shape, bool)
+    inner = _shave(t, shave)
+    cut = np.quantile(inner, fraction)
+    sl = (slice(shave, -shave), slice(shave, -shave)) if shave > 0 else (slice(None), slice(None))
+    mask[sl] = inner <= cut
+    e_pred = np.mean(highpass(pred, scale)[mask] ** 2)
+    e_base = np.mean(highpass(base, scale)[mask] ** 2)
+    return float(e_pred / e_base) if e_base > 0 else float("inf")
