@@ -194,7 +194,7 @@ def test_other_model_name(tmp_path, small_net):
     net, spec = small_net
     bad = tmp_path / "metasr.pth"
     torch.save({"model": {"name": "metasr", "args": spec["args"], "sd": net.state_dict()}}, bad)
-    expect_error(bad, "'metasr'", "only 'liif'")
+    expect_error(bad, "'metasr'", "supported: liif, lmliif")
 
 
 def test_unknown_encoder(tmp_path, small_net):

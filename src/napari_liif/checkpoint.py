@@ -98,19 +98,99 @@ def _read_safetensors(path: Path):
 
 
 def build(spec: dict, state_dict: dict[str, torch.Tensor], path: Any = "<memory>") -> torch.nn.Module:
-    """Build the model of ``spec`` and load ``state_dict`` strictly."""
-    if spec.get("name") not in FAMILIES:
-        raise _fail(path, f"model name is {spec.get('name')!r}; supported: {', '.join(FAMILIES)}")
+    """Build the model of ``spec`` and load ``state_dict`` strictly.
+
+    Nothing is allocated before the spec has been checked against the weights: its numbers
+    must be plausible layer sizes for these tensors (:func:`check_spec_sizes`), and the model it
+    describes, built first on the ``meta`` device (shapes only, no memory), must have exactly the
+    file's tensor names and shapes, all finite.
+    """
+    if not isinstance(spec, dict) or spec.get("name") not in FAMILIES:
+        name = spec.get("name") if isinstance(spec, dict) else spec
+        raise _fail(path, f"model name is {name!r}; supported: {', '.join(FAMILIES)}")
+    check_spec_sizes(spec, state_dict, path)
+    try:
+        with torch.device("meta"):
+            shell = models.make(spec)
+    except Exception as exc:  # noqa: BLE001 - a spec is data from a file: any failure is that file's
+        raise _fail(path, f"cannot build the model its spec describes ({_first_line(exc)})") from None
+    _check_weights(shell, state_dict, path)
     try:
         net = models.make(spec)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise _fail(path, f"cannot build the model its spec describes ({exc})") from None
-    try:
         net.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         raise _fail(path, "weights do not match the spec: " + " ".join(lines[1:3])[:300]) from None
+    except Exception as exc:  # noqa: BLE001 - as above
+        raise _fail(path, f"cannot build the model its spec describes ({_first_line(exc)})") from None
     return net.eval()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def _walk(value, key: str, depth: int = 0):
+    """(dotted key, value) of every leaf of a spec's args."""
+    if depth > 12:
+        raise ValueError(f"{key}: nested more than 12 levels deep")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _walk(v, f"{key}.{k}", depth + 1)
+    elif isinstance(value, (list, tuple)):
+        yield key, value
+        for i, v in enumerate(value[:256]):
+            yield from _walk(v, f"{key}[{i}]", depth + 1)
+    else:
+        yield key, value
+
+
+def check_spec_sizes(spec: dict, state_dict: dict, path: Any = "<memory>") -> None:
+    """Refuse, before anything is allocated, a spec whose numbers cannot be layer sizes or counts
+    for these weights: every layer width of a model is some tensor's dimension and every layer
+    count at most its number of tensors, so any integer above ``max(256, 2 x the largest tensor
+    dimension, 2 x the number of tensors)`` is absurd, and so are negative integers and lists
+    (of layers) longer than ``max(16, the number of tensors)``. The message names the file, the
+    key and the size."""
+    dims = [int(d) for t in state_dict.values() if isinstance(t, torch.Tensor) for d in t.shape]
+    cap = max(256, 2 * max(dims, default=0), 2 * len(state_dict))
+    list_cap = max(16, len(state_dict))
+    try:
+        leaves = list(_walk(spec.get("args"), "args"))
+    except ValueError as exc:
+        raise _fail(path, f"the spec is not a model spec ({exc})") from None
+    for key, v in leaves:
+        if isinstance(v, (list, tuple)) and len(v) > list_cap:
+            raise _fail(path, f"the spec asks for {len(v)} entries in {key}, an absurd size for these weights "
+                              f"({len(state_dict)} tensors); refused before allocating anything")
+        if isinstance(v, bool) or not isinstance(v, int):
+            continue
+        if v < 0 or v > cap:
+            raise _fail(path, f"the spec asks for {key}={v}, an absurd layer size for these weights "
+                              f"(largest tensor dimension {max(dims, default=0)}, {len(state_dict)} tensors; "
+                              f"at most {cap}); refused before allocating anything")
+
+
+def _check_weights(shell: torch.nn.Module, state_dict: dict, path: Any) -> None:
+    """The file's tensors must be exactly the spec's (names and shapes), real and finite."""
+    want = shell.state_dict()
+    missing, unexpected = sorted(set(want) - set(state_dict)), sorted(set(state_dict) - set(want))
+    if missing or unexpected:
+        parts = ([f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"] if missing else [])
+        parts += [f"unexpected {', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}"] if unexpected else []
+        raise _fail(path, "weights do not match the spec: " + "; ".join(parts))
+    for k, t in want.items():
+        got = state_dict[k]
+        if not isinstance(got, torch.Tensor):
+            raise _fail(path, f"weights do not match the spec: {k} is a {type(got).__name__}, not a tensor")
+        if tuple(got.shape) != tuple(t.shape):
+            raise _fail(path, f"weights do not match the spec: size mismatch for {k}: the file holds "
+                              f"{tuple(got.shape)}, the spec asks for {tuple(t.shape)}")
+        if got.is_complex() or got.dtype == torch.bool:
+            raise _fail(path, f"weights are broken: {k} has dtype {got.dtype}, not a real number type")
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            raise _fail(path, f"weights are broken: {k} holds non-finite values (NaN or inf)")
 
 
 def save_safetensors(path: str | Path, net: torch.nn.Module, spec: dict, **card: str) -> Path:
