@@ -1,19 +1,99 @@
-"""Shared fixtures: tiny random LIIF models for every encoder, and model files on disk.
+"""Shared fixtures: tiny random LIIF models for every encoder, model files on disk, and the
+suite-wide guard of test inputs.
 
 The models are deliberately small (two residual blocks, narrow decoders) so that the whole
 suite stays fast on a two-core CPU; the query procedure they exercise is the full one.
+
+``input_guard`` (autouse) checksums every input a test is handed (``user_file``, files passed to
+``input_guard.protect``, the shared ``tests/data`` files and the bundled weights) and fails the
+test at teardown if any of them was changed, replaced or deleted: napari-liif never touches a
+file it did not create, and the whole suite holds it to that.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import os
+from pathlib import Path
 
 import pytest
 import torch
 
 from napari_liif import models
 from napari_liif.checkpoint import save_safetensors
-from napari_liif.engine import LiifModel
+from napari_liif.engine import DEFAULT_WEIGHTS, LiifModel
+
+DATA = Path(__file__).parent / "data"
+
+
+class InputGuard:
+    """Checksums of files handed to a test, verified when it ends."""
+
+    def __init__(self):
+        self.files: dict[Path, tuple[str, tuple]] = {}
+
+    @staticmethod
+    def _stat(p: Path) -> tuple:
+        st = os.lstat(p)
+        return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode
+
+    @staticmethod
+    def _sha(p: Path) -> str:
+        return hashlib.sha256(p.read_bytes()).hexdigest()
+
+    def protect(self, *paths) -> None:
+        """Guard files, and every file under folders (zarr stores included), as they are now."""
+        for p in map(Path, paths):
+            files = [Path(r) / f for r, _, fs in os.walk(p) for f in fs] if p.is_dir() else [p]
+            for f in files:
+                if f not in self.files:
+                    self.files[f] = (self._sha(f), self._stat(f))
+
+    def changed(self) -> list[str]:
+        bad = []
+        for f, (sha, stat) in self.files.items():
+            if not os.path.lexists(f):
+                bad.append(f"{f} was deleted")
+            elif self._stat(f) != stat and (not f.is_file() or self._sha(f) != sha):
+                # any write changes ctime; only a changed checksum (or a non-file) counts
+                bad.append(f"{f} was modified or replaced")
+        return bad
+
+
+_SHARED = [p for p in [*sorted(DATA.glob("*")), DEFAULT_WEIGHTS] if p.is_file()]
+
+
+@pytest.fixture(autouse=True)
+def input_guard():
+    """Fails any test that changed, replaced or deleted one of its inputs (see the module doc)."""
+    guard = InputGuard()
+    guard.protect(*_SHARED)
+    yield guard
+    bad = guard.changed()
+    if bad:
+        pytest.fail("a test input was touched: " + "; ".join(bad[:5]), pytrace=False)
+
+
+@pytest.fixture
+def user_file(tmp_path, input_guard):
+    """Factory ``user_file(name, content) -> Path``: a file of the user's under ``tmp_path/user``
+    (``content``: bytes, text, or an array written as its suffix says), guarded by ``input_guard``."""
+    from napari_liif.io import write_image
+
+    def make(name: str, content) -> Path:
+        path = tmp_path / "user" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        elif isinstance(content, str):
+            path.write_text(content)
+        else:
+            write_image(path, content)
+        input_guard.protect(path)
+        return path
+
+    return make
 
 #: small encoder specs, one per supported encoder (args go straight to the registry)
 ENCODER_SPECS = {

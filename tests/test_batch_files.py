@@ -18,8 +18,9 @@ def double(a):
 
 
 @pytest.fixture
-def folder(tmp_path):
-    """in/ with a PNG, a 16-bit TIFF, an NPY, a corrupt PNG, a text file and a hidden partial file."""
+def folder(tmp_path, input_guard):
+    """in/ with a PNG, a 16-bit TIFF, an NPY, a corrupt PNG, a text file and a hidden partial file,
+    guarded: a test that changes one of them fails."""
     d = tmp_path / "in"
     g = np.random.default_rng(5)
     write_image(d / "a.png", g.integers(0, 256, (6, 7, 3), dtype=np.uint8))
@@ -28,6 +29,7 @@ def folder(tmp_path):
     (d / "d.png").write_bytes(b"not a png at all")
     (d / "notes.txt").write_text("ignored")
     (d / ".a.partial.png").write_bytes(b"left over by an interrupted run")
+    input_guard.protect(d)
     return d
 
 

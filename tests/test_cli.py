@@ -38,14 +38,16 @@ def model(ckpt):
 
 
 @pytest.fixture
-def images(tmp_path):
-    """in/ with an RGB PNG, a 12-bit TIFF, a float TIFF and a float64 NPY (12 x 17)."""
+def images(tmp_path, input_guard):
+    """in/ with an RGB PNG, a 12-bit TIFF, a float TIFF and a float64 NPY (12 x 17), guarded:
+    a test that changes one of them fails."""
     g = np.random.default_rng(9)
     d = tmp_path / "in"
     write_image(d / "rgb.png", g.integers(0, 256, (12, 17, 3), dtype=np.uint8))
     write_image(d / "u16.tif", g.integers(50, 4096, (12, 17)).astype(np.uint16))
     write_image(d / "f32.tif", g.normal(0.0, 3.0, (12, 17)).astype(np.float32))
     write_image(d / "f64.npy", g.random((12, 17)))
+    input_guard.protect(d)
     return d
 
 

@@ -185,7 +185,7 @@ def test_plain_zarr_for_rgb_and_axis_guesses(tmp_path, rng):
     assert guess_axes(4, channel_axis=1) is None  # z before c does not fit OME-NGFF
 
 
-def test_cli_dask_npy_and_tiff_to_zarr_resumable(tmp_path, rng, capsys):
+def test_cli_dask_npy_and_tiff_to_zarr_resumable(tmp_path, rng, capsys, input_guard):
     import tifffile
 
     from napari_liif.cli import main
@@ -196,6 +196,7 @@ def test_cli_dask_npy_and_tiff_to_zarr_resumable(tmp_path, rng, capsys):
     np.save(tmp_path / "a.npy", a)
     b = rng.random((2, 18, 20)).astype(np.float32)
     tifffile.imwrite(tmp_path / "b.tif", b)
+    input_guard.protect(tmp_path / "a.npy", tmp_path / "b.tif")
     out = tmp_path / "out"
     args = ["upscale", str(tmp_path / "a.npy"), str(tmp_path / "b.tif"), "--scale", "2", "--dask",
             "--chunk", "12", "--checkpoint", str(ckpt), "--device", "cpu", "--quiet", "-o", str(out)]

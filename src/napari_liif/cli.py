@@ -193,6 +193,10 @@ def _run(handler, args) -> int:
     except (CheckpointError, ImageIOError, BatchError, ValueError, TypeError) as exc:
         _error(exc)
         return 2
+    except BrokenPipeError:  # the reader of our output went away (e.g. | head): nothing to say
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the exit-time flush quiet
+        return 0
     except (MemoryError, OSError, RuntimeError) as exc:
         _error(exc)
         return 1
