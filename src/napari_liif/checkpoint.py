@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from . import models
+from .outputs import atomic_file
 
 
 #: model families a checkpoint may hold (the ``name`` of its spec)
@@ -201,10 +202,9 @@ def save_safetensors(path: str | Path, net: torch.nn.Module, spec: dict, **card:
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     meta = {"spec": json.dumps(spec), "format": "napari-liif-1", **{k: str(v) for k, v in card.items()}}
-    tmp = path.with_suffix(".tmp")
-    save_file(sd, str(tmp), metadata=meta)
-    tmp.chmod(0o644)  # safetensors creates it owner-only; model files are meant to be shared
-    tmp.replace(path)
+    with atomic_file(path, record=False) as tmp:  # a hidden temporary name, renamed when written
+        save_file(sd, str(tmp), metadata=meta)
+        tmp.chmod(0o644)  # safetensors creates it owner-only; model files are meant to be shared
     return path
 
 
@@ -216,9 +216,8 @@ def save_official(path: str | Path, net: torch.nn.Module, spec: dict, optimizer=
     obj = {"model": {"name": spec["name"], "args": spec["args"], "sd": sd}, "epoch": epoch}
     if optimizer is not None:
         obj["optimizer"] = {"name": "adam", "args": {}, "sd": optimizer.state_dict()}
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    with atomic_file(path, record=False) as tmp:
+        torch.save(obj, tmp)
     return path
 
 

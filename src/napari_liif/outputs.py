@@ -341,12 +341,12 @@ def remove_stale_partials(dst: str | Path) -> list[Path]:
 
 
 # -- training run folders ------------------------------------------------------------------------
-def claim_run_folder(folder: str | Path, *, resume: bool = False) -> Path:
-    """Create (or take back) a training run folder.
+def check_run_folder(folder: str | Path, *, resume: bool = False) -> bool:
+    """Whether a training run may use ``folder``; True if it is a run folder of ours.
 
-    A new or empty folder is created and marked as ours; a folder of ours is used again only to
-    resume it (``resume``); any other non-empty folder is refused: a run never writes its
-    checkpoints and logs among files it did not make.
+    A new or empty folder is fine; a folder of ours is used again only to resume it (``resume``);
+    any other non-empty folder is refused: a run never writes its checkpoints and logs among files
+    it did not make.
     """
     folder = Path(folder)
     if os.path.lexists(folder) and not folder.is_dir():
@@ -360,6 +360,14 @@ def claim_run_folder(folder: str | Path, *, resume: bool = False) -> Path:
             raise OutputError(f"{folder}: already holds a napari-liif run; pass --resume to continue it, "
                               "or choose a new --out-dir")
     check_folder_writable(folder)
+    return ours
+
+
+def claim_run_folder(folder: str | Path, *, resume: bool = False) -> Path:
+    """Create (or take back, to resume) a training run folder, as :func:`check_run_folder` allows,
+    and mark it as ours."""
+    folder = Path(folder)
+    ours = check_run_folder(folder, resume=resume)
     folder.mkdir(parents=True, exist_ok=True)
     if not ours:
         (folder / RUN_MARKER).write_text("a napari-liif training run folder\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import fields
+from pathlib import Path
 
 
 def _bool(text: str) -> bool:
@@ -93,10 +94,37 @@ def config_from_args(args):
     return TrainConfig(**kw)
 
 
+def _check_export(path) -> None:
+    """``--export`` may replace a napari-liif model file, never anything else."""
+    import os
+
+    from ..outputs import OutputError, check_folder_writable
+
+    if path is None:
+        return
+    if os.path.isdir(path):
+        raise OutputError(f"{path}: is a folder; --export takes a .safetensors file name")
+    if os.path.lexists(path):
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                ours = (f.metadata() or {}).get("format", "").startswith("napari-liif")
+        except Exception:  # noqa: BLE001 - unreadable: certainly not a model file of ours
+            ours = False
+        if not ours:
+            raise OutputError(f"{path}: exists and is not a napari-liif model file; --export never replaces "
+                              "other files: choose another name")
+    check_folder_writable(os.path.dirname(os.path.abspath(path)))
+
+
 def cmd_train(args) -> int:
+    from ..outputs import check_run_folder
     from .loop import train
 
     cfg = config_from_args(args)
+    check_run_folder(cfg.out_dir, resume=cfg.resume)  # refused before any image is loaded
+    _check_export(cfg.export)
     trainer = train(cfg)
     print(f"saved {trainer.out / 'last.safetensors'} at step {trainer.step}")
     return 0
@@ -109,6 +137,11 @@ def cmd_evaluate(args) -> int:
     from .evaluate import evaluate, format_table, load_images
 
     scales = [int(v) for v in args.scales.split(",")]
+    if args.csv:
+        from ..outputs import check_file, check_folder_writable
+
+        check_file(args.csv)  # our own earlier table may be replaced, nothing else
+        check_folder_writable(Path(args.csv).parent)
     model = load_model(args.checkpoint)
     if args.data == "microscopy":
         rows = _evaluate_microscopy(model, args, scales)
@@ -124,7 +157,9 @@ def cmd_evaluate(args) -> int:
     print("bias: mean of the output / mean of the input - 1; noise gain: high-pass energy (finer than an input "
           "pixel) in the darkest third of the target, relative to bicubic's")
     if args.csv:
-        with open(args.csv, "w", newline="") as f:
+        from ..outputs import atomic_file
+
+        with atomic_file(args.csv) as tmp, open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, list(rows[0]))
             w.writeheader()
             w.writerows(rows)
@@ -148,9 +183,26 @@ def _evaluate_microscopy(model, args, scales) -> list[dict]:
     return evaluate_scenes(model, scenes, cell=args.cell, preserve_flux=args.preserve_flux)
 
 
+DATASET_MARKER = ".napari-liif-dataset"
+
+
 def cmd_data(args) -> int:
+    """Rebuild the training set in ``args.out``; its train/ and val/ folders are replaced, so a
+    folder that holds them and was not made by this command is refused."""
+    from ..outputs import OutputError, check_folder_writable
     from .data import build_dataset
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: is a file; give a folder for train/ and val/")
+    if not (out / DATASET_MARKER).is_file():
+        taken = [out / d for d in ("train", "val") if (out / d).exists() and any((out / d).iterdir())]
+        if taken:
+            raise OutputError(f"{taken[0]}: is not empty and was not made by napari-liif data (which replaces it); "
+                              "choose another folder")
+    check_folder_writable(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DATASET_MARKER).write_text("train/ and val/ here are rebuilt by napari-liif data\n")
     counts = build_dataset(args.out)
     print(f"{counts['train']} training and {counts['val']} validation images in {args.out} "
           f"({counts['rejected']} rejected)")

@@ -16,8 +16,9 @@ from .. import models
 from ..checkpoint import build, read_checkpoint, save_official, save_safetensors
 from ..device import resolve_device
 from ..engine import LiifModel
-from ..io import read_image
 from ..intensity import to_unit_float
+from ..io import read_image
+from ..outputs import claim_run_folder
 from .evaluate import EVAL_SCALES, evaluate, evaluate_scenes, format_table, load_images
 from .patches import collate, min_side_for, sample_patch
 
@@ -110,7 +111,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, log=print):
         self.cfg, self.log = cfg, log
         self.out = Path(cfg.out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
+        claim_run_folder(self.out, resume=cfg.resume)  # never among files a run did not make
         self.device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)  # the initial weights
         self.spec, self.step = cfg.spec(), 0
