@@ -85,8 +85,40 @@ def test_auto_precision_follows_the_measured_bf16_speed(monkeypatch):
     assert resolve_precision("auto", "cpu") is torch.bfloat16
     monkeypatch.setattr(dev, "cpu_bf16_speedup", lambda: 1.2)
     assert resolve_precision("auto", "cpu") is torch.float32
-    assert dev.auto_precision(torch.device("cuda")) is torch.float32  # GPUs: fp32
     assert dev.auto_precision(torch.device("mps")) is torch.float32
+
+
+def test_auto_precision_on_cuda_is_bf16_else_fp16(monkeypatch):
+    """CUDA: bf16 where the GPU has it (fast tensor cores; input and residual stay fp32), fp16 on
+    older GPUs; no GPU is needed to check the choice."""
+    from napari_liif import device as dev
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert dev.auto_precision(torch.device("cuda")) is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert dev.auto_precision(torch.device("cuda")) is torch.float16
+    assert dev.precision_name(torch.bfloat16) == "bf16" and dev.precision_name(torch.float32) == "fp32"
+
+
+def test_exact_fp32_switches_tf32_only_while_a_cuda_fp32_call_runs():
+    """Counted: nested or concurrent calls keep TF32 off until the last one ends, then the
+    previous flags come back exactly; CPU and non-fp32 calls touch nothing."""
+    from napari_liif.device import exact_fp32
+
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, True
+        cuda = torch.device("cuda")
+        with exact_fp32(torch.device("cpu"), torch.float32), exact_fp32(cuda, torch.bfloat16):
+            assert torch.backends.cudnn.allow_tf32 is True
+        with exact_fp32(cuda, torch.float32):
+            assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
+            with exact_fp32(cuda, torch.float32):
+                pass
+            assert torch.backends.cudnn.allow_tf32 is False  # the inner call did not restore early
+        assert torch.backends.cudnn.allow_tf32 is True and torch.backends.cuda.matmul.allow_tf32 is True
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def test_bf16_speedup_is_a_real_measurement():

@@ -61,11 +61,13 @@ def test_centre_tile_then_previews_then_full_tiles(make_liif, as_model):
     assert [(m[0], m[2][1]) for m in messages[:-1]] == [("tile", 0), ("tile", 1), ("tile", 2)]
 
 
+@pytest.mark.parametrize("bilinear", [False, True])
 @pytest.mark.parametrize("cell", ["on", "off", "clamp"])
-def test_sub_grids_with_the_tile_cell_equal_the_tile(make_liif, as_model, cell):
-    """Every other row/column rendered as a grid of its own, with the tile's explicit cell, gives
-    exactly the tile's samples (so a preview's samples are reused in the full tile)."""
-    net, spec = make_liif("edsr-baseline")
+def test_preview_and_completion_samples_are_the_tiles_own(make_liif, as_model, cell, bilinear):
+    """The render thread's sub-grids (the tile's grid sliced: ``[::2, ::2]`` for the preview,
+    ``[1::2, :]`` and ``[::2, 1::2]`` to complete it) give exactly the tile's samples, bit for
+    bit: the same coordinates and the same cell, with no cell arithmetic of their own."""
+    net, spec = make_liif("edsr-baseline", bilinear_residual=bilinear)
     fld = as_model(net, spec).encode(IMAGE)
     region, shape = (3.0, 5.0, 6.75, 9.0), (15, 16)  # 0.25 input px per sample; odd row count
     whole = fld.render(region, shape, cell=cell)
@@ -75,11 +77,11 @@ def test_sub_grids_with_the_tile_cell_equal_the_tile(make_liif, as_model, cell):
     for r0, c0, step in ((0, 0, 2), (1, 0, (2, 1)), (0, 1, (2, 2)), (0, 0, 1)):
         sr, sc = (step, step) if isinstance(step, int) else step
         got = thread._grid(fld, req, lambda v: v, job, r0, c0, step, lambda: False)
-        assert got.shape == whole[r0::sr, c0::sc].shape
-        assert np.abs(got - whole[r0::sr, c0::sc]).max() < 1e-6
-    # without the explicit cell, the sparser grid would get a bigger cell and other values
+        assert np.array_equal(got, whole[r0::sr, c0::sc])
+    # a grid of its own over the same span with half the samples has a bigger cell: other
+    # values (except with cell "off", which ignores the sample spacing)
     sparse = fld.render((2.875, 5.0, 2.875 + 8 * 0.5, 9.0), (8, 16), cell=cell)
-    assert np.allclose(sparse[:, :], whole[0::2], atol=1e-6) == (cell == "off")
+    assert np.allclose(sparse, whole[0::2], atol=1e-6) == (cell == "off")
 
 
 def test_encoding_windows_stop_when_a_newer_request_arrives(make_liif, as_model):

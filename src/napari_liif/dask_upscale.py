@@ -56,8 +56,9 @@ class ModelRef:
         self._model = model
         self.spec = model.spec
         self.device = str(model.device)
-        self.precision = {"torch.float32": "fp32", "torch.bfloat16": "bf16",
-                          "torch.float16": "fp16"}[str(model.dtype)]
+        from .device import precision_name
+
+        self.precision = precision_name(model.dtype)
         sd = model.net.state_dict()
         h = hashlib.sha1(json.dumps(self.spec, sort_keys=True).encode())
         for k in sorted(sd):
@@ -110,77 +111,49 @@ def _bounds(n: int, step: int) -> list[tuple[int, int]]:
     return [(a, min(n, a + step)) for a in range(0, n, step)]
 
 
-def _blocks(a: int, b: int, block: int, n: int):
-    """[a, b) split at multiples of ``block``: pairs (piece, the whole block holding it)."""
-    while a < b:
-        start = a // block * block
-        e = min(b, start + block)
-        yield (a, e), (start, min(n, start + block))
-        a = e
-
-
 def _block_size(model) -> int:
-    from .field import EncodedField
+    """The output block side the renderer uses for ``model`` (chunks align to it)."""
+    from .field import default_block
 
-    return EncodedField(model, None, (1, 1)).block  # lazy: nothing is encoded
+    return default_block(model.device)
 
 
 def _grid(model, n_in: int, n_out: int, axis: int):
-    """Whole-image sample coordinates and per-shift (latent index, relative coordinate)
-    tables along one axis, exactly as ``EncodedField.render`` computes them."""
-    from .field import _axis
+    """One axis of the whole-image sample grid (as ``EncodedField.render`` builds it), and
+    whether its bilinear taps count towards a chunk's window."""
+    from .grid import Axis
 
-    shifts, eps = model.net.shifts()
-    return _axis(n_in, 0.0, float(n_in), n_out, [s[axis] for s in shifts], eps, model.device)
+    shifts, eps = model.family.shifts()
+    return Axis.regular(n_in, 0.0, float(n_in), n_out, [s[axis] for s in shifts], eps), model.family.needs_bilinear
 
 
-def _window(model, n_in: int, coords, table, a: int, b: int, halo: int) -> tuple[int, int]:
+def _window(model, n_in: int, axis, bilinear: bool, a: int, b: int, halo: int) -> tuple[int, int]:
     """Input range [w0, w1) needed to render outputs [a, b) of one axis exactly."""
-    lo = min(int(t[0][a:b].min()) for t in table.values())
-    hi = max(int(t[0][a:b].max()) for t in table.values()) + 1
-    if model.net.bilinear_residual:
-        from .field import _bilinear_axis
-
-        i0, i1, _ = _bilinear_axis(coords[a:b], n_in)
-        lo, hi = min(lo, int(i0.min())), max(hi, int(i1.max()) + 1)
+    lo, hi = axis.latent_range(a, b)
+    if bilinear:
+        t0, t1 = axis.tap_range(a, b)
+        lo, hi = min(lo, t0), max(hi, t1)
     return max(0, lo - halo), min(n_in, hi + halo)
 
 
 def _render_window(model, u: np.ndarray, origin: tuple[int, int], in_hw: tuple[int, int],
                    out_hw: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int], cell: str) -> np.ndarray:
     """Render output rows/cols of the whole-image grid from the input window ``u`` (in
-    [0, 1]) whose top-left pixel is ``origin``: float32 (rows, cols, 3) in [0, 1]."""
-    import torch
+    [0, 1]) whose top-left pixel is ``origin``: float32 (rows, cols, 3) in [0, 1].
 
-    from .field import EncodedField
+    The whole image's grid is sliced to the renderer's whole blocks under the chunk (so the
+    window's field decodes the same batches as the in-memory render) and shifted into the
+    window; the part of the chunk is kept."""
+    from .grid import SampleGrid
 
-    (h, w), (wy0, wx0) = in_hw, origin
     wf = model.encode(u)  # latents of the window, in window coordinates
-    view = EncodedField(model, lambda y0, y1, x0, x1: u[y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0], (h, w),
-                        tile=wf.tile, block=wf.block)  # whole-image frame: cell and bilinear taps only
-    net, dev = model.net, model.device
-    shifts, _ = net.shifts()
-    yc, ytab = _grid(model, h, out_hw[0], 0)
-    xc, xtab = _grid(model, w, out_hw[1], 1)
-    ytab = {s: (i - wy0, r) for s, (i, r) in ytab.items()}
-    xtab = {s: (i - wx0, r) for s, (i, r) in xtab.items()}
-    wc, wcell = net.coord_weights()
-    bias = 0
-    if wcell is not None:
-        cy, cx = view.cell((0.0, 0.0, float(h), float(w)), out_hw, cell)
-        bias = torch.tensor([cy * h, cx * w], device=dev, dtype=wc.dtype) @ wcell.t()
-    out = np.empty((rows[1] - rows[0], cols[1] - cols[0], 3), np.float32)
-    with torch.inference_mode():
-        for (r0, r1), (ra, rb) in _blocks(*rows, wf.block, out_hw[0]):
-            for (c0, c1), (ca, cb) in _blocks(*cols, wf.block, out_hw[1]):
-                # decode the renderer's whole block (same batch, same arithmetic), keep our part
-                rs, cs = slice(ra, rb), slice(ca, cb)
-                val = wf._block(ytab, xtab, rs, cs, shifts, wc, bias)
-                if net.bilinear_residual:
-                    val = val + view._bilinear(yc[rs], xc[cs])
-                val = val[r0 - ra:r1 - ra, c0 - ca:c1 - ca]
-                out[r0 - rows[0]:r1 - rows[0], c0 - cols[0]:c1 - cols[0]] = (val * 0.5 + 0.5).clamp_(0, 1).cpu().numpy()
-    return out
+    (h, w), bs = in_hw, wf.block
+    ra, rb = rows[0] // bs * bs, min(out_hw[0], -(-rows[1] // bs) * bs)
+    ca, cb = cols[0] // bs * bs, min(out_hw[1], -(-cols[1] // bs) * bs)
+    members, eps = model.family.shifts()
+    grid = SampleGrid.regular(in_hw, (0.0, 0.0, float(h), float(w)), out_hw, members, eps, cell)
+    res = wf.render_grid(grid[ra:rb, ca:cb].shifted(*origin))
+    return res[rows[0] - ra:rows[1] - ra, cols[0] - ca:cols[1] - ca]
 
 
 def _render_chunk(window: np.ndarray, ref: ModelRef, stats: dict, job: dict) -> np.ndarray:
@@ -316,19 +289,19 @@ def upscale_dask(array, scale=None, *, size=None, model=None, cell: str = "on", 
     lead = tuple(a.shape[:-3] if kind != "gray" else a.shape[:-2])
     n_tail = a.shape[-1] if kind != "gray" else 0
     m = get_model(model)
-    halo = m.receptive_radius + 1
+    halo = m.family.halo
 
     red = _plane_stats(a, kind)
     stats = dask.delayed(_make_stats, pure=True)(red, kind, a.dtype.str, lead, n_tail)
     ref = dask.delayed(ModelRef(m), pure=True)
 
     (h, w), (ho, wo) = spatial, out_hw
-    yc, ytab = _grid(m, h, ho, 0)
-    xc, xtab = _grid(m, w, wo, 1)
+    ya, bil = _grid(m, h, ho, 0)
+    xa, _ = _grid(m, w, wo, 1)
     row_b, col_b = _bounds(ho, cr), _bounds(wo, cc)
     bs = _block_size(m)
-    row_w = [_window(m, h, yc, ytab, r0 // bs * bs, min(ho, -(-r1 // bs) * bs), halo) for r0, r1 in row_b]
-    col_w = [_window(m, w, xc, xtab, c0 // bs * bs, min(wo, -(-c1 // bs) * bs), halo) for c0, c1 in col_b]
+    row_w = [_window(m, h, ya, bil, r0 // bs * bs, min(ho, -(-r1 // bs) * bs), halo) for r0, r1 in row_b]
+    col_w = [_window(m, w, xa, bil, c0 // bs * bs, min(wo, -(-c1 // bs) * bs), halo) for c0, c1 in col_b]
     whats = {"gray": [None], "rgb": ["rgb"], "rgba": ["rgba"], "channels": list(range(n_tail))}[kind]
     tail_chunk = {"gray": (), "rgb": (3,), "rgba": (4,), "channels": (1,)}[kind]
     name = "liif-" + dask.base.tokenize(a, ref, stats, out_hw, cell, (cr, cc), kind)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 import time
 
 import torch
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
+from .constants import DEVICES, PRECISION_CHOICES
+
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -53,19 +56,71 @@ def resolve_precision(precision: str | torch.dtype = "fp32", device: str | torch
     return PRECISIONS[key]
 
 
-PRECISION_CHOICES = ("auto",) + tuple(PRECISIONS)
 #: bf16 is chosen on a CPU only when its matrix products measure at least this much faster
 BF16_MIN_SPEEDUP = 1.5
 
 
+def precision_name(dtype: torch.dtype) -> str:
+    """The name of a precision: ``torch.bfloat16`` -> ``"bf16"``."""
+    for name, dt in PRECISIONS.items():
+        if dt == dtype:
+            return name
+    raise ValueError(f"precision {dtype} is not one of {', '.join(PRECISIONS)}")
+
+
 def auto_precision(device: torch.device) -> torch.dtype:
-    """The precision for interactive use: bf16 on a CPU whose bf16 matrix products are at
-    least ``BF16_MIN_SPEEDUP`` times faster than fp32 (AVX-512 BF16 or AMX; measured once per
-    process, about 20 ms), fp32 everywhere else (GPUs are fast enough in fp32, and fp32 is
-    exact). bf16 costs about 67 dB PSNR against fp32 (docs/performance.md)."""
+    """The precision for interactive use: on CUDA bf16 (fp16 on GPUs without bf16), whose
+    tensor cores run several times faster than fp32; on a CPU bf16 where its matrix products
+    are at least ``BF16_MIN_SPEEDUP`` times faster than fp32 (AVX-512 BF16 or AMX; measured
+    once per process, about 20 ms); fp32 elsewhere (fp32 is exact). The input and the bilinear
+    residual stay fp32 at every precision; bf16 costs about 67 dB PSNR against fp32
+    (docs/performance.md)."""
+    if device.type == "cuda":
+        return torch.bfloat16 if _cuda_bf16(device) else torch.float16
     if device.type != "cpu":
         return torch.float32
     return torch.bfloat16 if cpu_bf16_speedup() >= BF16_MIN_SPEEDUP else torch.float32
+
+
+def _cuda_bf16(device: torch.device) -> bool:
+    try:
+        return bool(torch.cuda.is_bf16_supported())
+    except (RuntimeError, AssertionError, AttributeError):  # no usable CUDA here
+        return True
+
+
+_TF32_LOCK = threading.Lock()
+_TF32_USERS = [0, None]  # calls inside exact_fp32 now, and the flags they replaced
+
+
+@contextlib.contextmanager
+def exact_fp32(device: torch.device, dtype: torch.dtype):
+    """On CUDA at fp32: keep cuDNN convolutions and matrix products off TF32 (cuDNN uses it by
+    default, which would move results ~1e-3 away from the official algorithm) for the
+    duration of the call; elsewhere nothing.
+
+    torch keeps these flags per process, not per thread. They are switched only while at
+    least one such call runs (counted, so that concurrent calls from the render thread and
+    dask threads neither restore them under one another nor leave them switched), and
+    restored to what they were after the last one; other threads' fp32 work during that time
+    runs exact too, which only makes it slower. No other setting (benchmark, deterministic)
+    is touched."""
+    if device.type != "cuda" or dtype != torch.float32:
+        yield
+        return
+    with _TF32_LOCK:
+        if _TF32_USERS[0] == 0:
+            _TF32_USERS[1] = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+        _TF32_USERS[0] += 1
+    try:
+        yield
+    finally:
+        with _TF32_LOCK:
+            _TF32_USERS[0] -= 1
+            if _TF32_USERS[0] == 0:
+                torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = _TF32_USERS[1]
 
 
 @functools.lru_cache(maxsize=None)

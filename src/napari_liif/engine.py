@@ -10,7 +10,8 @@ import torch
 
 from .checkpoint import CheckpointError, build, describe, read_checkpoint
 from .device import resolve_device, resolve_precision
-from .field import WINDOW_PX, EncodedField
+from .field import EncodedField
+from .models.family import family_for
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "liif-edsr-baseline-default.safetensors"
@@ -43,6 +44,8 @@ class LiifModel:
             net = copy.deepcopy(net)  # never convert the caller's network in place
         self.net = net.eval().to(self.device, self.dtype)
         self.net.requires_grad_(False)
+        #: how this network decodes a sample grid (:mod:`napari_liif.models.family`)
+        self.family = family_for(self.net, (spec or {}).get("name"))
 
     @property
     def receptive_radius(self) -> int:
@@ -53,12 +56,22 @@ class LiifModel:
         d.update(name=str(self.name), device=str(self.device), precision=str(self.dtype).replace("torch.", ""))
         return d
 
-    def encode(self, image, *, tile: int = 256, cache_bytes: int = 1 << 30, window_px: int = WINDOW_PX) -> EncodedField:
+    def warmup(self, size: int = 48) -> LiifModel:
+        """Run one small encode and render, so that the first real one does not pay the
+        device's start-up (CUDA context, cuDNN algorithm choice, kernel loading; on a CPU,
+        oneDNN's kernel generation). About 0.1 s on a CPU; a GPU's start-up is seconds.
+        Returns the model."""
+        img = np.linspace(0, 1, size * size * 3, dtype=np.float32).reshape(size, size, 3)
+        self.encode(img, tile=size).render(shape=(2 * size, 2 * size))
+        return self
+
+    def encode(self, image, *, tile: int = 256, cache_bytes: int = 1 << 30, window_px: int | None = None) -> EncodedField:
         """Encode an image already in [0, 1]: float array (H, W) gray or (H, W, 3) RGB, or a
         ``source(y0, y1, x0, x1)`` callable together with ``shape=(H, W)`` via ``encode_source``.
 
         Encoding is lazy: encoder tiles are computed when a render first needs them, several
-        neighbouring tiles in one encoder window of at most ``window_px`` input pixels.
+        neighbouring tiles in one encoder window of at most about ``window_px`` input pixels
+        (None: :func:`napari_liif.latents.default_window_px` of the model's device).
         """
         a = np.asarray(image)
         if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] != 3):
@@ -71,7 +84,7 @@ class LiifModel:
                                   cache_bytes=cache_bytes, window_px=window_px)
 
     def encode_source(self, source, shape, *, tile: int = 256, cache_bytes: int = 1 << 30,
-                      window_px: int = WINDOW_PX) -> EncodedField:
+                      window_px: int | None = None) -> EncodedField:
         """Encode a lazily read image: ``source(y0, y1, x0, x1)`` returns that window in [0, 1]."""
         return EncodedField(self, source, shape, tile=tile, cache_bytes=cache_bytes, window_px=window_px)
 
@@ -89,8 +102,9 @@ def load_model(checkpoint: str | Path | None = None, device: str = "auto", preci
     device : {"auto", "cpu", "cuda", "mps"}
         ``auto`` picks CUDA, then MPS, then CPU.
     precision : {"fp32", "bf16", "fp16", "auto"}
-        ``auto``: bf16 on CPUs with fast bf16 matrix products, fp32 elsewhere
-        (:func:`napari_liif.device.auto_precision`).
+        ``auto``: bf16 on CUDA (fp16 where bf16 is missing) and on CPUs with fast bf16 matrix
+        products, fp32 elsewhere (:func:`napari_liif.device.auto_precision`). fp32 is exact
+        (TF32 off on CUDA).
     """
     path = default_checkpoint() if checkpoint is None else Path(checkpoint)
     spec, sd, meta = read_checkpoint(path)

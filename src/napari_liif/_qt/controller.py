@@ -25,7 +25,7 @@ from psygnal import Signal
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication
 
-from ..field import CELL_MODES
+from ..constants import CELL_MODES
 from ..viewport import ViewPlan, magnification, plan_view
 from .layer_state import SourceState, check_layer, read_camera, read_source
 from .render_thread import FieldSpec, Job, RenderThread, Request
@@ -446,7 +446,10 @@ def default_tile(device) -> int:
     return 128 if resolve_device(device).type == "cpu" else 512
 
 
-def _loader(model, device: str, precision: str):
+def model_loader(model, device: str, precision: str):
+    """Load ``model`` (a path or None for the bundled default) on ``device`` at ``precision``,
+    cached (:func:`napari_liif.api.get_model`). Bound with ``functools.partial`` it is a loader
+    for :class:`LiveZoom`, called on the render thread."""
     from ..api import get_model
 
     return get_model(model, device, precision)
@@ -467,7 +470,8 @@ def attach(viewer, layer, model=None, *, device: str = "auto", precision: str = 
         or None for the bundled default. Files are loaded on the render thread.
     device, precision : str
         Used when ``model`` is a path or None: ``auto|cpu|cuda|mps`` and ``auto|fp32|bf16|fp16``
-        (``auto``: bf16 on CPUs with fast bf16 matrix products, fp32 elsewhere).
+        (``auto``: bf16 on CUDA and on CPUs with fast bf16 matrix products, fp32 elsewhere; the
+        input and the bilinear residual stay fp32, so dark or narrow ranges do not band).
     cell : {"on", "off", "clamp"}
         Cell decoding mode (see :meth:`napari_liif.field.EncodedField.cell`).
     tile : int or None
@@ -506,7 +510,7 @@ def attach(viewer, layer, model=None, *, device: str = "auto", precision: str = 
     if isinstance(model, LiifModel):
         loader = functools.partial(lambda m: m, model)
     else:
-        loader = functools.partial(_loader, model, device, precision)
+        loader = functools.partial(model_loader, model, device, precision)
     if tile is None:
         tile = default_tile(model.device if isinstance(model, LiifModel) else device)
     return LiveZoom(viewer, layer, loader, cell=cell, tile=tile, debounce_ms=debounce_ms, preview=preview,

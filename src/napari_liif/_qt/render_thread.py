@@ -4,9 +4,10 @@ The main thread submits a :class:`Request` (a generation number, the field to re
 list of tiles, centre first). The thread renders the first tile (encoding only the small encoder
 tiles under it, so it shows soon), then encodes the latents under all the others in large windows
 (:meth:`EncodedField.prefetch`), then renders a *preview* of each of the others: a quarter of its
-samples, every other row and column, shown as 2 x 2 blocks, so the whole view is covered by LIIF
-soon; then the other three quarters of each tile, which completes it at no extra cost (the
-sub-grids use the tile's own cell, so every sample equals the tile's up to float rounding). Previews are skipped when
+samples, every other row and column (the tile's grid ``[::2, ::2]``), shown as 2 x 2 blocks, so the
+whole view is covered by LIIF soon; then the other three quarters of each tile (``[1::2, :]`` and
+``[::2, 1::2]``), which completes it at no extra cost: a sliced grid holds the tile's own samples
+and cell, so every value is the tile's. Previews are skipped when
 the first tile's speed says the full pass takes under ``PREVIEW_MIN_S``. Each finished tile or
 preview goes into an *outbox* queue that the main thread drains (with a timer). Submitting a newer
 request makes the current render stop at its next output block (``EncodedField.render``'s ``should_stop``); a tile
@@ -28,7 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..field import WINDOW_PX
+from ..latents import WINDOW_PX
 
 
 @dataclass
@@ -131,7 +132,31 @@ class RenderThread(threading.Thread):
             self._cond.notify()
 
     # -- render thread ----------------------------------------------------------------
+    @staticmethod
+    def _load(loader):
+        """The model, warmed up on a GPU (its start-up then happens here, not in the first tile)."""
+        model = loader()
+        if model.device.type != "cpu":
+            model.warmup()
+        return model
+
+    def _preload(self) -> None:
+        """Load (and warm up) the model before the first request, so the first live tile pays
+        neither; a failure is left for the first request to report."""
+        with self._cond:
+            loader = self._loader
+            if self._model is not None or self._request is not None or self._stopping:
+                return
+        try:
+            model = self._load(loader)
+        except Exception:  # noqa: BLE001 - reported when a request needs the model
+            return
+        with self._cond:
+            if self._loader is loader and self._model is None:
+                self._model = model
+
     def run(self) -> None:
+        self._preload()
         while True:
             with self._cond:
                 while self._request is None and not self._stopping:
@@ -156,7 +181,7 @@ class RenderThread(threading.Thread):
             fld, key, to_data = self._field, self._field_key, self._to_data
         if model is None:
             self.outbox.put(("note", req.gen, "loading model"))
-            model = loader()
+            model = self._load(loader)
         if fld is None or key != req.field.key or fld.model is not model:
             source, shape, to_data = req.field.prepare()
             fld = model.encode_source(source, shape, tile=self._encoder_tile, cache_bytes=self._cache_bytes,
@@ -215,16 +240,9 @@ class RenderThread(threading.Thread):
 
     @staticmethod
     def _grid(fld, req: Request, to_data, job: Job, r0: int, c0: int, step, stale):
-        """Samples ``r0, r0 + step, ...`` x ``c0, c0 + step, ...`` of ``job``'s tile, rendered
-        with the tile's own cell so each equals the tile's sample (up to float rounding of the
-        coordinates); None if interrupted."""
+        """Samples ``r0, r0 + step, ...`` x ``c0, c0 + step, ...`` of ``job``'s tile: its grid,
+        sliced (same coordinates, same cell, so each value is the tile's); None if interrupted."""
         sr, sc = (step, step) if isinstance(step, int) else step
-        (r, c), (top, left, bottom, right) = job.shape, job.region
-        hy, hx = (bottom - top) / r, (right - left) / c  # input pixels per tile sample
-        nr, nc = -(-(r - r0) // sr), -(-(c - c0) // sc)
-        # a grid of spacing s * h whose first sample centre is the tile's sample r0
-        y0, x0 = top + (r0 + 0.5 - sr / 2) * hy, left + (c0 + 0.5 - sc / 2) * hx
-        region = (y0, x0, y0 + nr * sr * hy, x0 + nc * sc * hx)
         stopped: list[bool] = []
 
         def should_stop():
@@ -233,8 +251,8 @@ class RenderThread(threading.Thread):
                 return True
             return False
 
-        cell = fld.cell(job.region, job.shape, req.cell)
-        out = fld.render(region, (nr, nc), cell=cell, should_stop=should_stop)
+        grid = fld.grid(job.region, job.shape, req.cell)[r0::sr, c0::sc]
+        out = fld.render_grid(grid, should_stop=should_stop)
         return None if stopped else to_data(out)
 
     def _post(self, req: Request, job: Job, kind: str, values) -> bool:

@@ -10,7 +10,8 @@ import functools
 from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QProgressBar, QVBoxLayout, QWidget
 
-from .controller import LiveZoom, _loader, default_tile
+from .controller import LiveZoom, default_tile
+from .controller import model_loader as _loader  # this module's name for it (tests replace it)
 from .model_options import ModelOptions
 
 

@@ -1,0 +1,381 @@
+"""Latent tiles of an encoded image: lazy encoding in windows, a bounded cache, work plans.
+
+The encoder runs lazily, on the tiles a render needs, several neighbouring tiles in one
+encoder *window* of at most about ``window_px`` input pixels, each window with a halo of the
+family's ``halo`` pixels (the encoder's receptive radius plus the unfold's reach) so that its
+latents equal untiled encoding. For each tile the cache keeps the family's *tile products*
+(LIIF: the first-layer projection), channels last, and the tile's input on the [-1, 1] scale
+in float32 (for the bilinear residual); for a family whose products depend on the render's
+cell, also its *cell products*, keyed by (tile, cell). All of it in one LRU of at most
+``cache_bytes``.
+
+Whole-image renders are planned (:meth:`LatentTiles.plan`): the blocks of the grid are walked
+cell by cell, a cell being a tile-aligned rectangle of tiles that fits half the cache; a cell's
+latents are encoded once, in windows, then all its blocks are decoded. A block reads up to a
+few latents past its cell (the ensemble's reach, or more at fractional scales): those are
+encoded with the cell's last window as a *partial* tile (the rows or columns it needs) and
+replaced by the whole tile when its own cell comes. Every tile is thus encoded once per render
+whatever the image's shape or the cache's size (if a cell of one tile fits), where walking
+rows of blocks across a wide image re-encoded each tile once per row of blocks.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .device import exact_fp32
+
+#: largest encoder window on a CPU, in input pixels with its halo (~362 x 362). Measured on a
+#: 2-core EPYC (32 MiB L3; EDSR-baseline, fp32, channels-last, one thread): 88-93 k px/s on
+#: 326 x 326 windows and 78 k on 200 x 582, but 57-62 k on windows of 164 k px and more (their
+#: 64-channel feature maps no longer fit the cache). Bigger windows would pay less halo (1.29x
+#: the pixels for 2 x 2 tiles of 256 instead of 1.62x for one) and lose more in speed (the
+#: encoder's time per *useful* pixel is 15-28 % higher). It also bounds the encoder's
+#: activation memory (the projection is made tile by tile, never for a whole window).
+WINDOW_PX = 1 << 17
+#: largest encoder window on a GPU (~1448 x 1448: 1.1x the pixels in halo for EDSR-baseline;
+#: its 64-channel fp32 feature maps are 0.5 GB). Chosen, not measured on a GPU yet.
+GPU_WINDOW_PX = 1 << 21
+Source = Callable[[int, int, int, int], np.ndarray]
+
+
+def default_window_px(device: torch.device | None) -> int:
+    """Encoder window bound for a device: :data:`WINDOW_PX` on a CPU, :data:`GPU_WINDOW_PX` else."""
+    return WINDOW_PX if device is None or device.type == "cpu" else GPU_WINDOW_PX
+
+
+def _nbytes(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.numel() * t.element_size()
+
+
+@dataclass
+class Entry:
+    """Cached products of (part of) one tile: latent rows [y0, y1) x columns [x0, x1) of the
+    image, ``data`` (rows, cols, D) channels last, ``image`` the input there (rows, cols, 3)
+    float32 on [-1, 1] (tile products only)."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    data: torch.Tensor
+    image: torch.Tensor | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return _nbytes(self.data) + _nbytes(self.image)
+
+    def covers(self, y0: int, y1: int, x0: int, x1: int) -> bool:
+        return self.y0 <= y0 and y1 <= self.y1 and self.x0 <= x0 and x1 <= self.x1
+
+
+@dataclass
+class Cell:
+    """A unit of planned work: the block rows and columns to decode, and the latent rectangle
+    ``rect = (y0, y1, x0, x1)`` to encode for them first (whole tiles if ``whole``)."""
+
+    rows: list
+    cols: list
+    rect: tuple[int, int, int, int]
+    whole: bool
+
+
+class LatentTiles:
+    """Tiles, windows and the cache of one encoded image (the base of ``EncodedField``).
+
+    ``model`` may be None (geometry only: cells and grids, nothing encoded).
+    """
+
+    def __init__(self, model, source: Source, shape: tuple[int, int], *, tile: int = 256,
+                 cache_bytes: int = 1 << 30, window_px: int | None = None):
+        self.model = model
+        self.family = None if model is None else model.family
+        self.source = source
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.tile = int(tile)
+        self.cache_bytes = int(cache_bytes)
+        device = None if model is None else model.device
+        self.window_px = int(window_px) if window_px is not None else default_window_px(device)
+        self._cache: OrderedDict[tuple, Entry] = OrderedDict()
+        self._nbytes = 0  # bytes in _cache, kept up to date by _store
+        self._lock = threading.RLock()
+        self.tiles_encoded = 0  # tile products added to the cache, whole or partial (again after an eviction)
+        self.pixels_encoded = 0  # input pixels run through the encoder, halos included
+
+    # -- geometry ---------------------------------------------------------------------
+    @property
+    def halo(self) -> int:
+        """Extra input pixels an encoder window needs on each side to equal untiled encoding."""
+        return self.family.halo
+
+    def latent_bytes(self, rows: float, cols: float) -> int:
+        """Cache bytes of ``rows`` x ``cols`` latents: tile products, cell products of one
+        cell (cell-dependent families) and the float32 input."""
+        fam = self.family
+        per = (fam.tile_channels + fam.cell_channels) * (torch.finfo(self.model.dtype).bits // 8) + 12
+        return int(rows * cols * per)
+
+    def cached_bytes(self) -> int:
+        """Bytes held by the latent cache."""
+        return self._nbytes
+
+    def _tile_rect(self, ty: int, tx: int) -> tuple[int, int, int, int]:
+        (h, w), t = self.shape, self.tile
+        return ty * t, min(h, ty * t + t), tx * t, min(w, tx * t + t)
+
+    def _tiles(self, y0: int, y1: int, x0: int, x1: int):
+        """Tiles meeting latent rows [y0, y1) x columns [x0, x1), with the part of each inside."""
+        t = self.tile
+        for ty in range(y0 // t, (y1 - 1) // t + 1):
+            for tx in range(x0 // t, (x1 - 1) // t + 1):
+                a, b, c, d = self._tile_rect(ty, tx)
+                yield (ty, tx), (max(a, y0), min(b, y1), max(c, x0), min(d, x1))
+
+    # -- the cache ----------------------------------------------------------------------
+    def _store(self, key, entry: Entry) -> None:
+        old = self._cache.pop(key, None)
+        self._nbytes += entry.nbytes - (0 if old is None else old.nbytes)
+        self._cache[key] = entry
+        while len(self._cache) > 1 and self._nbytes > self.cache_bytes:
+            self._nbytes -= self._cache.popitem(last=False)[1].nbytes
+
+    def _covering(self, key, rect) -> Entry | None:
+        entry = self._cache.get(key)
+        if entry is None or not entry.covers(*rect):
+            return None
+        self._cache.move_to_end(key)
+        return entry
+
+    # -- encoding -----------------------------------------------------------------------
+    def _input(self, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
+        """Source window as (1, 3, h, w) float32 on the [-1, 1] scale, on the model's device."""
+        a = np.asarray(self.source(y0, y1, x0, x1), dtype=np.float32)
+        t = torch.from_numpy(np.ascontiguousarray(a)).to(self.model.device)
+        t = t.unsqueeze(-1).expand(-1, -1, 3) if t.ndim == 2 else t
+        return ((t.permute(2, 0, 1) - 0.5) / 0.5).unsqueeze(0)
+
+    def _encode(self, y0: int, y1: int, x0: int, x1: int) -> dict:
+        """One encoder window for exactly latent rows [y0, y1) x columns [x0, x1) (plus the
+        halo): ``{tile: Entry}`` for every tile it meets, each the part inside the rectangle."""
+        (h, w), halo, fam = self.shape, self.halo, self.family
+        wy0, wy1, wx0, wx1 = max(0, y0 - halo), min(h, y1 + halo), max(0, x0 - halo), min(w, x1 + halo)
+        dev = self.model.device
+        with torch.inference_mode(), exact_fp32(dev, self.model.dtype):
+            inp = self._input(wy0, wy1, wx0, wx1)
+            enc_in = inp.to(self.model.dtype)
+            # channels-last convolutions are ~15 % faster on CPU (oneDNN's native layout), and
+            # their output is already the (rows, cols, channels) layout the decoder gathers
+            # from; clone, not contiguous: a (1, 3, h, w) view can already count as
+            # channels-last while its strides make the convolution pick a size-dependent kernel,
+            # so tiles of different sizes would differ by ~1e-6. cuDNN prefers its default.
+            enc_in = enc_in.clone(memory_format=torch.channels_last) if dev.type == "cpu" else enc_in.contiguous()
+            feat = fam.encode(enc_in)
+            # products tile by tile (LIIF's projection has 4x the encoder's channels: for a
+            # whole window it would be the largest tensor of all), each with the margin that
+            # the family's unfold reads; the margin's own outputs, which see zero padding, are cut
+            m = fam.margin
+            out = {}
+            for key, (a, b, c, d) in self._tiles(y0, y1, x0, x1):
+                a, b, c, d = a - wy0, b - wy0, c - wx0, d - wx0
+                ea, ec = max(0, a - m), max(0, c - m)
+                p = fam.tile_products(feat[:, :, ea: b + m, ec: d + m])[0].permute(1, 2, 0)
+                img = inp[0, :, a:b, c:d].permute(1, 2, 0).contiguous()
+                out[key] = Entry(a + wy0, b + wy0, c + wx0, d + wx0,
+                                 p[a - ea: b - ea, c - ec: d - ec].contiguous(), img)
+        self.pixels_encoded += (wy1 - wy0) * (wx1 - wx0)
+        return out
+
+    def _window_shape(self, ny: int, nx: int) -> tuple[int, int]:
+        """Tiles (rows, cols) per encoder window for a rectangle of ``ny`` x ``nx`` tiles:
+        the shape within ``window_px`` that pays the least halo per pixel (1 x 1 always allowed)."""
+        t, halo, best = self.tile, self.halo, (1, 1, float("inf"))
+        for r in range(1, ny + 1):
+            hr = r * t + 2 * halo
+            c = min(nx, (self.window_px // hr - 2 * halo) // t)
+            if c < 1:
+                break
+            cost = hr * (c * t + 2 * halo) / (r * c)
+            if cost < best[2]:
+                best = (r, c, cost)
+        return best[0], best[1]
+
+    def encode_rect(self, y0: int, y1: int, x0: int, x1: int, *, whole: bool = True, should_stop=None) -> int:
+        """Encode what the cache lacks of latent rows [y0, y1) x columns [x0, x1), in as few
+        windows as ``window_px`` allows. ``whole``: each missing tile is encoded whole; else
+        tiles at the rectangle's edge only as far as it reaches (partial tiles; a reach of
+        less than a tile joins the window before it rather than paying a halo of its own).
+        Entries already there are kept. ``should_stop()`` is asked before each window.
+        Returns the number of tile entries added."""
+        t = self.tile
+        ty0, ty1, tx0, tx1 = y0 // t, (y1 - 1) // t + 1, x0 // t, (x1 - 1) // t + 1
+        per_y, per_x = self._window_shape(ty1 - ty0, tx1 - tx0)
+        done = 0
+        with self._lock:
+            for a, b in self._spans(ty0, ty1, per_y, None if whole else y1 - (ty1 - 1) * t):
+                for c, d in self._spans(tx0, tx1, per_x, None if whole else x1 - (tx1 - 1) * t):
+                    if should_stop is not None and should_stop():
+                        return done
+                    part = (max(y0, a * t), min(y1, b * t), max(x0, c * t), min(x1, d * t))
+                    missing = [(k, r) for k, r in self._tiles(*part) if self._covering(k, r) is None]
+                    if not missing:
+                        continue
+                    if whole:
+                        missing = [(k, self._tile_rect(*k)) for k, _ in missing]
+                    # the window: the bounding box of what is missing
+                    box = (min(r[0] for _, r in missing), max(r[1] for _, r in missing),
+                           min(r[2] for _, r in missing), max(r[3] for _, r in missing))
+                    for key, entry in self._encode(*box).items():
+                        old = self._cache.get(key)
+                        if old is None or not old.covers(entry.y0, entry.y1, entry.x0, entry.x1):
+                            self._store(key, entry)  # keep what a render may already have used
+                            done += 1
+        self.tiles_encoded += done
+        return done
+
+    def _spans(self, a: int, b: int, per: int, reach: int | None) -> list[tuple[int, int]]:
+        """Tiles [a, b) in runs of ``per``; with ``reach`` (latents used of the last tile) under
+        a tile, a last run of that one tile joins the run before."""
+        spans = [(p, min(b, p + per)) for p in range(a, b, per)]
+        if reach is not None and reach < self.tile and len(spans) > 1 and spans[-1][1] - spans[-1][0] == 1:
+            spans[-2:] = [(spans[-2][0], b)]
+        return spans
+
+    def prefetch(self, region=None, *, should_stop=None) -> int:
+        """Encode now the latents that rendering ``region`` (``(top, left, bottom, right)`` in
+        input pixel-edge units; None for the whole image) will need, in as few encoder windows
+        as ``window_px`` allows. Renders plan their own encoding; calling this for a large
+        area first (the visible part of a live view) saves the halo that many small windows
+        would each pay. Cached tiles are kept as they are. An area whose latents exceed half
+        the cache is not prefetched (its first tiles would be evicted before they are used).
+        ``should_stop()`` is asked before each window. Returns the number of tiles encoded."""
+        h, w = self.shape
+        top, left, bottom, right = (0, 0, h, w) if region is None else region
+        # one latent of margin: the local ensemble reaches the neighbouring latent
+        y0, y1 = max(0, int(np.floor(top)) - 1), min(h, int(np.ceil(bottom)) + 1)
+        x0, x1 = max(0, int(np.floor(left)) - 1), min(w, int(np.ceil(right)) + 1)
+        if y1 <= y0 or x1 <= x0 or self.latent_bytes(y1 - y0, x1 - x0) > self.cache_bytes // 2:
+            return 0
+        return self.encode_rect(y0, y1, x0, x1, should_stop=should_stop)
+
+    # -- reading --------------------------------------------------------------------------
+    def _tile_entry(self, key, rect) -> Entry:
+        entry = self._covering(key, rect)
+        if entry is None:  # evicted meanwhile (a cache smaller than a block's latents)
+            self.encode_rect(*self._tile_rect(*key))
+            entry = self._cache[key]
+        return entry
+
+    def _cell_entry(self, key, rect, rel_cell) -> Entry:
+        ckey = key + (rel_cell,)
+        entry = self._covering(ckey, rect)
+        if entry is None:
+            base = self._tile_entry(key, rect)
+            with torch.inference_mode():
+                data = self.family.cell_products(base.data, rel_cell)
+            entry = Entry(base.y0, base.y1, base.x0, base.x1, data)
+            self._store(ckey, entry)
+        return entry
+
+    def _assemble(self, y0: int, y1: int, x0: int, x1: int, pick) -> torch.Tensor:
+        rows, row = [], []
+        last_ty = None
+        for key, (a, b, c, d) in self._tiles(y0, y1, x0, x1):
+            if last_ty is not None and key[0] != last_ty:
+                rows.append(torch.cat(row, 1) if len(row) > 1 else row[0])
+                row = []
+            last_ty = key[0]
+            e, t = pick(key, (a, b, c, d))
+            row.append(t[a - e.y0: b - e.y0, c - e.x0: d - e.x0])
+        rows.append(torch.cat(row, 1) if len(row) > 1 else row[0])
+        return torch.cat(rows, 0) if len(rows) > 1 else rows[0]
+
+    def products(self, y0: int, y1: int, x0: int, x1: int, rel_cell=None) -> torch.Tensor:
+        """Products of latent rows [y0, y1) x columns [x0, x1), channels last: (rows, cols, D).
+        With ``rel_cell`` and a cell-dependent family, its cell products (rows, cols, D2);
+        missing tiles are encoded first."""
+        with self._lock:
+            self.encode_rect(y0, y1, x0, x1)
+            if rel_cell is not None and self.family.cell_dependent:
+                def pick(key, rect):
+                    e = self._cell_entry(key, rect, tuple(float(v) for v in rel_cell))
+                    return e, e.data
+            else:
+                def pick(key, rect):
+                    e = self._tile_entry(key, rect)
+                    return e, e.data
+            return self._assemble(y0, y1, x0, x1, pick)
+
+    def latents(self, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
+        """Tile products (LIIF: projected latents) of rows [y0, y1) and columns [x0, x1),
+        channels last: (y1-y0, x1-x0, D)."""
+        return self.products(y0, y1, x0, x1)
+
+    def image(self, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
+        """Input pixels rows [y0, y1) x columns [x0, x1) as (rows, cols, 3) float32 on the
+        [-1, 1] scale, on the model's device: from the cached tiles where they hold them,
+        else read from the source (never encoded for it)."""
+        with self._lock:
+            entries = [self._covering(k, r) for k, r in self._tiles(y0, y1, x0, x1)]
+            if any(e is None or e.image is None for e in entries):
+                return self._input(y0, y1, x0, x1)[0].permute(1, 2, 0)
+            it = iter(entries)
+
+            def pick(key, rect):
+                e = next(it)
+                return e, e.image
+
+            return self._assemble(y0, y1, x0, x1, pick)
+
+    # -- planning -------------------------------------------------------------------------
+    def _cell_shape(self, ny: int, nx: int, cap: int, reach: int) -> tuple[int, int]:
+        """Tiles (rows, cols) per cell, at most ``cap`` of them: the shape whose windows pay the
+        least halo and reach (a cell spanning an axis pays neither along it)."""
+        t, halo = self.tile, self.halo
+
+        def over(m: int, n: int) -> float:
+            return 1.0 if m >= n else 1 + (2 * halo + reach) / (m * t)
+
+        shapes = [(m, min(nx, cap // m)) for m in range(1, min(ny, cap) + 1)]
+        return min(shapes, key=lambda s: (over(s[0], ny) * over(s[1], nx), -s[0] * s[1]))
+
+    @staticmethod
+    def _groups(ranges, start: int, size: int) -> list[list[int]]:
+        """Indices of ``ranges`` grouped by the band (of ``size`` latents from ``start``) that
+        holds each range's first latent, in order; empty bands dropped."""
+        groups: dict[int, list[int]] = {}
+        for i, (lo, _) in enumerate(ranges):
+            groups.setdefault((lo - start) // size, []).append(i)
+        return [groups[k] for k in sorted(groups)]
+
+    def plan(self, rows: list[tuple[int, int]], cols: list[tuple[int, int]]) -> list[Cell]:
+        """Cells covering every block ``(i, j)``, block row ``i`` reading latent rows
+        ``rows[i] = (lo, hi)`` and block column ``j`` latent columns ``cols[j]``.
+
+        One cell (whole tiles) if the latents under all blocks fit in half the cache. Otherwise
+        tile-aligned cells of ``m`` x ``k`` tiles that do (:meth:`_cell_shape`); a block belongs
+        to the cell holding its first latent, and a cell's rectangle reaches as far as its
+        blocks read (partial tiles beyond)."""
+        t = self.tile
+        y0, y1 = min(r[0] for r in rows), max(r[1] for r in rows)
+        x0, x1 = min(c[0] for c in cols), max(c[1] for c in cols)
+        ny, nx = (y1 - 1) // t - y0 // t + 1, (x1 - 1) // t - x0 // t + 1
+        cap = max(1, (self.cache_bytes // 2) // max(1, self.latent_bytes(t, t)))
+        if ny * nx <= cap:
+            return [Cell(list(range(len(rows))), list(range(len(cols))), (y0, y1, x0, x1), True)]
+        reach = max(max(hi - lo for lo, hi in rows), max(hi - lo for lo, hi in cols))
+        m, k = self._cell_shape(ny, nx, cap, reach)
+        ty0, tx0 = y0 // t * t, x0 // t * t
+        cells = []
+        for rg in self._groups(rows, ty0, m * t):
+            top = ty0 + (rows[rg[0]][0] - ty0) // (m * t) * (m * t)
+            bottom = max(rows[i][1] for i in rg)
+            for cg in self._groups(cols, tx0, k * t):
+                left = tx0 + (cols[cg[0]][0] - tx0) // (k * t) * (k * t)
+                cells.append(Cell(rg, cg, (top, bottom, left, max(cols[j][1] for j in cg)), False))
+        return cells
