@@ -143,6 +143,25 @@ def test_training_patch_layout_and_shared_intensity_map():
     assert abs(gt.mean() - inp.mean()) < 0.02
 
 
+def test_training_targets_come_in_whole_lr_pixels_for_the_flux_term():
+    import torch
+
+    src = mic.MicroscopyPatches(seed=6, pool=1, side=200)
+    s = src.sample(48, (4.0, 4.0), 2304, random.Random(1))
+    assert int(s["block"]) == 16
+    lr_pixel = torch.floor((s["coord"] + 1) / 2 * 48).long().reshape(-1, 16, 2)  # input pixel of each target
+    assert bool((lr_pixel == lr_pixel[:, :1]).all()) and len({tuple(p) for p in lr_pixel[:, 0].tolist()}) == 144
+    assert int(src.sample(48, (2.5, 2.5), 2304, random.Random(1))["block"]) == 0  # fractional: random pixels
+    # the term: |mean over each block of pred - of target|, averaged, for the samples that have blocks
+    pred = torch.zeros(2, 8, 3)
+    gt = torch.zeros(2, 8, 3)
+    gt[0, :4] = 1.0  # first block of sample 0: mean 1 vs 0; second block equal
+    gt[1] = 5.0  # sample 1 has no blocks: not counted
+    loss = mic.block_flux_loss(pred, gt, torch.tensor([4, 0]))
+    assert float(loss) == pytest.approx(mic.FLUX_WEIGHT * 0.5)
+    assert float(mic.block_flux_loss(pred, gt, torch.tensor([0, 0]))) == 0.0
+
+
 def test_trainer_on_generated_microscopy(tmp_path, make_liif, monkeypatch):
     from napari_liif.checkpoint import save_safetensors
     from napari_liif.train.loop import TrainConfig, train

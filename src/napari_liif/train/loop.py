@@ -20,6 +20,7 @@ from ..intensity import to_unit_float
 from ..io import read_image
 from ..outputs import claim_run_folder
 from .evaluate import EVAL_SCALES, evaluate, evaluate_scenes, format_table, load_images
+from .microscopy import block_flux_loss
 from .patches import collate, min_side_for, sample_patch
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy"}
@@ -207,6 +208,8 @@ class Trainer:
                     tfeat = feat.detach() if frozen and self._shared_encoder else self.teacher.encode(b["inp"])
                     tpred = self._decode(self.teacher, tfeat, b).float()
         loss = torch.nn.functional.l1_loss(pred.float(), target)
+        if "block" in b:  # generated microscopy: targets in whole LR pixels, whose means must match too
+            loss = loss + block_flux_loss(pred.float(), target, b["block"])
         if self.teacher is not None:
             w = self.cfg.teacher_weight
             loss = (1 - w) * loss + w * torch.nn.functional.l1_loss(pred.float(), tpred)

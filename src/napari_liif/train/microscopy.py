@@ -387,13 +387,52 @@ class MicroscopyPatches:
         inp, gt = augment(inp, *flips), augment(gt, *flips)
         coord = grid_coords(hr_size, hr_size)
         vals = gt.reshape(-1)
+        k = int(s) if s == int(s) else 0
+        block = 0
         if n_samples and n_samples < coord.shape[0]:
-            pick = torch.tensor(rng.sample(range(coord.shape[0]), n_samples))
+            if k > 1 and n_samples % (k * k) == 0:  # whole LR pixels: the flux term can compare their means
+                pick = _block_pixels(rng.sample(range(inp_size * inp_size), n_samples // (k * k)), inp_size, k)
+                block = k * k
+            else:
+                pick = torch.tensor(rng.sample(range(coord.shape[0]), n_samples))
             coord, vals = coord[pick], vals[pick]
         cell = torch.full_like(coord, 2 / hr_size)
         inp3 = inp[None].expand(3, -1, -1)
         return {"inp": (inp3 - 0.5) / 0.5, "coord": coord, "cell": cell,
-                "gt": ((vals - 0.5) / 0.5)[:, None].expand(-1, 3).contiguous(), "scale": torch.tensor(s)}
+                "gt": ((vals - 0.5) / 0.5)[:, None].expand(-1, 3).contiguous(), "scale": torch.tensor(s),
+                "block": torch.tensor(block)}
+
+
+def _block_pixels(lr_pixels: list[int], lr_side: int, k: int):
+    """Flat HR indices of the ``k x k`` blocks under the given flat LR pixel indices, block by block."""
+    import torch
+
+    lr = torch.tensor(lr_pixels)
+    rows, cols = (lr // lr_side) * k, (lr % lr_side) * k
+    dy, dx = torch.meshgrid(torch.arange(k), torch.arange(k), indexing="ij")
+    hr_side = lr_side * k
+    return ((rows[:, None] + dy.reshape(1, -1)) * hr_side + cols[:, None] + dx.reshape(1, -1)).reshape(-1)
+
+
+FLUX_WEIGHT = 1.0  # weight of the block-mean term in the microscopy training loss
+
+
+def block_flux_loss(pred, gt, block):
+    """``FLUX_WEIGHT`` times the mean absolute difference between the means of predicted and target values
+    over whole LR-pixel blocks, for the samples whose targets come in blocks (``block``: pixels per block,
+    0 for none); 0 when no sample does.
+
+    Per-pixel L1 alone lets the model lower sparse bright structures whose exact position it cannot
+    know (the median of an uncertain peak is below its mean), which loses flux; the block means are
+    certain, so this term keeps the output's local means on the input's.
+    """
+    terms = []
+    for p, g, k in zip(pred, gt, block.tolist()):
+        if k > 1:
+            terms.append((p.reshape(-1, k, p.shape[-1]).mean(1) - g.reshape(-1, k, g.shape[-1]).mean(1)).abs().mean())
+    if not terms:
+        return pred.sum() * 0.0
+    return FLUX_WEIGHT * sum(terms) / len(terms)
 
 
 # ----------------------------------------------------------------------------------------------
