@@ -52,7 +52,7 @@ class InputGuard:
 
     def changed(self) -> list[str]:
         bad = []
-        for f, (sha, stat) in self.files.items():
+        for f, (sha, stat) in sorted(self.files.items()):
             if not os.path.lexists(f):
                 bad.append(f"{f} was deleted")
             elif self._stat(f) != stat and (not f.is_file() or self._sha(f) != sha):

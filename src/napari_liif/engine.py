@@ -12,6 +12,7 @@ from .checkpoint import CheckpointError, build, describe, read_checkpoint
 from .device import resolve_device, resolve_precision
 from .field import EncodedField
 from .models.family import family_for
+from .validate import check_unit_image
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "liif-edsr-baseline-default.safetensors"
@@ -73,7 +74,7 @@ class LiifModel:
         neighbouring tiles in one encoder window of at most about ``window_px`` input pixels
         (None: :func:`napari_liif.latents.default_window_px` of the model's device).
         """
-        a = np.asarray(image)
+        a = check_unit_image(image)  # real, finite, in [0, 1]: uint8 0..255 or complex data is refused
         if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] != 3):
             raise ValueError(f"encode expects (H, W) or (H, W, 3) data in [0, 1], got shape {a.shape}; "
                              "use napari_liif.upscale for other layouts")

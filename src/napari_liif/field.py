@@ -31,6 +31,7 @@ import torch
 from .grid import CELL_MODES, Axis, SampleGrid, cell_size
 from .latents import WINDOW_PX, LatentTiles, Source
 from .models.family import Block
+from .validate import check_region, check_shape
 
 __all__ = ["CELL_MODES", "WINDOW_PX", "EncodedField", "Source", "default_block"]
 
@@ -132,13 +133,7 @@ class EncodedField(LatentTiles):
         """The regular grid of ``shape`` samples over ``region`` (``(top, left, bottom,
         right)`` in input pixel-edge units; None: the whole image at its own size), with the
         ``cell`` of that grid (a mode of ``CELL_MODES``)."""
-        h, w = self.shape
-        region = tuple(float(v) for v in (region if region is not None else (0, 0, h, w)))
-        shape = tuple(int(v) for v in (shape if shape is not None else (h, w)))
-        if len(region) != 4 or not (region[2] > region[0] and region[3] > region[1]):
-            raise ValueError(f"region must be (top, left, bottom, right) with bottom > top and right > left, got {region}")
-        if len(shape) != 2 or min(shape) < 1:
-            raise ValueError(f"shape must be (rows, cols) of positive integers, got {shape}")
+        region, shape = check_region(region, self.shape), check_shape(shape, self.shape)  # ValueErrors naming them
         members, eps = self.family.shifts()
         return SampleGrid.regular(self.shape, region, shape, members, eps, cell)
 

@@ -89,13 +89,19 @@ class IntensityMap:
             return cls(float(lo), float(hi), dtype)
         return cls(_exact(lo, dtype), _exact(hi, dtype), dtype)
 
+    def _diff(self) -> float:
+        """``hi - lo`` as a float: exact integers first (64-bit ends), inf if it overflows."""
+        if isinstance(self.lo, int) and isinstance(self.hi, int):
+            return float(self.hi - self.lo)
+        return float(self.hi) - float(self.lo)
+
     @property
     def span(self) -> float:
-        return float(self.hi) - float(self.lo) if self.hi > self.lo else 1.0
+        return self._diff() if self.hi > self.lo else 1.0
 
     def _half(self) -> float:
         """1, or 0.5 when ``hi - lo`` overflows float64 (the map then works at half scale)."""
-        return 1.0 if math.isfinite(float(self.hi) - float(self.lo)) else 0.5
+        return 1.0 if math.isfinite(self._diff()) else 0.5
 
     def forward(self, data: np.ndarray) -> np.ndarray:
         """Data -> float32 in [0, 1] (values outside [lo, hi] are clipped for the model only;
@@ -144,11 +150,14 @@ class IntensityMap:
         lo_b, hi_b = self._int_bounds()
         if lo_b > hi_b:  # a map entirely outside the dtype: its nearest end
             return np.full(u.shape, lo_b if self.lo > np.iinfo(self.dtype).max else hi_b, self.dtype)
-        span = float(self.hi) - float(self.lo) if self.hi > self.lo else 0.0
-        off = np.rint(u * span + (float(self.lo) - lo_b)) if span else np.full(u.shape, float(self.lo) - lo_b)
+        span = self._diff() if self.hi > self.lo else 0.0
+        start = float(self.lo - lo_b)  # 0 for integer maps; the fraction below lo for explicit limits
+        off = np.rint(u * span + start) if span else np.full(u.shape, start)
         top = float(hi_b - lo_b)
         off = np.clip(off, 0.0, min(top, float(np.nextafter(2.0**64, 0))))
         off = np.minimum(off.astype(np.uint64), np.uint64(hi_b - lo_b))
+        if span:
+            off[u >= 1.0] = hi_b - lo_b  # the top exactly (float64 cannot hold 64-bit ends)
         res = off + np.uint64(lo_b % 2**64)  # modular: exact, and inside [lo_b, hi_b]
         return (res.view(np.int64) if self.dtype.kind == "i" else res).astype(self.dtype)
 

@@ -40,10 +40,10 @@ def _open(path):
 
     try:
         return zarr.open(str(path), mode="r")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError):
         from .io import ImageIOError
 
-        raise ImageIOError(f"{path}: not a readable zarr store ({type(exc).__name__})") from None
+        raise ImageIOError(f"{path}: not a readable zarr store (bad or missing metadata)") from None
 
 
 def read_zarr(path, component: str | None = None):
