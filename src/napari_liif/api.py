@@ -105,7 +105,7 @@ def output_shape(shape, *, scale=None, size=None, channel_axis: int | None = Non
     """``(output shape, (rows, cols))`` that :func:`upscale` gives for an input of ``shape``,
     with the same layout rules and errors; nothing is allocated."""
     a = np.broadcast_to(np.uint8(0), tuple(int(n) for n in shape))  # a view: no memory
-    a, kind, ch_axis = _layout(a, rgb, channel_axis)
+    a, kind, ch_axis = layout(a, rgb, channel_axis)
     spatial = a.shape[-3:-1] if kind != "gray" else a.shape[-2:]
     if len(spatial) < 2 or a.size == 0:
         raise ValueError(f"image must have two spatial axes and at least one pixel, got shape {tuple(shape)}")
@@ -159,9 +159,10 @@ def looks_like_channels(shape) -> bool:
     return len(shape) >= 3 and shape[-1] not in (3, 4) and 2 <= shape[-1] <= 32 and 2 * shape[-1] <= shape[-2]
 
 
-def _layout(a: np.ndarray, rgb, channel_axis):
-    """Move channels last; return (array, kind, axis) with kind in gray|rgb|rgba|channels and
-    axis the normalised channel axis (None unless kind is channels)."""
+def layout(a, rgb=None, channel_axis=None):
+    """Move channels last; return ``(array, kind, axis)`` with kind in gray|rgb|rgba|channels and
+    axis the normalised channel axis (None unless kind is channels). The layout rules of
+    :func:`upscale` (numpy and dask arrays alike); ValueErrors name the value."""
     if channel_axis is not None:
         if rgb:
             raise ValueError("give either rgb=True or channel_axis, not both")
@@ -250,7 +251,7 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
             raise TypeError(f"{name} must be a callable or None, got {type(fn).__name__}")
     if not isinstance(cell, str) or cell not in CELL_MODES:
         raise ValueError(f"cell must be one of {', '.join(CELL_MODES)}, got {cell!r}")
-    a, kind, ch_axis = _layout(a, rgb, channel_axis)
+    a, kind, ch_axis = layout(a, rgb, channel_axis)
     spatial = a.shape[-3:-1] if kind != "gray" else a.shape[-2:]
     if len(spatial) < 2 or a.size == 0:
         raise ValueError(f"image must have two spatial axes and at least one pixel, got shape {np.shape(image)}")

@@ -61,8 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("upscale", help="upscale image files or folders",
                         epilog="Exit status: 0 all done (or skipped), 1 a file failed (the others are still "
-                               "processed), 2 bad arguments (missing input, an output that would overwrite an "
-                               "input, unusable checkpoint or device). Inputs are never overwritten.")
+                               "processed), 2 bad arguments or refusals found before any work (missing input, an "
+                               "unsafe or unwritable output, an output too large for memory, unusable checkpoint "
+                               "or device). Inputs are never overwritten; an existing output is skipped if "
+                               "napari-liif wrote it, else refused unless --overwrite. Results are written under a "
+                               "hidden temporary name and renamed when complete.")
     up.add_argument("inputs", nargs="+", help=f"files, folders or globs ({', '.join(READ_SUFFIXES)})")
     g = up.add_mutually_exclusive_group(required=True)
     g.add_argument("--scale", type=_scale, help="S or SY,SX (any positive number)")
@@ -71,8 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--suffix", default=None, help="output name suffix when writing beside the input "
                                                    "(default: _liif_xS)")
     up.add_argument("--format", dest="fmt", choices=[s[1:] for s in READ_SUFFIXES], help="output file type")
-    up.add_argument("--channel-axis", type=int, default=None, help="axis of independent channels")
-    up.add_argument("--overwrite", action="store_true", help="redo outputs that exist (inputs are never overwritten)")
+    up.add_argument("--channel-axis", type=int, default=None,
+                    help="axis of independent channels (default: a short last axis of 2 to 32, not 3 or 4, "
+                         "is taken as channels)")
+    up.add_argument("--overwrite", action="store_true",
+                    help="replace outputs that exist, even files or zarr stores napari-liif did not write (never "
+                         "an input, nor a folder that is not a zarr store)")
     up.add_argument("--dask", action="store_true", help="chunked, out-of-core upscale to a zarr store")
     up.add_argument("--chunk", type=int, default=512, help="input chunk size (rows and cols) with --dask")
     up.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -271,7 +271,7 @@ def upscale_dask(array, scale=None, *, size=None, model=None, cell: str = "on", 
     import dask
     import dask.array as da
 
-    from .api import _layout, get_model, output_hw
+    from .api import get_model, layout, output_hw
     from .field import CELL_MODES
 
     a = array if isinstance(array, da.Array) else da.from_array(array, chunks="auto")
@@ -281,7 +281,7 @@ def upscale_dask(array, scale=None, *, size=None, model=None, cell: str = "on", 
         raise ValueError(f"cell must be one of {', '.join(CELL_MODES)}, got {cell!r}")
     cr, cc = _parse_chunks(chunks)
     in_shape = a.shape
-    a, kind, ch_axis = _layout(a, rgb, channel_axis)
+    a, kind, ch_axis = layout(a, rgb, channel_axis)
     spatial = tuple(a.shape[-3:-1] if kind != "gray" else a.shape[-2:])
     if len(spatial) < 2 or a.size == 0:
         raise ValueError(f"image must have two spatial axes and at least one pixel, got shape {in_shape}")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .outputs import atomic_file
+
 READ_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy")
 WRITE_SUFFIXES = READ_SUFFIXES
 
@@ -177,8 +179,6 @@ def write_image(path: str | Path, data: np.ndarray, *, overwrite: bool = False, 
     folder's log (:mod:`napari_liif.outputs`), which lets a batch skip it when resumed.
     Every failure is an :class:`ImageIOError` whose message starts with the path.
     """
-    from .outputs import atomic_file
-
     path = Path(path)
     data = np.asarray(data)
     suffix = path.suffix.lower()

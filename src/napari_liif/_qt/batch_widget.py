@@ -11,8 +11,9 @@ Cancelling is all or nothing: a cancelled run adds no layer (the planes done are
 so a layer named ``[LIIF ...]`` is always complete.
 
 Folder mode: a folder or glob in, a folder out, through :mod:`napari_liif.batch`: outputs
-that exist are skipped (resumable), a file that fails is reported with its reason and the
-batch goes on, a summary is shown at the end.
+napari-liif wrote are skipped (resumable), an output folder holding other files of those names
+is refused before anything runs (:mod:`napari_liif.outputs`), a file that fails is reported
+with its reason and the batch goes on, a summary is shown at the end.
 """
 
 from __future__ import annotations
