@@ -13,6 +13,13 @@ average equal the input pixel: ``D = A^T (A A^T)^-1 (input - A output)`` with ``
 operator. ``A`` is separable (one matrix per axis) and ``A A^T`` is tridiagonal per axis (diagonal
 at integer scales, where the correction is the block's residual added uniformly to its block).
 
+Why the smallest correction: where the model has removed noise, the residual ``input - A output``
+is mostly the input's noise, and every exact correction puts it back; the smallest one puts back
+the least. (Measured: a smooth alternative, the bilinear interpolation of a coarse field solved for
+exact flux, cost 0.24 dB more PSNR and added more background noise at x2 on a held-out generated
+scene, and did not clearly win at x2.5.) Close to scale 1 the system is less well conditioned (the
+correction can alternate between neighbours), as any exact correction's must be.
+
 Pure numpy; no torch, no scipy.
 """
 

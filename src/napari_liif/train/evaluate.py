@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ def make_lr(hr: np.ndarray, scale: int) -> np.ndarray:
 
 def _score(acc: dict, pred, base, hr, lr, s: int, with_ssim: bool, norm=(0.0, 1.0)) -> None:
     """Append one image's figures to ``acc``; PSNR/SSIM on ``(x - lo) / span`` with ``norm = (lo, span)``."""
-    sh = s + 6
+    sh = math.ceil(s) + 6
     lo, span = norm
     p, b, t = ((x - lo) / span for x in (pred, base, hr))
     acc["liif_psnr"].append(psnr(p, t, sh))
@@ -118,11 +119,13 @@ def bicubic_gray(lr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def evaluate_scenes(model, scenes: list[dict], with_ssim: bool = True, cell: str = "on",
                     preserve_flux: bool = False) -> list[dict]:
     """As :func:`evaluate`, on generated microscopy scenes (``napari_liif.train.microscopy``): each a
-    dict with ``lr`` (the camera's 16-bit image), ``hr`` (the clean target, same units) and ``scale``.
-    PSNR and SSIM are computed after mapping the target's range to [0, 1]."""
+    dict with ``lr`` (the camera's 16-bit image), ``hr`` (the clean target, same units) and ``scale``
+    (fractional scales too: the border shaved is ceil(scale) + 6). PSNR and SSIM are computed after
+    mapping the target's range to [0, 1]."""
     per_scale: dict[int, dict] = {}
     for sc in sorted(scenes, key=lambda d: d["scale"]):
-        s, hr = int(sc["scale"]), np.asarray(sc["hr"], np.float64)
+        s, hr = float(sc["scale"]), np.asarray(sc["hr"], np.float64)
+        s = int(s) if s.is_integer() else s
         lr = np.asarray(sc["lr"], np.float64)
         pred = upscale_gray(model, lr, hr.shape, cell)
         if preserve_flux:
