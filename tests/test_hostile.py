@@ -338,6 +338,40 @@ def test_a_write_that_fails_halfway_leaves_nothing(tmp_path, user_file, gen, mon
     assert listing(tmp_path / "out") == []
 
 
+def test_devices_and_pipes_are_neither_read_nor_replaced(capsys, tmp_path, ckpt, user_file, gen):
+    src = user_file("a.png", gen.integers(0, 256, (6, 7), dtype=np.uint8))
+    rc, _, err = run(capsys, "upscale", "/dev/zero", "--scale", "2", "-o", tmp_path / "o.npy", "--checkpoint", ckpt)
+    assert rc == 2 and one_line(err) == ("napari-liif: error: /dev/zero: not a regular file (a device, pipe or "
+                                         "socket); give an image file")
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    rc, _, err = run(capsys, "upscale", src, "--scale", "2", "-o", fifo, "--checkpoint", ckpt, "--overwrite")
+    assert rc == 2 and one_line(err).endswith(f"{fifo}: is not a regular file (a device, pipe or socket); "
+                                              "napari-liif never replaces it, even with --overwrite: choose another -o")
+    assert fifo.is_fifo()
+
+
+def test_an_output_format_that_cannot_hold_the_result_fails_before_computing(tmp_path, user_file, gen):
+    user_file("f.npy", gen.random((6, 7)).astype(np.float32))
+    user_file("g.npy", gen.integers(0, 255, (6, 7)).astype(np.uint8))
+    calls = []
+    jobs = plan([str(tmp_path / "user")], str(tmp_path / "out"), scale=2, fmt="png")
+    report = run_batch(jobs, lambda a: calls.append(a.dtype) or np.repeat(np.repeat(a, 2, 0), 2, 1))
+    assert calls == [np.uint8]  # the float file was never read nor upscaled
+    assert [(p.name, why) for p, why in report.failed] == [
+        ("f.npy", "PNG stores bool/uint8/uint16, not float32; write .tif or .npy to keep this dtype")]
+
+
+def test_a_cmyk_jpeg_is_read_as_rgb_not_as_rgba(tmp_path):
+    from PIL import Image
+
+    rgb = np.zeros((8, 10, 3), np.uint8)
+    rgb[..., 0] = 200
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=100)
+    a = read_image(tmp_path / "cmyk.jpg")
+    assert a.shape == (8, 10, 3) and abs(int(a[..., 0].mean()) - 200) <= 3 and a[..., 1:].max() <= 6
+
+
 def test_write_image_never_replaces_without_overwrite(tmp_path, user_file):
     mine = user_file("mine.png", np.full((3, 3), 9, np.uint8))
     with pytest.raises(ImageIOError, match=r"mine\.png: exists; pass overwrite=True to replace it"):

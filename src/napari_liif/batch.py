@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from .io import READ_SUFFIXES, WRITE_SUFFIXES, ImageIOError, image_info, read_image, write_image
+from .io import READ_SUFFIXES, WRITE_SUFFIXES, ImageIOError, check_writable, image_info, read_image, write_image
 from .outputs import Inputs, OutputError, check_file, check_folder_writable, check_store
 from .zarr_io import is_zarr
 
@@ -41,6 +41,7 @@ class Job:
     dst: Path
     action: str = "write"  # or "skip": an output of ours exists (decided when planned)
     channel_axis: int | None = None  # decided from the file's header when planned
+    problem: str | None = None  # why this file will fail, seen from its header (reported, not computed)
 
 
 @dataclass
@@ -72,6 +73,8 @@ def find_inputs(items: list[str], *, stores: bool = False) -> list[Path]:
         elif p.is_dir():
             found += sorted(q for q in p.iterdir() if _listed(q, stores))
         elif p.exists():
+            if not p.is_file():
+                raise BatchError(f"{item}: not a regular file (a device, pipe or socket); give an image file")
             found.append(p)
         elif any(ch in str(item) for ch in "*?["):
             found += sorted(q for q in map(Path, glob.glob(str(item))) if _listed(q, stores))
@@ -204,6 +207,11 @@ def _preflight(job: Job, scale, size, channel_axis, dask: bool, check_memory: bo
             check_allocatable(out_shape, dtype, extra_bytes=need)
     except (ValueError, MemoryError) as exc:
         raise BatchError(f"{job.src}: {exc}") from None
+    if not dask:
+        try:
+            check_writable(job.dst, out_shape, dtype)  # e.g. float data to PNG: that file fails, unread
+        except ImageIOError as exc:
+            job.problem = str(exc)
 
 
 def _header(src: Path, dask: bool):
@@ -245,6 +253,8 @@ def run_batch(jobs: list[Job], upscale_one: Callable, *, overwrite: bool = False
             action = None
         if action == "skip":
             report.skipped.append(job.src)
+        elif action == "write" and job.problem:
+            report.failed.append((job.src, _one_line(ImageIOError(job.problem), job)))
         elif action == "write":
             try:
                 a = read_image(job.src)

@@ -110,9 +110,7 @@ def read_image(path: str | Path) -> np.ndarray:
         elif fmt == "PNG" and _is_png16_colour(path):
             a = _read_png16(path)
         else:
-            import imageio.v3 as iio
-
-            a = iio.imread(path, plugin="pillow")
+            a = _read_pillow(path)
     except (ImageIOError, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 - a reader's failure on a bad file becomes one line of ours
@@ -124,6 +122,29 @@ def read_image(path: str | Path) -> np.ndarray:
     if a.size == 0:
         raise ImageIOError(f"{path}: the image is empty (shape {a.shape})")
     return a
+
+
+_TO_RGB = ("CMYK", "YCbCr", "LAB", "HSV")  # colour models that are not RGB: converted, never taken as RGBA
+
+
+def _read_pillow(path: Path) -> np.ndarray:
+    import imageio.v3 as iio
+    from PIL import Image
+
+    with Image.open(path) as im:
+        mode = im.mode
+    return iio.imread(path, plugin="pillow", mode="RGB" if mode in _TO_RGB else None)
+
+
+def check_writable(path: str | Path, shape, dtype) -> None:
+    """Raise the :class:`ImageIOError` that writing an array of ``shape`` and ``dtype`` to ``path``
+    would raise (format, dtype and layout), without any data."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in WRITE_SUFFIXES:
+        raise ImageIOError(f"{path}: unsupported output type {suffix or '(none)'}; expected one of {', '.join(WRITE_SUFFIXES)}")
+    if suffix in (".png", ".jpg", ".jpeg"):
+        _check_plain_image(path, suffix, np.broadcast_to(np.zeros((), dtype), tuple(shape)))
 
 
 def _read_tiff(path: Path) -> np.ndarray:
@@ -161,7 +182,7 @@ def image_info(path: str | Path) -> tuple[tuple[int, ...], np.dtype] | None:
         return None
     modes = {"1": ((), np.bool_), "L": ((), np.uint8), "LA": ((2,), np.uint8), "P": ((4,), np.uint8),
              "PA": ((4,), np.uint8), "RGB": ((3,), np.uint8), "RGBA": ((4,), np.uint8),
-             "CMYK": ((4,), np.uint8), "YCbCr": ((3,), np.uint8), "I;16": ((), np.uint16),
+             "CMYK": ((3,), np.uint8), "YCbCr": ((3,), np.uint8), "I;16": ((), np.uint16),
              "I;16B": ((), np.uint16), "I;16L": ((), np.uint16), "I": ((), np.int32), "F": ((), np.float32)}
     if mode not in modes:
         return None

@@ -223,6 +223,9 @@ def check_file(dst: str | Path, inputs: Inputs | None = None, *, overwrite: bool
         return "write"
     if dst.is_dir():
         raise OutputError(f"{dst}: is a folder; the output here is a file: choose another -o")
+    if not dst.is_symlink() and not dst.is_file():
+        raise OutputError(f"{dst}: is not a regular file (a device, pipe or socket); napari-liif never replaces "
+                          "it, even with --overwrite: choose another -o")
     if made_by_us(dst):
         return "write" if overwrite else "skip"
     if overwrite:
