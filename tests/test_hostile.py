@@ -808,6 +808,30 @@ def test_a_garbage_zarr_store_is_one_line(capsys, tmp_path, ckpt, user_file):
     assert rc == 1 and one_line(err) == f"napari-liif: error: {meta.parent}: not a readable zarr store (bad or missing metadata)"
 
 
+def test_dask_inputs_that_cannot_be_read_lazily_are_one_line(capsys, tmp_path, ckpt, input_guard, gen):
+    group = zarr.open_group(str(tmp_path / "two.zarr"), mode="w", zarr_format=2)
+    group.create_array("a", shape=(8, 8), dtype="f4")
+    group.create_array("b", shape=(8, 8), dtype="f4")
+    zarr.open_array(str(tmp_path / "empty.zarr"), mode="w", shape=(0, 5), dtype="u2", zarr_format=2)
+    tifffile.imwrite(tmp_path / "ok.tif", u16(gen, (30, 40)))
+    data = (tmp_path / "ok.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])  # the header is whole, the strips are not
+    input_guard.protect(tmp_path / "two.zarr", tmp_path / "empty.zarr", tmp_path / "cut.tif")
+    expected = {
+        "two.zarr": f"a zarr group with arrays ['a', 'b']; give one of them as the input (e.g. "
+                    f"{tmp_path / 'two.zarr' / 'a'}), or pass component=",
+        "empty.zarr": "the image is empty (shape (0, 5))",
+        "cut.tif": "corrupt or truncated TIFF file",
+    }
+    for name, why in expected.items():
+        rc, _, err = run(capsys, "upscale", tmp_path / name, "--scale", "2", "--dask", "-o", tmp_path / "out",
+                         "--checkpoint", ckpt, "--quiet")
+        assert rc == 1 and one_line(err) == f"napari-liif: error: {tmp_path / name}: {why}"
+    rc, out, _ = run(capsys, "upscale", tmp_path / "two.zarr" / "a", "--scale", "2", "--dask", "-o",
+                     tmp_path / "out", "--checkpoint", ckpt, "--quiet")
+    assert (rc, out) == (0, f"wrote {tmp_path / 'out' / 'a.zarr'}\n")
+
+
 def test_a_bug_of_ours_is_still_one_line(capsys, monkeypatch, tmp_path):
     from napari_liif import cli
 

@@ -114,6 +114,10 @@ def _dask_one(job: Job, args, model, client, guard) -> None:
     from .zarr_io import guess_axes, open_lazy, write_zarr
 
     a = open_lazy(job.src, args.chunk)
+    if a.size == 0:
+        from .io import ImageIOError
+
+        raise ImageIOError(f"{job.src}: the image is empty (shape {tuple(a.shape)})")
     ax = job.channel_axis
     rgb = ax is None and a.ndim >= 3 and a.shape[-1] in (3, 4)
     hw = _spatial_hw(a.shape, ax, rgb)

@@ -62,7 +62,8 @@ def read_zarr(path, component: str | None = None):
         return da.from_zarr(node[ms[0]["datasets"][0]["path"]])
     keys = sorted(node.array_keys())
     if len(keys) != 1:
-        raise ValueError(f"{path}: a zarr group with arrays {keys or 'none'}; name one with component=")
+        hint = f"give one of them as the input (e.g. {Path(path) / keys[0]})" if keys else "it holds no array"
+        raise ValueError(f"{path}: a zarr group with arrays {keys or 'none'}; {hint}, or pass component=")
     return da.from_zarr(node[keys[0]])
 
 
@@ -222,10 +223,28 @@ def open_lazy(path, chunk: int = DEFAULT_CHUNK):
             import tifffile
             import zarr
 
+            _check_tiff_extent(path)
             z = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
             z = z if isinstance(z, zarr.Array) else z[sorted(z.array_keys())[0]]
             return da.from_zarr(z)
+    except ImageIOError:
+        raise
     except Exception:  # noqa: BLE001 - a reader's failure on a bad file becomes one line of ours
         raise ImageIOError(f"{path}: corrupt or truncated {suffix[1:].upper()} file") from None
     a = read_image(path)
     return da.from_array(a, chunks=_lazy_chunks(a.shape, chunk))
+
+
+def _check_tiff_extent(path: Path) -> None:
+    """Refuse a TIFF whose strips or tiles reach past the end of the file: read lazily, chunk by
+    chunk, it would otherwise fail (or be zero-filled) deep inside the work."""
+    import tifffile
+
+    from .io import ImageIOError
+
+    size = path.stat().st_size
+    with tifffile.TiffFile(path) as tif:
+        for page in tif.pages:
+            for off, n in zip(page.dataoffsets, page.databytecounts):
+                if off + n > size:
+                    raise ImageIOError(f"{path}: corrupt or truncated TIFF file")
