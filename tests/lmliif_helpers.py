@@ -29,13 +29,13 @@ def lmliif_spec(encoder: str = "edsr-baseline", *, hidden_dim: int = 8, hidden_d
     return {"name": "lmliif", "args": args}
 
 
-def build_lmliif(spec: dict, seed: int = 0) -> torch.nn.Module:
+def build_lmliif(spec: dict, seed: int = 0, out_gain: float = 0.6) -> torch.nn.Module:
     """Random network of ``spec`` with both MLPs re-initialised so that outputs spread over
     about [-1, 1] and modulations are O(0.3): a 1e-5 comparison is then a sharp one."""
     torch.manual_seed(seed)
     net = models.make(spec).eval()
     with torch.no_grad():
-        for mlp, last_gain in ((net.hypernet, 0.3), (net.imnet, 0.6)):
+        for mlp, last_gain in ((net.hypernet, 0.3), (net.imnet, out_gain)):
             lins = mlp.linears
             for i, lin in enumerate(lins):
                 gain = 2 ** 0.5 if i < len(lins) - 1 else last_gain

@@ -220,3 +220,63 @@ def test_folded_products_equal_the_reference(image, kw):
     ref = reference(net, spec, image, coord, cell)
     assert np.abs(ref).max() > 0.2 and ref.std() > 0.03  # not trivially small
     assert np.abs(got - ref).max() < TOL
+
+
+# -- through the engine: EncodedField.render (tiled encoder, cached products, regular grids) --
+
+def as_lm_model(net, spec, precision="fp32"):
+    from napari_liif.engine import LiifModel
+
+    return LiifModel(copy.deepcopy(net), spec, device="cpu", precision=precision)
+
+
+def render_reference(net, spec, image, region, shape, cell, bilinear=False):
+    coord = R.grid_coords(region, shape, image.shape[:2])
+    return reference(net, spec, image, coord, cell, bilinear).reshape(shape + (-1,))
+
+
+def render_diff(got01, ref) -> float:
+    assert np.mean(np.abs(ref) > 1) < 0.1, "outputs mostly clamped: the comparison would be weak"
+    return float(2 * np.abs(got01 - np.clip(ref * 0.5 + 0.5, 0, 1)).max())
+
+
+@pytest.mark.parametrize("le,fu,cd,mi", SWITCHES, ids=["".join(n if on else "-" for n, on in zip("EUCM", s))
+                                                        for s in SWITCHES])
+def test_render_matches_reference_for_every_switch(image, le, fu, cd, mi):
+    """The whole image on a 30 x 70 grid (scales 2.7 x 4.1, anisotropic) with the official
+    cell 2 / output size, through tiled encoding (tiles of 5 latents) and small blocks."""
+    spec = lmliif_spec(local_ensemble=le, feat_unfold=fu, cell_decode=cd, mod_input=mi, bilinear_residual=True)
+    net = build_lmliif(spec, seed=11, out_gain=0.3)
+    shape = (30, 70)
+    field = as_lm_model(net, spec).encode(image, tile=5)
+    field.block = 16
+    got = field.render(None, shape)
+    ref = render_reference(net, spec, image, (0, 0) + IMAGE_SHAPE, shape, (2 / 30, 2 / 70), bilinear=True)
+    assert render_diff(got, ref) < TOL
+
+
+@pytest.mark.parametrize("encoder", ["edsr-baseline", "edsr", "rdn"])
+@pytest.mark.parametrize("region,shape,gain", [((1.5, 2.25, 9.0, 15.5), (23, 41), 0.35), ((0, 0, 11, 17), (5, 7), 0.15),
+                                               ((3.3, 0.0, 4.1, 17.0), (9, 100), 0.35)],
+                         ids=["subregion", "downscale", "thin-strip"])
+def test_render_of_regions_matches_reference(image, encoder, region, shape, gain):
+    spec = lmliif_spec(encoder)
+    net = build_lmliif(spec, seed=12, out_gain=gain)  # large cells (downscaling) give large outputs
+    got = as_lm_model(net, spec).encode(image, tile=6).render(region, shape)
+    h, w = IMAGE_SHAPE
+    cell = (2 * (region[2] - region[0]) / shape[0] / h, 2 * (region[3] - region[1]) / shape[1] / w)
+    assert render_diff(got, render_reference(net, spec, image, region, shape, cell)) < TOL
+
+
+@pytest.mark.parametrize("mode", ["on", "off", "clamp"])
+def test_cell_modes_match_reference(image, mode):
+    spec = lmliif_spec()
+    net = build_lmliif(spec, seed=13)
+    h, w = IMAGE_SHAPE
+    # x6 x8: clamp changes the cell; even scales keep samples off the last latents' centres,
+    # where the official weights are ratios of rounding noise (see test_reference.query_points)
+    region, shape = (0, 0, h, w), (h * 6, w * 8)
+    cell = {"on": (2 / shape[0], 2 / shape[1]), "off": (2 / h, 2 / w),
+            "clamp": (2 / shape[0] * 6 / 4, 2 / shape[1] * 8 / 4)}[mode]
+    got = as_lm_model(net, spec).encode(image).render(region, shape, cell=mode)
+    assert render_diff(got, render_reference(net, spec, image, region, shape, cell)) < TOL
