@@ -114,14 +114,34 @@ def _log_path(folder: Path) -> Path:
     return folder / LOG_NAME
 
 
+_LOGS: dict[Path, tuple[tuple, dict | None]] = {}  # parsed logs by folder, with the stat they were read at
+
+
 def _read_log(folder: Path) -> dict[str, dict] | None:
     """{name: record} from the folder's log; {} when there is none; None when a file of that name
-    exists that is not ours (it is then never written)."""
+    exists that is not ours (it is then never written). Parsed once per version of the log, so
+    planning a folder of many files reads it once."""
     path = _log_path(folder)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        st = os.stat(path)
     except FileNotFoundError:
         return {}
+    except OSError:
+        return None
+    key = (st.st_size, st.st_mtime_ns, st.st_ino)
+    cached = _LOGS.get(path)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    records = _parse_log(path)
+    if len(_LOGS) > 64:
+        _LOGS.clear()
+    _LOGS[path] = (key, records)
+    return records
+
+
+def _parse_log(path: Path) -> dict[str, dict] | None:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError):
         return None
     try:
@@ -142,16 +162,23 @@ def _read_log(folder: Path) -> dict[str, dict] | None:
 def record_file(path: str | Path) -> None:
     """Note in the folder's log that napari-liif wrote ``path`` (its size and modification time)."""
     path = Path(path)
-    folder = path.parent
-    if _read_log(folder) is None:
+    log = _log_path(path.parent)
+    new = not os.path.lexists(log)
+    if not new and not _log_is_ours(log):
         return  # someone else's file under our log's name: left alone (the output counts as theirs)
     st = os.lstat(path)
-    log = _log_path(folder)
-    new = not log.exists()
     with open(log, "a", encoding="utf-8") as f:
         if new:
             f.write(json.dumps(_LOG_HEADER) + "\n")
         f.write(json.dumps({"name": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}) + "\n")
+
+
+def _log_is_ours(log: Path) -> bool:
+    try:
+        with open(log, encoding="utf-8") as f:
+            return json.loads(f.readline()) == _LOG_HEADER
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
 
 
 def made_by_us(path: str | Path) -> bool:
