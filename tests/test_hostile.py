@@ -476,6 +476,32 @@ def test_an_absurd_checkpoint_spec_is_refused_before_allocating(capsys, tmp_path
                              "at most 296); refused before allocating anything")
 
 
+def test_refusals_before_the_work_do_not_even_import_torch(tmp_path, user_file, gen):
+    """Unsafe outputs, outputs too large for memory and absurd safetensors specs are refused from
+    names and headers alone: a fresh process refuses all three without importing torch."""
+    import subprocess
+    import sys
+
+    m = tiny_model(seed=3)
+    spec = copy.deepcopy(m.spec)
+    spec["args"]["imnet_spec"]["args"]["hidden_list"] = [10**8, 32]
+    absurd = save_safetensors(tmp_path / "absurd.safetensors", m.net, spec)
+    src = user_file("a.tif", u16(gen))
+    calls = [["upscale", src, "--scale", "2", "-o", src],
+             ["upscale", src, "--size", "3000000,3000000", "-o", tmp_path / "big.tif"],
+             ["upscale", src, "--scale", "2", "-o", tmp_path / "o.tif", "--checkpoint", absurd]]
+    code = ("import sys; from napari_liif.cli import main\n"
+            f"codes = [main([str(a) for a in c]) for c in {[[str(a) for a in c] for c in calls]!r}]\n"
+            "print(codes, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout == "[2, 2, 2] False\n"
+    lines = done.stderr.splitlines()
+    assert len(lines) == 3 and "output would overwrite an input" in lines[0] and "of memory is available" in lines[1]
+    assert lines[2] == (f"napari-liif: error: {absurd}: the spec asks for args.imnet_spec.args.hidden_list[0]="
+                        "100000000, an absurd layer size for these weights (largest tensor dimension 148, 22 "
+                        "tensors; at most 296); refused before allocating anything")
+
+
 def _mutations(spec: dict, rng: random.Random, n: int):
     pool = [-1, 0, 1, 10**9, 2**70, 1.5, float("nan"), "x", None, [], {}, True, [10**6] * 3,
             {"name": "edsr"}, [[[[[1]]]]], "edsr-baseline"]

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from . import models
+from . import models, validate
 from .outputs import atomic_file
 
 
@@ -132,45 +132,13 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:200]
 
 
-def _walk(value, key: str, depth: int = 0):
-    """(dotted key, value) of every leaf of a spec's args."""
-    if depth > 12:
-        raise ValueError(f"{key}: nested more than 12 levels deep")
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield from _walk(v, f"{key}.{k}", depth + 1)
-    elif isinstance(value, (list, tuple)):
-        yield key, value
-        for i, v in enumerate(value[:256]):
-            yield from _walk(v, f"{key}[{i}]", depth + 1)
-    else:
-        yield key, value
-
-
 def check_spec_sizes(spec: dict, state_dict: dict, path: Any = "<memory>") -> None:
-    """Refuse, before anything is allocated, a spec whose numbers cannot be layer sizes or counts
-    for these weights: every layer width of a model is some tensor's dimension and every layer
-    count at most its number of tensors, so any integer above ``max(256, 2 x the largest tensor
-    dimension, 2 x the number of tensors)`` is absurd, and so are negative integers and lists
-    (of layers) longer than ``max(16, the number of tensors)``. The message names the file, the
-    key and the size."""
-    dims = [int(d) for t in state_dict.values() if isinstance(t, torch.Tensor) for d in t.shape]
-    cap = max(256, 2 * max(dims, default=0), 2 * len(state_dict))
-    list_cap = max(16, len(state_dict))
+    """:func:`napari_liif.validate.check_spec_sizes` on a loaded state dict, as a CheckpointError."""
+    shapes = {k: tuple(t.shape) for k, t in state_dict.items() if isinstance(t, torch.Tensor)}
     try:
-        leaves = list(_walk(spec.get("args"), "args"))
+        validate.check_spec_sizes(spec, shapes, len(state_dict))
     except ValueError as exc:
-        raise _fail(path, f"the spec is not a model spec ({exc})") from None
-    for key, v in leaves:
-        if isinstance(v, (list, tuple)) and len(v) > list_cap:
-            raise _fail(path, f"the spec asks for {len(v)} entries in {key}, an absurd size for these weights "
-                              f"({len(state_dict)} tensors); refused before allocating anything")
-        if isinstance(v, bool) or not isinstance(v, int):
-            continue
-        if v < 0 or v > cap:
-            raise _fail(path, f"the spec asks for {key}={v}, an absurd layer size for these weights "
-                              f"(largest tensor dimension {max(dims, default=0)}, {len(state_dict)} tensors; "
-                              f"at most {cap}); refused before allocating anything")
+        raise _fail(path, str(exc)) from None
 
 
 def _check_weights(shell: torch.nn.Module, state_dict: dict, path: Any) -> None:

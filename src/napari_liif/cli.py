@@ -186,10 +186,8 @@ def _quiet_libraries():
 
 
 def _run(handler, args) -> int:
-    from .batch import BatchError
-    from .checkpoint import CheckpointError
-    from .io import ImageIOError
-
+    # CheckpointError, ImageIOError, BatchError and OutputError are ValueErrors; nothing here
+    # imports torch, so a refusal found before the work takes well under a second
     try:
         if isinstance(handler, str):
             import importlib
@@ -197,7 +195,7 @@ def _run(handler, args) -> int:
             mod, fn = handler.split(":")
             handler = getattr(importlib.import_module(mod), fn)
         return int(handler(args) or 0)
-    except (CheckpointError, ImageIOError, BatchError, ValueError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:
         _error(exc)
         return 2
     except BrokenPipeError:  # the reader of our output went away (e.g. | head): nothing to say

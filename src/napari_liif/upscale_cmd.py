@@ -23,11 +23,11 @@ def cmd_upscale(args) -> int:
         return cmd_upscale_dask(args)
     from tqdm import tqdm
 
-    from .api import get_model, upscale
+    from .api import upscale
 
     jobs = plan(args.inputs, args.output, scale=args.scale, size=args.size, fmt=args.fmt, suffix=args.suffix,
                 overwrite=args.overwrite, channel_axis=args.channel_axis)
-    model = get_model(args.checkpoint, args.device, args.precision)
+    model = _model(args)
     quiet = True if args.quiet else None  # None: a bar only on a terminal
     files = tqdm(total=len(jobs), unit="file", disable=True if len(jobs) < 2 else quiet)
 
@@ -47,6 +47,18 @@ def cmd_upscale(args) -> int:
     report = run_batch(jobs, one, overwrite=args.overwrite, on_file=lambda k, n, p: files.update(1))
     files.close()
     return _report(jobs, report, "exists (use --overwrite)")
+
+
+def _model(args):
+    """The model of ``--checkpoint``; an absurd safetensors spec is refused from its header first,
+    before torch is even imported."""
+    from .validate import precheck_checkpoint
+
+    if args.checkpoint:
+        precheck_checkpoint(args.checkpoint)
+    from .api import get_model
+
+    return get_model(args.checkpoint, args.device, args.precision)
 
 
 def _report(jobs: list[Job], report: BatchReport, skipped: str) -> int:
@@ -142,7 +154,6 @@ def cmd_upscale_dask(args) -> int:
     plain zarr arrays otherwise (RGB). Each store is written under a hidden temporary name and
     swapped in when complete; complete stores of ours are skipped unless --overwrite.
     """
-    from .api import get_model
     from .io import ImageIOError
     from .outputs import Inputs, check_store, remove_stale_partials
 
@@ -152,7 +163,7 @@ def cmd_upscale_dask(args) -> int:
         raise BatchError(f"--chunk must be a positive number of pixels, got {args.chunk}")
     jobs = plan(args.inputs, args.output, scale=args.scale, size=args.size, suffix=args.suffix,
                 overwrite=args.overwrite, dask=True, channel_axis=args.channel_axis)
-    model = get_model(args.checkpoint, args.device, args.precision)
+    model = _model(args)
     client = _client_from_config()
     report, t0 = BatchReport(), time.perf_counter()
     guard = Inputs(j.src for j in jobs)

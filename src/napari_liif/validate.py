@@ -1,14 +1,20 @@
 """Checks of what callers hand the engine, each a ``ValueError``/``TypeError`` naming the value.
 
 Kept apart from the engine so that the rules are in one place and tested on their own:
-:func:`check_render_args` for ``EncodedField.render(region, shape)`` and
-:func:`check_unit_image` for ``LiifModel.encode(image)``.
+:func:`check_region` and :func:`check_shape` for ``EncodedField.render(region, shape)``,
+:func:`check_unit_image` for ``LiifModel.encode(image)``, and :func:`check_spec_sizes` for a
+checkpoint's spec against its tensors (:func:`precheck_checkpoint` reads a ``.safetensors``
+header for it without importing torch, so the command line refuses an absurd file at once).
+Nothing here imports torch.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
+import struct
+from pathlib import Path
 
 import numpy as np
 
@@ -84,3 +90,72 @@ def check_unit_image(a) -> np.ndarray:
         raise ValueError(f"encode expects intensities in [0, 1], got values from {lo} to {hi} ({a.dtype}){hint}; "
                          "napari_liif.upscale maps any range")
     return a
+
+
+# -- checkpoint specs ------------------------------------------------------------------------------
+def _walk(value, key: str, depth: int = 0):
+    """(dotted key, value) of every leaf of a spec's args."""
+    if depth > 12:
+        raise ValueError(f"{key}: nested more than 12 levels deep")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _walk(v, f"{key}.{k}", depth + 1)
+    elif isinstance(value, (list, tuple)):
+        yield key, value
+        for i, v in enumerate(value[:256]):
+            yield from _walk(v, f"{key}[{i}]", depth + 1)
+    else:
+        yield key, value
+
+
+def check_spec_sizes(spec: dict, shapes: dict[str, tuple], n_tensors: int | None = None) -> None:
+    """Refuse a spec whose numbers cannot be layer sizes or counts for tensors of these ``shapes``
+    (name -> shape), before anything is allocated: every layer width of a model is some tensor's
+    dimension and every layer count at most its number of tensors, so any integer above
+    ``max(256, 2 x the largest tensor dimension, 2 x the number of tensors)`` is absurd, and so are
+    negative integers and lists (of layers) longer than ``max(16, the number of tensors)``.
+    A ValueError names the key and the size."""
+    n = len(shapes) if n_tensors is None else n_tensors
+    biggest = max((int(d) for shape in shapes.values() for d in shape), default=0)
+    cap, list_cap = max(256, 2 * biggest, 2 * n), max(16, n)
+    if not isinstance(spec, dict):
+        raise ValueError(f"the spec is not a model spec (a {type(spec).__name__})")
+    try:
+        leaves = list(_walk(spec.get("args"), "args"))
+    except ValueError as exc:
+        raise ValueError(f"the spec is not a model spec ({exc})") from None
+    for key, v in leaves:
+        if isinstance(v, (list, tuple)) and len(v) > list_cap:
+            raise ValueError(f"the spec asks for {len(v)} entries in {key}, an absurd size for these weights "
+                             f"({n} tensors); refused before allocating anything")
+        if isinstance(v, bool) or not isinstance(v, int):
+            continue
+        if v < 0 or v > cap:
+            raise ValueError(f"the spec asks for {key}={v}, an absurd layer size for these weights (largest "
+                             f"tensor dimension {biggest}, {n} tensors; at most {cap}); refused before "
+                             "allocating anything")
+
+
+def precheck_checkpoint(path) -> None:
+    """For a ``.safetensors`` file, :func:`check_spec_sizes` from its header alone (no torch, no
+    tensor read): a ValueError naming the file. Files that cannot be pre-checked (other formats,
+    unreadable headers) pass: loading them says what is wrong."""
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return
+    try:
+        with open(path, "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            if n > 100 * 2**20:
+                return
+            header = json.loads(f.read(n))
+        spec = json.loads(header["__metadata__"]["spec"])
+        shapes = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    except (OSError, struct.error, ValueError, KeyError, TypeError, AttributeError):
+        return
+    if isinstance(spec, dict) and isinstance(spec.get("args"), dict):
+        try:
+            check_spec_sizes(spec, shapes)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
