@@ -189,14 +189,37 @@ def save_official(path: str | Path, net: torch.nn.Module, spec: dict, optimizer=
     return path
 
 
+def decoder_macs(net: torch.nn.Module) -> dict[str, int]:
+    """Multiply-adds of the decoder as our engine runs it: ``per_pixel`` (every ensemble member
+    of one output sample) and ``per_latent`` (work done once per latent and cell, shared by
+    the samples around it: LIIF's first-layer projection, LM-LIIF's latent MLP)."""
+    if hasattr(net, "macs"):
+        return net.macs()
+    lins = [m for m in net.imnet.modules() if isinstance(m, torch.nn.Linear)]
+    members = len(net.shifts()[0])
+    total = sum(m.in_features * m.out_features for m in lins)
+    per_latent = net.feat_dim * lins[0].out_features
+    return {"per_latent": per_latent, "per_pixel": members * (total - per_latent)}
+
+
 def describe(spec: dict, net: torch.nn.Module) -> dict[str, Any]:
     """Architecture summary for ``napari-liif info``."""
     args = spec.get("args", {})
     enc = args.get("encoder_spec", {})
+    imnet = args.get("imnet_spec", {}).get("args", {})
+    hidden = imnet.get("hidden_list")
+    if spec.get("name") == "lmliif":  # render MLP width x depth, and the latent MLP's widths
+        hidden = {"render": [imnet.get("hidden_dim", 16)] * imnet.get("hidden_depth", 6),
+                  "latent_mlp": args.get("hypernet_spec", {}).get("args", {}).get("hidden_list"),
+                  "mod_input": net.mod_input}
+    macs = decoder_macs(net)
     return {
+        "family": spec.get("name"),
         "encoder": enc.get("name"),
         "encoder_args": enc.get("args", {}),
-        "decoder_hidden": args.get("imnet_spec", {}).get("args", {}).get("hidden_list"),
+        "decoder_hidden": hidden,
+        "macs_per_pixel": macs["per_pixel"],
+        "macs_per_latent": macs["per_latent"],
         "local_ensemble": net.local_ensemble,
         "feat_unfold": net.feat_unfold,
         "cell_decode": net.cell_decode,

@@ -47,7 +47,8 @@ def _size(text: str):
 
 
 def _model_args(p: argparse.ArgumentParser, precision: str = "fp32") -> None:
-    p.add_argument("--checkpoint", help="official LIIF .pth or napari-liif .safetensors (default: bundled)")
+    p.add_argument("--checkpoint", help="a bundled model (default, fast, ...: napari-liif models), an official "
+                                        "LIIF/LMF .pth or a napari-liif .safetensors (default: default)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--precision", default=precision, choices=["auto", "fp32", "bf16", "fp16"],
                    help=f"numeric precision (default {precision}); auto: bf16 on CPUs with fast bf16, else fp32")
@@ -86,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(up)
 
     info = sub.add_parser("info", help="describe a checkpoint")
-    info.add_argument("checkpoint", nargs="?", help="model file (default: the bundled model)")
+    info.add_argument("checkpoint", nargs="?", help="bundled model name or model file (default: default)")
+
+    sub.add_parser("models", help="list the bundled models: name, family, quality, speed")
 
     sample = sub.add_parser("sample", help="write a bundled sample image to a file")
     sample.add_argument("name", choices=["photo", "cells"], help="photo: RGB photograph; cells: 16-bit microscopy-like")
@@ -111,6 +114,25 @@ def cmd_info(args) -> int:
     for k in ("steps", "trained_on", "hardware"):
         if k in m.metadata:
             print(f"{k:18s} {m.metadata[k]}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    """One line per bundled model: name, family, decoder multiply-adds, measured quality."""
+    from .bundled import BUNDLED, names
+    from .engine import load_model
+
+    present = names()
+    print(f"{'name':12s} {'family':8s} {'MAC/pixel':>10s} {'MAC/latent':>11s}  quality (gain over bicubic)")
+    for name, b in BUNDLED.items():
+        if name not in present:
+            print(f"{name:12s} {b.family:8s} {'-':>10s} {'-':>11s}  (not installed: {b.filename})")
+            continue
+        info = load_model(name, device="cpu").info()
+        print(f"{name:12s} {info['family']:8s} {info['macs_per_pixel']:>10,d} {info['macs_per_latent']:>11,d}  "
+              f"{b.quality}")
+    print("MAC/pixel: per output sample (all ensemble members); MAC/latent: once per latent and cell, "
+          "shared by the samples around it")
     return 0
 
 
@@ -162,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
-    handlers = {"upscale": "napari_liif.upscale_cmd:cmd_upscale", "info": cmd_info, "view": cmd_view,
+    handlers = {"upscale": "napari_liif.upscale_cmd:cmd_upscale", "info": cmd_info, "models": cmd_models, "view": cmd_view,
                 "sample": cmd_sample, "train": "napari_liif.train.cli:cmd_train", "data": "napari_liif.train.cli:cmd_data",
                 "evaluate": "napari_liif.train.cli:cmd_evaluate"}
     with _quiet_libraries():

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .bundled import BUNDLED
+from .bundled import resolve as resolve_bundled
 from .checkpoint import CheckpointError, build, describe, read_checkpoint
 from .device import resolve_device, resolve_precision
 from .field import EncodedField
@@ -15,7 +17,7 @@ from .models.family import family_for
 from .validate import check_unit_image
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "liif-edsr-baseline-default.safetensors"
+DEFAULT_WEIGHTS = BUNDLED["default"].path
 
 
 def default_checkpoint() -> Path:
@@ -94,12 +96,14 @@ class LiifModel:
 
 
 def load_model(checkpoint: str | Path | None = None, device: str = "auto", precision: str = "fp32") -> LiifModel:
-    """Load a LIIF model.
+    """Load a LIIF or LM-LIIF model.
 
     Parameters
     ----------
-    checkpoint : path or None
-        An official LIIF ``.pth`` or a napari-liif ``.safetensors``; None loads the bundled default.
+    checkpoint : str, path or None
+        A bundled model by name (``"default"``, ``"fast"``, ...: :mod:`napari_liif.bundled`,
+        ``napari-liif models``), an official LIIF or LMF ``.pth`` (read with
+        ``torch.load(weights_only=True)``) or a napari-liif ``.safetensors``; None is ``"default"``.
     device : {"auto", "cpu", "cuda", "mps"}
         ``auto`` picks CUDA, then MPS, then CPU.
     precision : {"fp32", "bf16", "fp16", "auto"}
@@ -107,7 +111,10 @@ def load_model(checkpoint: str | Path | None = None, device: str = "auto", preci
         products, fp32 elsewhere (:func:`napari_liif.device.auto_precision`). fp32 is exact
         (TF32 off on CUDA).
     """
-    path = default_checkpoint() if checkpoint is None else Path(checkpoint)
+    if checkpoint is None or checkpoint == "default":
+        path = default_checkpoint()
+    else:
+        path = resolve_bundled(checkpoint)  # another bundled name, or a path as given
     spec, sd, meta = read_checkpoint(path)
     net = build(spec, sd, path)
     return LiifModel(net, spec, device=device, precision=precision, name=path.name, metadata=meta)
