@@ -214,7 +214,9 @@ class EncodedField(LatentTiles):
         """Decoded values (r, c, 3) on the [-1, 1] scale of one output block ``box``."""
         fam = self.family
         (r0, r1, c0, c1), (ly0, ly1), (lx0, lx1) = box, lat_rows, lat_cols
-        prods = self.products(ly0, ly1, lx0, lx1, grid.rel_cell if fam.cell_dependent else None)
+        # normally cached by the plan; after an eviction (a cache under a block's latents),
+        # only the part this block reads is encoded again
+        prods = self.products(ly0, ly1, lx0, lx1, grid.rel_cell if fam.cell_dependent else None, whole=False)
         block = Block(grid.members, dy.block(r0, r1, ly0), dx.block(c0, c1, lx0), grid.rel_cell)
         if fam.needs_bilinear:
             block.bilinear = self._bilinear(grid, dy, dx, box)

@@ -10,7 +10,7 @@ cell, also its *cell products*, keyed by (tile, cell). All of it in one LRU of a
 ``cache_bytes``.
 
 Whole-image renders are planned (:meth:`LatentTiles.plan`): the blocks of the grid are walked
-cell by cell, a cell being a tile-aligned rectangle of tiles that fits half the cache; a cell's
+cell by cell, a cell being a tile-aligned rectangle of tiles that fits the cache; a cell's
 latents are encoded once, in windows, then all its blocks are decoded. A block reads up to a
 few latents past its cell (the ensemble's reach, or more at fractional scales): those are
 encoded with the cell's last window as a *partial* tile (the rows or columns it needs) and
@@ -208,8 +208,8 @@ class LatentTiles:
     def encode_rect(self, y0: int, y1: int, x0: int, x1: int, *, whole: bool = True, should_stop=None) -> int:
         """Encode what the cache lacks of latent rows [y0, y1) x columns [x0, x1), in as few
         windows as ``window_px`` allows. ``whole``: each missing tile is encoded whole; else
-        tiles at the rectangle's edge only as far as it reaches (partial tiles; a reach of
-        less than a tile joins the window before it rather than paying a halo of its own).
+        tiles at the rectangle's edges only as far as it reaches (partial tiles; a reach of
+        less than a tile joins the window next to it rather than paying a halo of its own).
         Entries already there are kept. ``should_stop()`` is asked before each window.
         Returns the number of tile entries added."""
         t = self.tile
@@ -217,8 +217,10 @@ class LatentTiles:
         per_y, per_x = self._window_shape(ty1 - ty0, tx1 - tx0)
         done = 0
         with self._lock:
-            for a, b in self._spans(ty0, ty1, per_y, None if whole else y1 - (ty1 - 1) * t):
-                for c, d in self._spans(tx0, tx1, per_x, None if whole else x1 - (tx1 - 1) * t):
+            ends = (None, None, None, None) if whole else (
+                (ty0 + 1) * t - y0, y1 - (ty1 - 1) * t, (tx0 + 1) * t - x0, x1 - (tx1 - 1) * t)
+            for a, b in self._spans(ty0, ty1, per_y, ends[0], ends[1]):
+                for c, d in self._spans(tx0, tx1, per_x, ends[2], ends[3]):
                     if should_stop is not None and should_stop():
                         return done
                     part = (max(y0, a * t), min(y1, b * t), max(x0, c * t), min(x1, d * t))
@@ -238,12 +240,14 @@ class LatentTiles:
         self.tiles_encoded += done
         return done
 
-    def _spans(self, a: int, b: int, per: int, reach: int | None) -> list[tuple[int, int]]:
-        """Tiles [a, b) in runs of ``per``; with ``reach`` (latents used of the last tile) under
-        a tile, a last run of that one tile joins the run before."""
+    def _spans(self, a: int, b: int, per: int, head: int | None, tail: int | None) -> list[tuple[int, int]]:
+        """Tiles [a, b) in runs of ``per``; where ``head`` (``tail``), the latents used of the
+        first (last) tile, is under a tile, a run of that one tile joins its neighbour."""
         spans = [(p, min(b, p + per)) for p in range(a, b, per)]
-        if reach is not None and reach < self.tile and len(spans) > 1 and spans[-1][1] - spans[-1][0] == 1:
+        if tail is not None and tail < self.tile and len(spans) > 1 and spans[-1][1] - spans[-1][0] == 1:
             spans[-2:] = [(spans[-2][0], b)]
+        if head is not None and head < self.tile and len(spans) > 1 and spans[0][1] - spans[0][0] == 1:
+            spans[:2] = [(a, spans[1][1])]
         return spans
 
     def prefetch(self, region=None, *, should_stop=None) -> int:
@@ -295,12 +299,12 @@ class LatentTiles:
         rows.append(torch.cat(row, 1) if len(row) > 1 else row[0])
         return torch.cat(rows, 0) if len(rows) > 1 else rows[0]
 
-    def products(self, y0: int, y1: int, x0: int, x1: int, rel_cell=None) -> torch.Tensor:
+    def products(self, y0: int, y1: int, x0: int, x1: int, rel_cell=None, *, whole: bool = True) -> torch.Tensor:
         """Products of latent rows [y0, y1) x columns [x0, x1), channels last: (rows, cols, D).
-        With ``rel_cell`` and a cell-dependent family, its cell products (rows, cols, D2);
-        missing tiles are encoded first."""
+        With ``rel_cell`` and a cell-dependent family, its cell products (rows, cols, D2).
+        What the cache lacks is encoded first (whole tiles, or only the part asked for)."""
         with self._lock:
-            self.encode_rect(y0, y1, x0, x1)
+            self.encode_rect(y0, y1, x0, x1, whole=whole)
             if rel_cell is not None and self.family.cell_dependent:
                 def pick(key, rect):
                     e = self._cell_entry(key, rect, tuple(float(v) for v in rel_cell))
@@ -333,49 +337,68 @@ class LatentTiles:
             return self._assemble(y0, y1, x0, x1, pick)
 
     # -- planning -------------------------------------------------------------------------
-    def _cell_shape(self, ny: int, nx: int, cap: int, reach: int) -> tuple[int, int]:
-        """Tiles (rows, cols) per cell, at most ``cap`` of them: the shape whose windows pay the
-        least halo and reach (a cell spanning an axis pays neither along it)."""
+    def _cell_shape(self, ny: int, nx: int, cap: int, reach: int, around: bool) -> tuple[int, int]:
+        """Tiles (rows, cols) per cell for a grid over ``ny`` x ``nx`` tiles and a cache of
+        ``cap`` tiles: the shape whose windows pay the least halo and reach (a cell spanning an
+        axis pays neither along it) among those that fit the cache: with the neighbours' tiles
+        its blocks reach into (``around``: one more row and column of tiles), else with room for
+        a quarter of the cache of partial tiles."""
         t, halo = self.tile, self.halo
 
         def over(m: int, n: int) -> float:
             return 1.0 if m >= n else 1 + (2 * halo + reach) / (m * t)
 
-        shapes = [(m, min(nx, cap // m)) for m in range(1, min(ny, cap) + 1)]
+        def fits(m: int, k: int) -> bool:
+            return (m + (m < ny)) * (k + (k < nx)) <= cap if around else m * k <= cap * 3 // 4
+
+        shapes = [(1, 1)]
+        for m in range(1, ny + 1):
+            k = max((k for k in range(1, nx + 1) if fits(m, k)), default=0)
+            if k:
+                shapes.append((m, k))
         return min(shapes, key=lambda s: (over(s[0], ny) * over(s[1], nx), -s[0] * s[1]))
 
     @staticmethod
-    def _groups(ranges, start: int, size: int) -> list[list[int]]:
+    def _groups(ranges, start: int, size: int, middle: bool) -> list[tuple[int, list[int]]]:
         """Indices of ``ranges`` grouped by the band (of ``size`` latents from ``start``) that
-        holds each range's first latent, in order; empty bands dropped."""
+        holds the middle (else the start) of each range, in order; empty bands dropped."""
         groups: dict[int, list[int]] = {}
-        for i, (lo, _) in enumerate(ranges):
-            groups.setdefault((lo - start) // size, []).append(i)
-        return [groups[k] for k in sorted(groups)]
+        for i, (lo, hi) in enumerate(ranges):
+            groups.setdefault(((lo + hi) // 2 if middle else lo) - start, []).append(i)
+        bands: dict[int, list[int]] = {}
+        for off in sorted(groups):
+            bands.setdefault(off // size, []).extend(groups[off])
+        return sorted(bands.items())
 
     def plan(self, rows: list[tuple[int, int]], cols: list[tuple[int, int]]) -> list[Cell]:
         """Cells covering every block ``(i, j)``, block row ``i`` reading latent rows
         ``rows[i] = (lo, hi)`` and block column ``j`` latent columns ``cols[j]``.
 
-        One cell (whole tiles) if the latents under all blocks fit in half the cache. Otherwise
-        tile-aligned cells of ``m`` x ``k`` tiles that do (:meth:`_cell_shape`); a block belongs
-        to the cell holding its first latent, and a cell's rectangle reaches as far as its
-        blocks read (partial tiles beyond)."""
+        One cell (whole tiles) if the latents under all blocks fit in three quarters of the
+        cache. Otherwise tile-aligned cells of ``m`` x ``k`` tiles (:meth:`_cell_shape`), each of
+        which fits the cache with the tiles it reaches into; a block belongs
+        to the cell holding the middle of its latents, and a cell's rectangle reaches as far as
+        its blocks read (partial tiles beyond: half a block's latents at most)."""
         t = self.tile
         y0, y1 = min(r[0] for r in rows), max(r[1] for r in rows)
         x0, x1 = min(c[0] for c in cols), max(c[1] for c in cols)
         ny, nx = (y1 - 1) // t - y0 // t + 1, (x1 - 1) // t - x0 // t + 1
-        cap = max(1, (self.cache_bytes // 2) // max(1, self.latent_bytes(t, t)))
-        if ny * nx <= cap:
+        cap = self.cache_bytes // max(1, self.latent_bytes(t, t))  # whole tiles the cache holds
+        if ny * nx <= cap * 3 // 4:
             return [Cell(list(range(len(rows))), list(range(len(cols))), (y0, y1, x0, x1), True)]
         reach = max(max(hi - lo for lo, hi in rows), max(hi - lo for lo, hi in cols))
-        m, k = self._cell_shape(ny, nx, cap, reach)
+        # a block belongs to the cell holding the middle of its latents, and reaches at most
+        # half a block into the cells around it, whose tiles may still be cached; where the
+        # cache cannot hold a tile and its neighbours, to the cell holding its first latent,
+        # reaching only down and right, into tiles not yet encoded, as partial tiles
+        around = (1 + (ny > 1)) * (1 + (nx > 1)) <= cap
+        m, k = self._cell_shape(ny, nx, cap, reach // 2 * 2 if around else reach, around)
         ty0, tx0 = y0 // t * t, x0 // t * t
         cells = []
-        for rg in self._groups(rows, ty0, m * t):
-            top = ty0 + (rows[rg[0]][0] - ty0) // (m * t) * (m * t)
+        for band, rg in self._groups(rows, ty0, m * t, around):
+            top = min(ty0 + band * m * t, min(rows[i][0] for i in rg))
             bottom = max(rows[i][1] for i in rg)
-            for cg in self._groups(cols, tx0, k * t):
-                left = tx0 + (cols[cg[0]][0] - tx0) // (k * t) * (k * t)
+            for stripe, cg in self._groups(cols, tx0, k * t, around):
+                left = min(tx0 + stripe * k * t, min(cols[j][0] for j in cg))
                 cells.append(Cell(rg, cg, (top, bottom, left, max(cols[j][1] for j in cg)), False))
         return cells
