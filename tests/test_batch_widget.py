@@ -32,16 +32,16 @@ def widget(make_napari_viewer, ckpt):
     w = UpscaleWidget(viewer)
     viewer.window.add_dock_widget(w, name="LIIF upscale")  # Qt owns it and closes it with the viewer
     w.options.set_checkpoint(str(ckpt))
-    w.options.device.setCurrentText("cpu")
+    w.options.device.value = "cpu"
     return w
 
 
 def _run(qtbot, w, layer_name: str, value: str = "2", mode: str = "scale") -> str:
-    w.layer_box.setCurrentText(layer_name)
-    w.mode.setCurrentText(mode)
-    w.value.setText(value)
+    w.source.value = w.viewer.layers[layer_name]
+    w.mode.value = mode
+    w.value.value = value
     with qtbot.waitSignal(w.finished_job, timeout=TIMEOUT_MS) as blocker:
-        assert w.run_layer() is not None, w.status.text()
+        assert w.run_layer() is not None, w.status.value
     return blocker.args[0]
 
 
@@ -114,7 +114,7 @@ def test_cancel_mid_stack_adds_no_layer(qtbot, widget):
     msg = _run(qtbot, widget, "zstack", "2")
     assert "cancelled" in msg and "stopped after 1 of 6 planes" in msg
     assert [ly.name for ly in widget.viewer.layers] == ["zstack"]
-    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
 
 
 def test_folder_mode_resumes_and_reports_failures(qtbot, widget, model, tmp_path):
@@ -128,13 +128,13 @@ def test_folder_mode_resumes_and_reports_failures(qtbot, widget, model, tmp_path
         tifffile.imwrite(src / name, a)
     (src / "broken.tif").write_bytes(b"not a tiff at all")
     np.save(src / "empty.npy", np.zeros((0, 5), np.uint8))
-    widget.folder_in.setText(str(src))
-    widget.folder_out.setText(str(dst))
-    widget.value.setText("2")
+    widget.folder_in.value = src
+    widget.folder_out.value = dst
+    widget.value.value = "2"
 
     def run():
         with qtbot.waitSignal(widget.finished_job, timeout=TIMEOUT_MS) as blocker:
-            assert widget.run_folder() is not None, widget.status.text()
+            assert widget.run_folder() is not None, widget.status.value
         return blocker.args[0], widget.last_report
 
     msg, report = run()
@@ -142,7 +142,7 @@ def test_folder_mode_resumes_and_reports_failures(qtbot, widget, model, tmp_path
     failed = {p.name: why for p, why in report.failed}
     assert set(failed) == {"broken.tif", "empty.npy"}
     assert "not a TIFF" in failed["broken.tif"] and "empty" in failed["empty.npy"]
-    assert "failed: " in widget.report.toPlainText()
+    assert "failed: " in widget.report.value
     for name, a in images.items():
         assert np.array_equal(tifffile.imread(dst / name), upscale(a, scale=2, model=model))
 
@@ -158,23 +158,27 @@ def test_folder_mode_resumes_and_reports_failures(qtbot, widget, model, tmp_path
 ])
 def test_bad_scales_are_refused_before_anything_runs(widget, value, words):
     widget.viewer.add_image(np.zeros((8, 8), np.float32), name="img")
-    widget.layer_box.setCurrentText("img")
-    widget.value.setText(value)
+    widget.source.value = widget.viewer.layers["img"]
+    widget.value.value = value
     assert widget.run_layer() is None
     assert not widget.running
-    assert words in widget.status.text() and widget.status.text().startswith("not started")
+    assert words in widget.status.value and widget.status.value.startswith("not started")
     assert len(widget.viewer.layers) == 1
 
 
-def test_labels_and_bad_shapes_are_refused(widget):
-    widget.viewer.add_labels(np.zeros((8, 8), np.int32), name="cells")
-    widget.layer_box.setCurrentText("cells")
+def test_labels_are_not_offered_and_bad_shapes_are_refused(widget):
+    from napari_liif._qt.batch_widget import plan_layer
+
+    cells = widget.viewer.add_labels(np.zeros((8, 8), np.int32), name="cells")
+    assert widget.source.choices == ()  # a labels layer is no source
     assert widget.run_layer() is None
-    assert "labels layer" in widget.status.text()
+    assert widget.status.value == "no image layer to upscale: open or choose one"
+    with pytest.raises(TypeError, match="'cells' is a labels layer"):
+        plan_layer(cells, (0, 1), 2, scale=(2, 2))
     widget.viewer.add_image(np.zeros((8, 8), np.uint8), name="img")
-    widget.layer_box.setCurrentText("img")
-    widget.mode.setCurrentText("target shape")
-    widget.value.setText("16.5,20")
+    assert [ly.name for ly in widget.source.choices] == ["img"]
+    widget.mode.value = "target shape"
+    widget.value.value = "16.5,20"
     assert widget.run_layer() is None
-    assert "whole numbers" in widget.status.text()
+    assert "whole numbers" in widget.status.value
     assert len(widget.viewer.layers) == 2

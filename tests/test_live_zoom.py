@@ -425,22 +425,22 @@ def test_dock_widget_runs_live_zoom_and_cleans_up(viewer, identity, monkeypatch)
     look_at(viewer, (16, 20), 5.0)
     w = widgets.LiveZoomWidget(viewer)
     viewer.window.add_dock_widget(w, name="LIIF zoom")
-    assert w.layer_box.currentText() == "photo"
-    w.live.setChecked(True)
+    assert w.source.value is viewer.layers["photo"]
+    w.live.value = True
     live = w.controller
     live.wait_idle(60)
-    assert w.status.text() == "idle"
-    assert w.bar.value() == w.bar.maximum() == len(live.plan.tiles)
+    assert w.status.value == "idle"
+    assert w.bar.value == w.bar.max == len(live.plan.tiles)
     assert "photo [LIIF]" in viewer.layers
-    assert w.layer_box.count() == 1  # the overlay is not offered as a source
+    assert [ly.name for ly in w.source.choices] == ["photo"]  # the overlay is not offered as a source
     encoded = live.encoded_tiles
-    w.options.cell_mode.setCurrentText("clamp")
+    w.options.cell.value = "clamp"
     assert live.cell == "clamp"
     live.wait_idle(60)
     assert live.encoded_tiles == encoded  # a cell change re-renders without re-encoding
-    w.live.setChecked(False)
+    w.live.value = False
     assert "photo [LIIF]" not in viewer.layers and not live.attached
-    w.live.setChecked(True)
+    w.live.value = True
     live = w.controller
     live.wait_idle(60)
     viewer.window.remove_dock_widget(w)
@@ -458,12 +458,12 @@ def test_view_opens_the_sample_with_live_zoom_on(tmp_path, identity, qtbot):
     viewer, widget = open_viewer(None, checkpoint=path, device="cpu")
     try:
         live = widget.controller
-        assert live is not None and widget.live.isChecked()
+        assert live is not None and widget.live.value
         assert viewer.layers[0].data.shape == (400, 600, 3)  # the bundled sample photograph
         live.wait_idle(120)
         assert viewer.scene.camera.zoom == START_ZOOM
         assert live.overlay.visible and live.message == "idle"
-        assert widget.options.checkpoint_path == path
+        assert widget.options.checkpoint_value == str(path)
     finally:
         widget.shutdown()
         viewer.close()

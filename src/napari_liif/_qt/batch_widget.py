@@ -5,7 +5,9 @@ other axis (z, t, ...) is upscaled plane by plane with one intensity map for the
 (:func:`napari_liif.upscale`); colour stays colour. The result is a new layer
 ``<name> [LIIF xS]`` whose scale and translate overlay the source exactly in world
 coordinates. Everything is checked (layer type, size, scale, memory) before anything is
-allocated; the work runs in a worker thread with a progress bar and a cancel button.
+allocated; the work runs in a worker thread, with its progress in the widget and in napari's
+activity dock (``napari.utils.cancelable_progress``: its cancel button stops the run too), a cancel
+button, and the outcome (result, refusal, failure) in the status line and napari's notifications.
 
 Cancelling is all or nothing: a cancelled run adds no layer (the planes done are dropped),
 so a layer named ``[LIIF ...]`` is always complete.
@@ -23,10 +25,11 @@ import threading
 from dataclasses import dataclass, field
 
 import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, ProgressBar, PushButton, TextEdit
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
-                            QPlainTextEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget)
+from superqt.utils import qthrottled
 
+from .dock import ViewerDockWidget, image_layer_picker, notify_error, notify_info
 from .model_options import ModelOptions
 
 MODES = ("scale", "target shape")
@@ -161,131 +164,100 @@ def _guarded(work, *args):
 
 
 # -- the widget ------------------------------------------------------------------------------
-class UpscaleWidget(QWidget):
-    """Dock widget: source layer, scale or target shape, model options, run/cancel, folder mode."""
+def _text(edit: FileEdit) -> str:
+    """What the user typed into a file field ('' when empty; a glob stays a glob)."""
+    return str(edit.line_edit.value).strip()
+
+
+class UpscaleWidget(ViewerDockWidget):
+    """Dock widget: source layer, scale or target shape, model options, run/cancel, folder mode.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+        The viewer whose image layers are offered; results are added to it.
+    """
 
     progressed = Signal(object, object)  # (done, total), emitted from the worker thread (counts may pass 2**31)
     finished_job = Signal(str)  # the final status message
 
     def __init__(self, napari_viewer, parent=None):
-        super().__init__(parent)
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer, parent)
         self.worker = None
         self._stop = threading.Event()
         self.last_report = None
+        self.activity = None  # the run's napari.utils.cancelable_progress (napari's activity dock)
 
-        self.layer_box = QComboBox()
-        self.mode = QComboBox()
-        self.mode.addItems(MODES)
-        self.value = QLineEdit("2")
-        self.value.setToolTip("scale: S or SY,SX (any positive number); target shape: ROWS,COLS")
+        self.source = image_layer_picker(napari_viewer, tooltip="the image layer to upscale (stacks slice by slice)")
+        self.mode = ComboBox(label="target", choices=MODES)
+        self.value = LineEdit(label="value", value="2",
+                              tooltip="scale: S or SY,SX (any positive number); target shape: ROWS,COLS")
         self.options = ModelOptions()
-        self.run_button = QPushButton("Upscale layer")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.bar = QProgressBar()
-        self.bar.setRange(0, 1000)
-        self.bar.setValue(0)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.run_button = PushButton(text="Upscale layer")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.bar = ProgressBar(min=0, max=1000, value=0, label="progress")
+        self.status = Label(value="")
+        self.folder_in = FileEdit(label="input folder", mode="d", tooltip="a folder, or a glob such as /data/*.tif")
+        self.folder_out = FileEdit(label="output folder", mode="d")
+        self.folder_button = PushButton(text="Upscale folder")
+        self.report = TextEdit(value="")
+        self.report.read_only = True
+        self.folder_in.line_edit.native.setPlaceholderText("folder or glob, e.g. /data/*.tif")
+        self.folder_out.line_edit.native.setPlaceholderText("output folder")
+        buttons = Container(layout="horizontal", labels=False, widgets=[self.run_button, self.cancel_button])
+        folder = Container(label="folder mode", widgets=[self.folder_in, self.folder_out, self.folder_button,
+                                                         self.report])
+        self._set_form(Container(widgets=[self.source, self.mode, self.value, self.options, buttons, self.bar,
+                                          self.status, folder]))
+        self.status.native.setWordWrap(True)
+        self.report.native.setMaximumHeight(120)
 
-        self.folder_in = QLineEdit()
-        self.folder_in.setPlaceholderText("folder or glob, e.g. /data/*.tif")
-        self.folder_out = QLineEdit()
-        self.folder_out.setPlaceholderText("output folder")
-        self.folder_button = QPushButton("Upscale folder")
-        self.report = QPlainTextEdit()
-        self.report.setReadOnly(True)
-        self.report.setMaximumHeight(120)
-
-        form = QFormLayout()
-        form.addRow("layer", self.layer_box)
-        form.addRow(self.mode, self.value)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        box = QGroupBox("folder")
-        fform = QFormLayout(box)
-        fform.addRow("input", self._with_browse(self.folder_in))
-        fform.addRow("output", self._with_browse(self.folder_out))
-        fform.addRow(self.folder_button)
-        fform.addRow(self.report)
-        lay = QVBoxLayout(self)
-        lay.addLayout(form)
-        lay.addWidget(self.options)
-        lay.addLayout(buttons)
-        lay.addWidget(self.bar)
-        lay.addWidget(self.status)
-        lay.addWidget(box)
-        lay.addStretch(1)
-
-        self._refresh_layers()
-        self._events = [napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed,
-                        napari_viewer.layers.events.reordered]
-        for e in self._events:
-            e.connect(self._refresh_layers)
-        self.run_button.clicked.connect(self.run_layer)
-        self.cancel_button.clicked.connect(self._on_cancel)
-        self.folder_button.clicked.connect(self.run_folder)
-        self.progressed.connect(self._on_progress)
-
-    def _with_browse(self, edit: QLineEdit) -> QHBoxLayout:
-        row = QHBoxLayout()
-        button = QPushButton("…")
-        button.clicked.connect(lambda: self._browse(edit))
-        row.addWidget(edit, 1)
-        row.addWidget(button)
-        return row
-
-    def _browse(self, edit: QLineEdit) -> None:
-        path = QFileDialog.getExistingDirectory(self, "folder", edit.text())
-        if path:
-            edit.setText(path)
-
-    def _refresh_layers(self, event=None) -> None:
-        from napari.layers import Image, Labels
-
-        current = self.layer_box.currentText()
-        names = [ly.name for ly in self.viewer.layers if isinstance(ly, (Image, Labels))]
-        self.layer_box.clear()
-        self.layer_box.addItems(names)
-        if current in names:
-            self.layer_box.setCurrentText(current)
+        self.run_button.changed.connect(self.run_layer)
+        self.cancel_button.changed.connect(self._on_cancel)
+        self.folder_button.changed.connect(self.run_folder)
+        # the render reports every block: the bars are redrawn at most every 100 ms (the last report kept)
+        self._show_progress = qthrottled(self._on_progress, timeout=100)
+        self.progressed.connect(self._show_progress)
 
     # -- inputs ----------------------------------------------------------------------------
     def _target(self) -> dict:
-        if self.mode.currentText() == "scale":
-            return {"scale": parse_numbers(self.value.text(), "scale"), "size": None}
-        return {"scale": None, "size": parse_numbers(self.value.text(), "target shape", integer=True)}
+        if self.mode.value == "scale":
+            return {"scale": parse_numbers(self.value.value, "scale"), "size": None}
+        return {"scale": None, "size": parse_numbers(self.value.value, "target shape", integer=True)}
 
     @property
     def running(self) -> bool:
         return self.worker is not None
 
     def _message(self, text: str) -> None:
-        self.status.setText(text)
+        self.status.value = text
+
+    def _refuse(self, text: str) -> None:
+        """Nothing was started: the reason goes to the status line and to napari's notifications."""
+        self._message(text)
+        notify_error(f"LIIF upscale: {text}")
 
     # -- layer mode ------------------------------------------------------------------------
-    def run_layer(self) -> LayerJob | None:
+    def run_layer(self, *_) -> LayerJob | None:
         """Check the inputs and start upscaling the chosen layer; returns the job, or None
-        (with the reason in the status line) if nothing was started."""
+        (with the reason in the status line and a notification) if nothing was started."""
         if self.running:
-            self._message("a run is in progress; cancel it first")
+            self._refuse("a run is in progress; cancel it first")
             return None
-        name = self.layer_box.currentText()
-        if name not in self.viewer.layers:
-            self._message("no image layer to upscale: open or choose one")
+        layer = self.source.value
+        if layer is None or layer not in self.viewer.layers:
+            self._refuse("no image layer to upscale: open or choose one")
             return None
-        layer = self.viewer.layers[name]
         try:
             job = plan_layer(layer, self.viewer.dims.displayed, self.viewer.dims.ndim, **self._target())
+            options = self.options.options()
         except (ValueError, TypeError, MemoryError) as exc:
-            self._message(f"not started: {exc}")
+            self._refuse(f"not started: {exc}")
             return None
-        data, options = layer.data, self.options.options()
-        self._start(self._layer_work, job, data, options, on_done=self._layer_done,
-                    text=f"upscaling '{name}': {job.n_planes} plane{'s' * (job.n_planes != 1)} "
-                         f"to {job.out_shape}")
+        planes = f"{job.n_planes} plane{'s' * (job.n_planes != 1)}"
+        self._start(self._layer_work, job, layer.data, options, on_done=self._layer_done,
+                    text=f"upscaling '{layer.name}': {planes} to {job.out_shape}",
+                    desc=f"LIIF upscale '{layer.name}' {scale_label(job.scale, job.size)}")
         return job
 
     def _layer_work(self, job: LayerJob, data, options: dict):
@@ -293,35 +265,37 @@ class UpscaleWidget(QWidget):
 
         model = get_model(options["checkpoint"], options["device"], options["precision"])
         out = run_layer_job(job, data, model, options["cell"], progress=self.progressed.emit,
-                            should_stop=self._stop.is_set)
+                            should_stop=self.stop_requested)
         return job, out
 
-    def _layer_done(self, result) -> None:
+    def _layer_done(self, result) -> str:
         job, out = result
         self.viewer.add_image(out, **job.layer_kwargs)
         return f"added '{job.layer_kwargs['name']}' {out.shape} {out.dtype}"
 
     # -- folder mode -----------------------------------------------------------------------
-    def run_folder(self):
+    def run_folder(self, *_):
         """Plan the folder batch (errors shown before anything runs) and start it."""
         from ..batch import BatchError, plan
 
         if self.running:
-            self._message("a run is in progress; cancel it first")
+            self._refuse("a run is in progress; cancel it first")
             return None
-        src, dst = self.folder_in.text().strip(), self.folder_out.text().strip()
+        src, dst = _text(self.folder_in), _text(self.folder_out)
         if not src or not dst:
-            self._message("folder mode needs an input folder (or glob) and an output folder")
+            self._refuse("folder mode needs an input folder (or glob) and an output folder")
             return None
         try:
             target = self._target()
             jobs = plan([src], dst, **target)
+            options = self.options.options()
         except (ValueError, BatchError) as exc:
-            self._message(f"not started: {exc}")
+            self._refuse(f"not started: {exc}")
             return None
-        self.report.clear()
-        self._start(self._folder_work, jobs, target, self.options.options(), on_done=self._folder_done,
-                    text=f"upscaling {len(jobs)} file{'s' * (len(jobs) != 1)} into {dst}")
+        self.report.value = ""
+        files = f"{len(jobs)} file{'s' * (len(jobs) != 1)}"
+        self._start(self._folder_work, jobs, target, options, on_done=self._folder_done,
+                    text=f"upscaling {files} into {dst}", desc=f"LIIF upscale {files}")
         return jobs
 
     def _folder_work(self, jobs, target: dict, options: dict):
@@ -334,39 +308,51 @@ class UpscaleWidget(QWidget):
             return upscale(a, model=model, cell=options["cell"], **target)
 
         return run_batch(jobs, one, on_file=lambda k, n, p: self.progressed.emit(k, n),
-                         should_stop=self._stop.is_set)
+                         should_stop=self.stop_requested)
 
     def _folder_done(self, report) -> str:
         self.last_report = report
-        self.report.setPlainText(report.summary())
-        stopped = " (cancelled)" if self._stop.is_set() else ""
+        self.report.value = report.summary()
+        stopped = " (cancelled)" if self.stop_requested() else ""
         return report.summary().splitlines()[0] + stopped
 
-    # -- the worker --------------------------------------------------------------------------
-    def _start(self, work, *args, on_done, text: str) -> None:
+    # -- the worker and its progress ---------------------------------------------------------
+    def _start(self, work, *args, on_done, text: str, desc: str) -> None:
         from napari.qt.threading import thread_worker
+        from napari.utils import cancelable_progress
 
         self._stop.clear()
-        self.bar.setValue(0)
+        self.bar.value = 0
         self._message(text)
-        self.run_button.setEnabled(False)
-        self.folder_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
+        self.run_button.enabled = self.folder_button.enabled = False
+        self.cancel_button.enabled = True
+        # total unknown (0) until the first report; its cancel button in the activity dock stops the run too
+        self.activity = cancelable_progress(total=0, desc=desc)
         worker = thread_worker(_guarded, start_thread=False, ignore_errors=True)(work, *args)
         worker.returned.connect(lambda outcome: self._returned(on_done, outcome))
         self.worker = worker
         worker.start()
 
+    def stop_requested(self) -> bool:
+        """Whether cancel was asked for, here or in napari's activity dock; thread-safe."""
+        activity = self.activity
+        return self._stop.is_set() or bool(activity is not None and activity.is_canceled)
+
     def request_cancel(self) -> None:
         """Ask the running job to stop at the next plane (layer) or file (folder); thread-safe."""
         self._stop.set()
 
-    def _on_cancel(self) -> None:
+    def _on_cancel(self, *_) -> None:
         self.request_cancel()
         self._message("cancelling after the current plane or file…")
 
     def _on_progress(self, done: int, total: int) -> None:
-        self.bar.setValue(int(1000 * done / total) if total else 0)
+        self.bar.value = int(1000 * done / total) if total else 0
+        activity = self.activity
+        if activity is not None and total:
+            if activity.total != total:
+                activity.total = total
+            activity.update(done - activity.n)
 
     def _returned(self, on_done, outcome) -> None:
         ok, result = outcome
@@ -376,7 +362,8 @@ class UpscaleWidget(QWidget):
         try:
             text = on_done(result)
         except (ValueError, TypeError) as exc:  # e.g. napari refusing the new layer's settings
-            text = f"failed to add the result: {type(exc).__name__}: {exc}"
+            self._finish(f"failed to add the result: {type(exc).__name__}: {exc}", error=True)
+            return
         self._finish(text)
 
     def _failed(self, exc: BaseException) -> None:
@@ -384,18 +371,23 @@ class UpscaleWidget(QWidget):
             self._finish(f"cancelled ({exc}); no layer was added")
         else:
             first = str(exc).splitlines()[0] if str(exc) else ""
-            self._finish(f"failed: {type(exc).__name__}: {first}")
+            self._finish(f"failed: {type(exc).__name__}: {first}", error=True)
 
-    def _finish(self, text: str) -> None:
+    def _finish(self, text: str, error: bool = False) -> None:
+        self._show_progress.flush()  # the last report, before the bar in the activity dock goes
+        activity, self.activity = self.activity, None
+        if activity is not None:
+            activity.close()
         self.worker = None
-        self.run_button.setEnabled(True)
-        self.folder_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
+        self.run_button.enabled = self.folder_button.enabled = True
+        self.cancel_button.enabled = False
         self._message(text)
+        (notify_error if error else notify_info)(f"LIIF upscale: {text}")
         self.finished_job.emit(text)
 
-    def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
-        self.request_cancel()
-        for e in self._events:
-            e.disconnect(self._refresh_layers)
-        super().closeEvent(event)
+    def shutdown(self) -> None:
+        """Ask a running job to stop and disconnect from the viewer (the widget is closing)."""
+        if self._alive:
+            self.request_cancel()
+            self._show_progress.cancel()
+        super().shutdown()

@@ -1,87 +1,90 @@
-"""The model options shared by the LIIF widgets: checkpoint, device, precision, cell mode."""
+"""The model options shared by the LIIF widgets, as magicgui widgets: checkpoint, device, precision, cell."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QPushButton, QWidget
+from magicgui.widgets import ComboBox, Container, FileEdit
 
-from ..api import get_model
-from ..device import available_devices
+from ..bundled import BUNDLED, DEFAULT, names
+from ..constants import CELL_MODES, PRECISION_CHOICES
 
-BUNDLED = "bundled default"
+#: the checkpoint choice that reads a file given in the ``file`` field
+FILE = "file…"
+CHECKPOINT_FILTER = "Checkpoints (*.pth *.safetensors)"
 
 
-class ModelOptions(QWidget):
-    """Pickers for checkpoint (bundled default or a file), device, precision and cell mode.
+def _checkpoint_tooltip(choices: list[str]) -> str:
+    lines = [f"{n}: {BUNDLED[n].purpose}" for n in choices if n in BUNDLED]
+    return "\n".join(["bundled models (no download):", *lines,
+                      f"{FILE} an official LIIF/LMF .pth or a napari-liif .safetensors file"])
 
-    ``changed`` is emitted whenever any option changes; ``model()`` loads (and caches) the
-    chosen model; ``cell`` is the chosen cell mode.
+
+class ModelOptions(Container):
+    """Checkpoint (a bundled model by name, or a file), device, precision and cell mode.
+
+    ``changed`` (magicgui's) is emitted whenever any option changes; :meth:`options` returns
+    plain values for a worker thread and :meth:`model` loads (and caches) the chosen model.
+
+    Parameters
+    ----------
+    precision : str
+        The initial precision (the live view prefers ``"auto"``, the batch widget exact ``"fp32"``).
     """
 
-    changed = Signal()
+    def __init__(self, *, precision: str = "fp32"):
+        from ..device import available_devices
 
-    def __init__(self, parent=None, *, precision: str = "fp32"):
-        super().__init__(parent)
-        form = QFormLayout(self)
-        form.setContentsMargins(0, 0, 0, 0)
-        self.checkpoint = QComboBox()
-        self.checkpoint.addItem(BUNDLED)
-        browse = QPushButton("…")
-        browse.setToolTip("Load an official LIIF .pth or a napari-liif .safetensors file")
-        browse.clicked.connect(self._browse)
-        row = QHBoxLayout()
-        row.addWidget(self.checkpoint, 1)
-        row.addWidget(browse)
-        form.addRow("checkpoint", row)
-        self.device = self._combo(["auto"] + available_devices())
-        self.precision = self._combo(["auto", "fp32", "bf16", "fp16"])
-        self.precision.setCurrentText(precision)
-        self.precision.setToolTip("auto: bf16 on CPUs with fast bf16 matrix products (about 67 dB from fp32), "
-                                  "fp32 elsewhere")
-        self.cell_mode = self._combo(["on", "off", "clamp"])
-        self.cell_mode.setToolTip("on: true output cell; off: the input pixel's cell; clamp: never finer than x4")
-        form.addRow("device", self.device)
-        form.addRow("precision", self.precision)
-        form.addRow("cell", self.cell_mode)
-        self.checkpoint.currentIndexChanged.connect(lambda *_: self.changed.emit())
+        bundled = names()
+        choices = [*bundled, FILE]
+        super().__init__(labels=True, widgets=[
+            ComboBox(name="checkpoint", choices=choices, value=DEFAULT if DEFAULT in bundled else choices[0],
+                     tooltip=_checkpoint_tooltip(choices)),
+            FileEdit(name="file", mode="r", filter=CHECKPOINT_FILTER, visible=False,
+                     tooltip="an official LIIF/LMF .pth or a napari-liif .safetensors file"),
+            ComboBox(name="device", choices=["auto", *available_devices()],
+                     tooltip="auto: CUDA, then Apple MPS, then the CPU"),
+            ComboBox(name="precision", choices=list(PRECISION_CHOICES), value=precision,
+                     tooltip="auto: bf16 on CUDA and on CPUs with fast bf16 matrix products "
+                             "(about 67 dB from fp32), fp32 elsewhere"),
+            ComboBox(name="cell", choices=list(CELL_MODES),
+                     tooltip="on: the true output cell; off: the input pixel's cell; clamp: never finer than x4"),
+        ])
+        self.checkpoint.changed.connect(self._show_file)
+        self._show_file()
 
-    def _combo(self, items: list[str]) -> QComboBox:
-        box = QComboBox()
-        box.addItems(items)
-        box.currentIndexChanged.connect(lambda *_: self.changed.emit())
-        return box
+    def _show_file(self, *_) -> None:
+        self.file.visible = self.checkpoint.value == FILE
 
-    def _browse(self):
-        path, _ = QFileDialog.getOpenFileName(self, "LIIF checkpoint", "", "Checkpoints (*.pth *.safetensors)")
-        if path:
-            self.set_checkpoint(path)
-
-    def set_checkpoint(self, path: str | None) -> None:
-        """Select a checkpoint file (None: the bundled default)."""
-        if path is None:
-            self.checkpoint.setCurrentIndex(0)
+    def set_checkpoint(self, checkpoint) -> None:
+        """Choose a bundled model by name, a checkpoint file (a path), or None (the default model)."""
+        if checkpoint is None:
+            checkpoint = DEFAULT
+        if isinstance(checkpoint, str) and checkpoint in self.checkpoint.choices:
+            self.checkpoint.value = checkpoint
             return
-        if self.checkpoint.findText(str(path)) < 0:
-            self.checkpoint.addItem(str(path))
-        self.checkpoint.setCurrentText(str(path))
+        self.file.value = Path(checkpoint)
+        self.checkpoint.value = FILE
 
     @property
-    def checkpoint_path(self) -> Path | None:
-        text = self.checkpoint.currentText()
-        return None if text == BUNDLED else Path(text)
-
-    @property
-    def cell(self) -> str:
-        return self.cell_mode.currentText()
+    def checkpoint_value(self) -> str:
+        """The chosen bundled model's name, or the chosen file's path; a ValueError if no file is given."""
+        if self.checkpoint.value != FILE:
+            return self.checkpoint.value
+        text = str(self.file.value) if self.file.value is not None else ""
+        if text in ("", "."):
+            raise ValueError(f"checkpoint is {FILE!r} but no file is chosen: pick a .pth or .safetensors file, "
+                             f"or a bundled model ({', '.join(names()) or 'none installed'})")
+        return text
 
     def options(self) -> dict:
-        """Plain values, for passing to a worker thread."""
-        return {"checkpoint": self.checkpoint_path, "device": self.device.currentText(),
-                "precision": self.precision.currentText(), "cell": self.cell}
+        """Plain values, for passing to a worker thread (a ValueError if the checkpoint file is missing)."""
+        return {"checkpoint": self.checkpoint_value, "device": self.device.value,
+                "precision": self.precision.value, "cell": self.cell.value}
 
     def model(self):
         """Load (cached per checkpoint/device/precision) the chosen model; raises CheckpointError."""
+        from ..api import get_model
+
         o = self.options()
         return get_model(o["checkpoint"], o["device"], o["precision"])

@@ -47,16 +47,16 @@ def open_viewer(image_path=None, checkpoint=None, device: str = "auto", precisio
     widget = LiveZoomWidget(viewer)
     viewer.window.add_dock_widget(widget, name="LIIF zoom", area="right")
     opts = widget.options
-    opts.set_checkpoint(None if checkpoint is None else str(checkpoint))
-    opts.device.setCurrentText(device)
-    opts.precision.setCurrentText(precision)
-    opts.cell_mode.setCurrentText(cell)
-    widget.layer_box.setCurrentText(layer.name)
+    opts.set_checkpoint(checkpoint)
+    opts.device.value = device
+    opts.precision.value = precision
+    opts.cell.value = cell
+    widget.source.value = layer
     h, w = layer.data.shape[-3:-1] if layer.rgb else layer.data.shape[-2:]
     cam = viewer.scene.camera
     cam.center = (0.0,) * (len(cam.center) - 2) + ((h - 1) / 2, (w - 1) / 2)
     cam.zoom = START_ZOOM
-    widget.live.setChecked(True)
+    widget.live.value = True
     return viewer, widget
 
 
