@@ -108,3 +108,15 @@ def test_bad_input_is_refused_with_the_values():
         preserve_flux(np.zeros((4, 4, 3)), np.zeros((2, 2)))
     with pytest.raises(ValueError, match="bool"):
         preserve_flux(np.zeros((4, 4)), np.zeros((2, 2)), dtype=bool)
+
+
+def test_check_preservable_refuses_before_any_work():
+    from napari_liif.flux import check_preservable
+
+    check_preservable(np.zeros((4, 4), np.uint16), (4, 4), (10, 9))  # fine
+    with pytest.raises(ValueError, match="bool"):
+        check_preservable(np.zeros((4, 4), bool), (4, 4), (8, 8))
+    with pytest.raises(ValueError, match="got 3 output columns for 4 input ones"):
+        check_preservable(np.zeros((4, 4)), (4, 4), (8, 3))
+    with pytest.raises(ValueError, match="the image has 2 NaN or infinite values"):
+        check_preservable(np.array([[np.nan, np.inf], [0.0, 1.0]]), (2, 2), (4, 4))

@@ -120,6 +120,23 @@ def is_integer_scale(out_hw: tuple[int, int], in_hw: tuple[int, int]) -> bool:
     return all(n_in > 0 and n_out % n_in == 0 for n_out, n_in in zip(out_hw, in_hw))
 
 
+def check_preservable(image: np.ndarray, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> None:
+    """Refuse, before any work, what :func:`preserve_flux` cannot do for ``image`` upscaled from
+    ``in_hw`` to ``out_hw``: bool data, a scale below 1, non-finite values (one ValueError line)."""
+    a = np.asarray(image)
+    if a.dtype.kind == "b":
+        raise ValueError("preserve_flux cannot keep averages of bool data; convert it to an integer or float type")
+    for axis, n_out, n_in in zip(("rows", "columns"), out_hw, in_hw):
+        if n_out < n_in:
+            raise ValueError(f"preserve_flux needs a scale of at least 1; got {n_out} output {axis} for {n_in} "
+                             "input ones")
+    if a.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(a)))
+        if bad:
+            raise ValueError(f"preserve_flux needs finite data; the image has {bad} NaN or infinite values "
+                             "(replace them, or upscale without preserve_flux)")
+
+
 def preserve_flux(output: np.ndarray, image: np.ndarray, dtype=None) -> np.ndarray:
     """Correct ``output`` so that its area average over every pixel of ``image`` equals that pixel.
 

@@ -102,11 +102,11 @@ def evaluate(model, images: list[np.ndarray], scales=EVAL_SCALES, with_ssim: boo
 
 
 def upscale_gray(model, lr: np.ndarray, size: tuple[int, int], cell: str = "on") -> np.ndarray:
-    """A gray image upscaled as ``napari_liif.upscale`` does (data-range map, R = G = B in, mean of the
-    three out), in float64 data units."""
-    imap = IntensityMap.fit(np.asarray(lr, np.float64))
-    out = model.encode(imap.forward(lr)).render(shape=size, cell=cell).mean(-1)
-    return imap.inverse(out)
+    """A gray image upscaled by :func:`napari_liif.upscale` (its intensity map and all, as a user gets
+    it), in float64 data units."""
+    from ..api import upscale
+
+    return upscale(np.asarray(lr, np.float64), size=tuple(size), model=model, cell=cell)
 
 
 def bicubic_gray(lr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
