@@ -13,11 +13,14 @@ Prints, for the same model and the same output grid:
   projections are already cached) and end to end (encoding included);
 * each one's ratio to the straightforward path, the PSNR of bf16 output against fp32, the
   machine's matrix-multiply peak and the fraction of it each path reaches;
+* the encoder's work on wide, tall and square whole-image renders (input pixels through the
+  encoder per input pixel, counted with a hook; the default model's geometry);
 * wall time and peak resident memory of a 2048x2048 RGB image upscaled x2 (fp32), run in a
   subprocess so that its peak memory is its own.
 
-Run ``python benchmarks/bench_engine.py`` (about 5 minutes plus the big run on a 2-core CPU),
-``--quick`` for a smoke run, ``--skip-big`` to leave out the 2048x2048 run.
+Run ``python benchmarks/bench_engine.py`` (about 5 minutes, plus ~5 for the encoder count and
+the big run on a 2-core CPU), ``--quick`` for a smoke run, ``--skip-big`` to leave out the
+2048x2048 run, ``--skip-encoder-work`` the encoder count.
 """
 
 from __future__ import annotations
@@ -263,6 +266,64 @@ def other_load() -> str:
 
 
 # ---------------------------------------------------------------------------------------
+# Encoder work of whole-image renders, by image shape
+# ---------------------------------------------------------------------------------------
+
+ENCODER_WORK_CASES = (((512, 8192), 2), ((8192, 512), 2), ((2048, 2048), 2))
+
+
+def encoder_work(window_px=None, block=None, cases=ENCODER_WORK_CASES) -> list[tuple]:
+    """Input pixels through the encoder per input pixel, for whole-image renders of each case.
+
+    The geometry of the default model on this device (EDSR-baseline's 35-pixel halo, 256-pixel
+    tiles, the 1 GiB cache of 256-channel fp32 projections, this device's encoder windows or
+    ``window_px``, output blocks of ``block``), counted with a forward hook on a real encoder of
+    that depth (16 residual blocks) but 4 features wide; its decoder is skipped (a family that
+    decodes zeros): the plan and the windows are the engine's own. About a minute per case.
+    """
+    from napari_liif.engine import LiifModel
+    from napari_liif.models import make
+    from napari_liif.models.liif_family import LiifFamily
+
+    class EncoderOnly(LiifFamily):
+        def decode_block(self, products, block, state):
+            return torch.zeros(block.shape + (self.out_dim,))
+
+    spec = {"name": "liif", "args": {
+        "encoder_spec": {"name": "edsr-baseline", "args": {"n_feats": 4, "no_upsampling": True}},
+        "imnet_spec": {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [256]}}}}
+    torch.manual_seed(0)
+    model = LiifModel(make(spec), spec, device="cpu")
+    model.family = EncoderOnly(model.net)
+    rows = []
+    for (h, w), s in cases:
+        seen = []
+        hook = model.net.encoder.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[-2:].numel()))
+        try:
+            image = np.full((h, w), 0.5, np.float32)
+            fld = model.encode(image, window_px=window_px)
+            fld.block = block or fld.block
+            fld.render(shape=(h * s, w * s))
+        finally:
+            hook.remove()
+        rows.append(((h, w), s, sum(seen) / (h * w)))
+    return rows
+
+
+def print_encoder_work() -> None:
+    from napari_liif.field import CPU_BLOCK, GPU_BLOCK
+    from napari_liif.latents import GPU_WINDOW_PX, WINDOW_PX
+
+    print()
+    print("encoder work of whole-image renders (input pixels through the encoder per input pixel, halos "
+          "included; the default model's geometry, 1 GiB cache) ...", flush=True)
+    cpu, gpu = encoder_work(WINDOW_PX, CPU_BLOCK), encoder_work(GPU_WINDOW_PX, GPU_BLOCK)
+    for (shape, s, a), (_, _, b) in zip(cpu, gpu):
+        print(f"  {shape[0]}x{shape[1]} x{s}: {a:.2f}x with the CPU's windows (2^17 px: one 256-px tile each), "
+              f"{b:.2f}x with a GPU's (2^21 px)")
+
+
+# ---------------------------------------------------------------------------------------
 # The big run, in a subprocess
 # ---------------------------------------------------------------------------------------
 
@@ -300,6 +361,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     ap.add_argument("--skip-big", action="store_true", help="leave out the 2048x2048 x2 run")
+    ap.add_argument("--skip-encoder-work", action="store_true",
+                    help="leave out the count of encoder pixels for wide, tall and square images (~5 min)")
     ap.add_argument("--size", type=int, help="input side (default 256, 96 with --quick)")
     ap.add_argument("--scale", type=int, default=2, help="integer upscaling factor (default 2)")
     ap.add_argument("--repeats", type=int, help="runs of each measurement, best kept (default 3)")
@@ -412,6 +475,9 @@ def main(argv=None) -> None:
           f"(max abs difference {np.abs(outs['bf16'] - outs['fp32']).max():.4f} on [0, 1])")
     print(f"check: ours fp32 vs straightforward, max abs difference "
           f"{2 * np.abs(outs['fp32'] - outs['ref']).max():.1e} on the [-1, 1] scale")
+
+    if not (args.quick or args.skip_encoder_work):
+        print_encoder_work()
 
     if not args.skip_big:
         print()
