@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .device import exact_fp32
 from .grid import CELL_MODES, Axis, SampleGrid, cell_size
 from .latents import WINDOW_PX, LatentTiles, Source
 from .models.family import Block
@@ -180,7 +181,7 @@ class EncodedField(LatentTiles):
         dy, dx = _DeviceAxis.of(grid.y, dev), _DeviceAxis.of(grid.x, dev)
         sink = _Output(out, dev, b)
         total, done = len(row_blocks) * len(col_blocks), 0
-        with torch.inference_mode():
+        with torch.inference_mode(), exact_fp32(dev, self.model.dtype):
             state = fam.prepare(grid.rel_cell, dev)
             for cell in self.plan(rows, cols):
                 if stop():
