@@ -71,12 +71,39 @@ def test_rgb_goes_through_the_model_as_colour(model, gen):
     assert np.abs(out[..., 0].astype(int) - out[..., 1]).max() > 0
 
 
-def test_rgba_alpha_is_upscaled_as_gray(model, gen):
-    a = gen.integers(0, 256, (H, W, 4), dtype=np.uint8)
-    out = upscale(a, scale=2, model=model)
+def test_rgba_is_upscaled_premultiplied(model, bmodel, gen):
+    a = gen.uniform(0.0, 1.0, (H, W, 4))
+    a[..., 3] = np.clip(gen.uniform(-0.5, 1.5, (H, W)), 0, 1)  # fully transparent and opaque pixels
+    out = upscale(a, scale=2, model=bmodel)
+    alpha = bilinear_numpy(a[..., 3], (24, 34))
+    premult = np.stack([bilinear_numpy(a[..., c] * a[..., 3], (24, 34)) for c in range(3)], -1)
     assert out.shape == (24, 34, 4)
-    assert np.array_equal(out[..., :3], upscale(a[..., :3], scale=2, model=model))
-    assert np.array_equal(out[..., 3], upscale(a[..., 3], scale=2, model=model))
+    np.testing.assert_allclose(out[..., 3], alpha, atol=2e-6)  # alpha: its [0, 1] range, not fitted
+    seen = alpha > 1e-3
+    np.testing.assert_allclose(out[..., :3][seen] * alpha[seen, None], premult[seen], atol=2e-5)
+    # uint8 through a real model: alpha is the gray upscale, colour the premultiplied colour render
+    b = gen.integers(0, 256, (H, W, 4), dtype=np.uint8)
+    out8 = upscale(b, scale=2, model=model)
+    assert np.array_equal(out8[..., 3], upscale(b[..., 3], scale=2, model=model))
+    ua = b[..., 3] / 255.0
+    colour = reference_render(model, b[..., :3] / 255.0 * ua[..., None], (24, 34))
+    ra = reference_render(model, ua, (24, 34)).mean(-1)
+    want = np.clip(colour / ra[..., None], 0, 1) * 255
+    ok = ra > 0.05
+    assert np.abs(out8[..., :3][ok] - want[ok]).max() <= 0.5 + 2e-3
+
+
+def test_transparent_colour_never_bleeds_and_stays_transparent(bmodel, gen):
+    a = np.zeros((H, W, 4), np.uint8)
+    a[..., :3] = gen.integers(0, 256, (H, W, 3))  # garbage colour under transparent pixels
+    a[:, :8, :3] = (200, 30, 10)
+    a[:, :8, 3] = 255  # an opaque red-brown half
+    out = upscale(a, scale=3, model=bmodel)
+    assert out[:, 27:, 3].max() == 0  # the transparent half (its outputs' taps all transparent)
+    visible = out[..., 3] > 0
+    assert visible[:, :24].all() and visible.sum() > 24 * 36
+    # where anything shows, it is exactly the opaque colour: nothing of the garbage mixes in
+    assert np.array_equal(out[visible][:, :3], np.broadcast_to([200, 30, 10], (visible.sum(), 3)))
 
 
 def test_size_gives_exactly_that_grid_with_the_official_cell(model, gen):
@@ -299,3 +326,38 @@ def test_too_large_output_is_a_memory_error_before_any_work():
         upscale(a, scale=1e6, model=MISSING)
     with pytest.raises(MemoryError, match="too large"):
         upscale(a, scale=1e308, model=MISSING)
+
+
+# -- robust intensities and the explicit options --------------------------------------------------
+def _hot(gen):
+    a = gen.integers(300, 1200, (H, W)).astype(np.uint16)
+    big = np.tile(a, (3, 3))  # 36 x 51: enough pixels for the 99.9th percentile to exclude one
+    big[4, 40] = 65535
+    return big
+
+
+def test_hot_pixel_is_carried_and_does_not_squeeze_the_rest(bmodel, gen):
+    a = _hot(gen)
+    out = upscale(a, scale=2, model=bmodel)
+    hot = np.zeros(out.shape, bool)
+    hot[8:10, 80:82] = True  # the output pixels whose nearest input pixel is the hot one
+    assert np.all(out[hot] == 65535) and out[~hot].max() < 2500
+    from napari_liif.intensity import IntensityMap
+
+    hi = IntensityMap.fit(a).hi
+    ref = bilinear_numpy(np.minimum(a, hi), out.shape)  # the model sees the hot pixel clipped to hi
+    assert np.abs(out[~hot] - ref[~hot]).max() <= 0.5 + 1e-3
+
+
+def test_limits_and_percentiles_reach_the_model_and_nothing_is_lost(bmodel, gen):
+    a = gen.uniform(0.0, 1000.0, (H, W))
+    out = upscale(a, scale=2, model=bmodel, limits=(200, 800))
+    near = a[np.arange(24) // 2][:, np.arange(34) // 2]
+    outside = (near < 200) | (near > 800)
+    ref = bilinear_numpy(np.clip(a, 200, 800), (24, 34))
+    assert np.array_equal(out[outside], near[outside])  # carried back as they were
+    np.testing.assert_allclose(out[~outside], ref[~outside], atol=1e-9 * 1000 + 1e-6 * 600)
+    p = upscale(a, scale=2, model=bmodel, percentiles=(0, 100))  # the whole range: plain bilinear
+    np.testing.assert_allclose(p, bilinear_numpy(a, (24, 34)), atol=1e-6 * 1000)
+    with pytest.raises(ValueError, match=r"limits must be \(low, high\) with low <= high, got \(9, 1\)"):
+        upscale(a, scale=2, model=bmodel, limits=(9, 1))

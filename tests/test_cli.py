@@ -65,6 +65,21 @@ def one_line(err: str) -> str:
 
 
 # -- upscale: results -----------------------------------------------------------------------
+def test_limits_and_percentiles_options_equal_the_api(capsys, images, tmp_path, ckpt, model):
+    src = read_image(images / "u16.tif")
+    for opt, value, kw in (("--limits", "500,3000", {"limits": (500.0, 3000.0)}),
+                           ("--percentiles", "1,99", {"percentiles": (1.0, 99.0)}),
+                           ("--limits=-10,2000", None, {"limits": (-10.0, 2000.0)})):
+        dst = tmp_path / f"{opt.strip('-')[:5]}{len(kw)}{value or 'neg'}.tif".replace(",", "_")
+        args = [opt] + ([value] if value else [])
+        rc, out, err = run(capsys, "upscale", images / "u16.tif", "--scale", "2", "-o", dst, *args,
+                           "--checkpoint", ckpt)
+        assert (rc, err) == (0, "")
+        assert np.array_equal(read_image(dst), upscale(src, scale=2, model=model, **kw))
+    assert not np.array_equal(read_image(dst), upscale(src, scale=2, model=model))  # the option mattered
+
+
+
 @pytest.mark.parametrize("name, dtype", [("rgb.png", np.uint8), ("u16.tif", np.uint16), ("f32.tif", np.float32),
                                          ("f64.npy", np.float64)])
 def test_upscale_one_file_equals_the_api(capsys, images, tmp_path, ckpt, model, name, dtype):
@@ -196,6 +211,10 @@ def test_size_too_large_to_allocate(capsys, images, tmp_path, ckpt):
     (["--scale", "2", "--size", "4,4"], "not allowed with argument"),
     ([], "one of the arguments --scale --size is required"),
     (["--scale", "2", "--cell", "sometimes"], "invalid choice: 'sometimes'"),
+    (["--scale", "2", "--limits", "9,1"], "limits must be LOW,HIGH with LOW <= HIGH, got '9,1'"),
+    (["--scale", "2", "--limits", "x"], "limits must be LOW,HIGH (two numbers), got 'x'"),
+    (["--scale", "2", "--percentiles", "1,101"], "percentiles must lie between 0 and 100, got '1,101'"),
+    (["--scale", "2", "--limits", "0,1", "--percentiles", "1,99"], "not allowed with argument"),
 ])
 def test_bad_arguments_give_status_2_and_one_line(capsys, images, ckpt, args, expected):
     rc, out, err = run(capsys, "upscale", images / "rgb.png", *args, "--checkpoint", ckpt)

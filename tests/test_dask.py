@@ -209,3 +209,18 @@ def test_cli_dask_npy_and_tiff_to_zarr_resumable(tmp_path, rng, capsys, input_gu
     assert read_ome_metadata(out / "a.zarr")["translation"] == [-0.25, -0.25]
     assert main(args) == 0
     assert "0 upscaled, 2 skipped" in capsys.readouterr().out
+
+
+def test_robust_maps_percentiles_and_carried_hot_pixels_equal_in_memory(model, rng, monkeypatch):
+    import napari_liif.intensity as intensity
+
+    monkeypatch.setattr(intensity, "SAMPLE_MAX", 500)  # the maps come from the regular sample
+    img = rng.integers(300, 1200, (2, 40, 46)).astype(np.uint16)
+    img[0, 4, 31] = img[1, 35, 2] = 65535  # hot pixels (off the sample grid), carried inside each chunk
+    for kw in ({}, {"percentiles": (2, 98)}, {"limits": (400, 1000)}):
+        expected = upscale(img, scale=1.7, model=model, **kw)
+        result = upscale_dask(img, scale=1.7, model=model, chunks=(19, 23), **kw).compute()
+        assert np.array_equal(result, expected), kw
+    assert (result == 65535).any() and (result < 400).any()  # limits: values outside them carried as they are
+    auto = upscale_dask(img, scale=2, model=model, chunks=(30, 30)).compute()
+    assert (auto == 65535).sum() == 8  # each hot pixel is a 2 x 2 block

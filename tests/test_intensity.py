@@ -1,4 +1,5 @@
-"""The intensity map: dtype range for uint8/bool, finite data range otherwise, invertible."""
+"""The intensity map: dtype range for uint8/bool, the robust range of the valid values otherwise
+(or explicit limits / percentiles), invertible."""
 
 from __future__ import annotations
 
@@ -115,3 +116,76 @@ def test_to_unit_float_and_bad_dtypes():
     for bad in (np.ones(3, complex), np.array(["x"]), np.empty(2, object)):
         with pytest.raises(TypeError, match=str(bad.dtype)):
             IntensityMap.fit(bad)
+
+
+# -- the robust range and the explicit options ---------------------------------------------------
+def _speckled(gen, shape=(64, 64)):
+    """16-bit data of 100..1100 with one hot pixel (65535) and one dead pixel (0)."""
+    a = gen.integers(100, 1101, shape).astype(np.uint16)
+    a[..., 5, 45], a[..., 40, 3] = 65535, 0
+    return a
+
+
+def test_robust_range_trims_hot_and_dead_pixels_only(gen):
+    a = _speckled(gen)
+    m = IntensityMap.fit(a)
+    vals = np.sort(a.ravel())
+    n = vals.size
+    p_lo, p_hi = vals[int(np.floor(0.001 * (n - 1)))], vals[int(np.ceil(0.999 * (n - 1)))]
+    span = float(p_hi) - float(p_lo)
+    assert (m.lo, m.hi) == (0, int(np.ceil(p_hi + span)))  # the dead pixel is within a span of p_lo
+    assert 2000 < m.hi < 2200 and isinstance(m.hi, int)
+    out = m.outside(a)
+    assert out.sum() == 1 and out[5, 45]  # only the hot pixel cannot be held
+    u = m.forward(a)
+    assert u[5, 45] == 1.0 and 0.04 < u[a > 0].min() < 0.06 and 0.45 < np.sort(u.ravel())[-2] < 0.55
+    assert IntensityMap.fit(a, robust=False).hi == 65535
+    b = a.copy()
+    b[5, 45] = 1000  # without outliers the range is exactly the data's
+    assert (IntensityMap.fit(b).lo, IntensityMap.fit(b).hi) == (0, 1100)
+
+
+def test_constant_background_with_a_hot_pixel_is_a_constant_map():
+    a = np.full((40, 40), 500, np.uint16)
+    a[7, 9] = 60000
+    m = IntensityMap.fit(a)
+    assert (m.lo, m.hi) == (500, 500)
+    assert m.outside(a).sum() == 1
+
+
+def test_percentiles_and_limits_options(gen):
+    a = gen.normal(1000.0, 100.0, (50, 60)).astype(np.float32)
+    m = IntensityMap.fit(a, percentiles=(1, 99))
+    assert (m.lo, m.hi) == (float(np.percentile(a, 1, method="lower")), float(np.percentile(a, 99, method="higher")))
+    assert m.outside(a).sum() == np.sum(a < m.lo) + np.sum(a > m.hi) > 50
+    assert IntensityMap.fit(a, 800.0, 1200.0).hi == 1200.0
+    u8 = gen.integers(0, 256, (20, 20), dtype=np.uint8)  # uint8 keeps its dtype range unless asked
+    assert IntensityMap.fit(u8, percentiles=(0, 100)).hi == float(u8.max())
+
+
+@pytest.mark.parametrize("kw, shown", [
+    ({"limits": (5, 1)}, "limits must be (low, high) with low <= high, got (5, 1)"),
+    ({"limits": (0, float("nan"))}, "limits must be two finite numbers (low, high), got (0, nan)"),
+    ({"percentiles": (-1, 50)}, "percentiles must lie between 0 and 100, got (-1, 50)"),
+    ({"percentiles": "1,99"}, "percentiles must be two finite numbers (low, high), got '1,99'"),
+    ({"limits": (0, 1), "percentiles": (1, 99)}, "give either limits or percentiles, not both"),
+])
+def test_bad_options_name_the_value(kw, shown):
+    from napari_liif.intensity import check_options
+
+    with pytest.raises(ValueError) as info:
+        check_options(**kw)
+    assert shown in str(info.value)
+
+
+def test_big_arrays_take_percentiles_from_the_regular_sample(gen, monkeypatch):
+    import napari_liif.intensity as intensity
+
+    monkeypatch.setattr(intensity, "SAMPLE_MAX", 400)
+    a = _speckled(gen, (2, 60, 50))
+    assert intensity.sample_step(a.shape) == 4 and intensity.spatial_sample(a).shape == (2, 15, 13)
+    m = IntensityMap.fit(a, percentiles=(10, 90))
+    s = a[..., ::4, ::4].ravel()
+    assert (m.lo, m.hi) == (np.percentile(s, 10, method="lower"), np.percentile(s, 90, method="higher"))
+    rgb = gen.integers(0, 4000, (60, 50, 3)).astype(np.uint16)
+    assert intensity.spatial_sample(rgb, colour=True).shape == (12, 10, 3)  # colour stays whole

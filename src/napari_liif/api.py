@@ -9,11 +9,14 @@ Layout rules
 * ``channel_axis=k`` marks an axis of independent channels (fluorescence): each channel is
   upscaled as a gray image with its own intensity map, and stays at axis k in the result.
 * Gray planes enter the model as R = G = B and leave as the mean of the three outputs.
+* RGBA goes through the model *premultiplied*: colour times alpha as colour, alpha as a gray
+  image; the result is divided by the upscaled alpha again. Colour under transparent pixels
+  never bleeds into the visible ones, and transparent regions stay transparent.
 * A constant plane (or one of constant colour) comes back as that constant, exactly.
 
 Intensities are mapped to [0, 1] and back by :class:`~napari_liif.intensity.IntensityMap`,
 fitted once over the whole array (per channel with ``channel_axis``), so the planes of a
-stack share one map.
+stack share one map: the robust range by default, or ``limits``/``percentiles``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from .intensity import IntensityMap, carry_masked, constant_value
+from .intensity import IntensityMap, carry, check_options, constant_value
 
 CELL_MODES = ("on", "off", "clamp")  # as napari_liif.field.CELL_MODES (not imported: keeps torch lazy)
 
@@ -189,7 +192,8 @@ def layout(a, rgb=None, channel_axis=None):
 
 
 def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", channel_axis: int | None = None,
-            rgb: bool | None = None, progress: Progress | None = None, should_stop=None) -> np.ndarray:
+            rgb: bool | None = None, limits=None, percentiles=None, progress: Progress | None = None,
+            should_stop=None) -> np.ndarray:
     """Upscale an image with LIIF.
 
     Parameters
@@ -213,6 +217,11 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
         gray image with its own intensity map, and stays at this axis in the result.
     rgb : bool, optional
         Whether the last axis is colour; None guesses (length 3 or 4 means RGB or RGBA).
+    limits : (float, float), optional
+        The data values mapped to the model's 0 and 1 (every channel), instead of the robust
+        range; e.g. a layer's contrast limits.
+    percentiles : (float, float), optional
+        Percentiles (0..100) of the valid values (per channel) mapped to 0 and 1 instead.
     progress : callable(done, total), optional
         Called as output blocks are rendered, with counts of output pixels (all planes together).
     should_stop : callable() -> bool, optional
@@ -224,9 +233,13 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
 
     Notes
     -----
-    Intensities: uint8 and bool use the dtype range, other dtypes the range of the valid values
-    of the whole array (of each channel with ``channel_axis``; of the three colours together for
-    RGB), so a stack keeps one consistent map across its planes. Valid values are finite and not
+    Intensities: uint8 and bool use the dtype range, other dtypes the robust range of the valid
+    values of the whole array (of each channel with ``channel_axis``; of the three colours
+    together for RGB), so a stack keeps one consistent map across its planes: the data range,
+    trimmed where outliers such as hot pixels lie more than a robust span beyond the 0.1st and
+    99.9th percentiles. Values outside the map's range (outliers, or outside ``limits`` /
+    ``percentiles``) enter the model clipped and come back unchanged by nearest neighbour. Alpha
+    uses its dtype range (0..1 for floats). Valid values are finite and not
     nodata (float32 values at +-3.4e38, float64 ones there or at +-1.8e308); NaN, +-inf and nodata
     are *masked*: never interpolated, each is put back wherever its pixel is the nearest input
     pixel of an output pixel (NaN stays NaN; an all-NaN image comes back all NaN). Every finite
@@ -238,7 +251,7 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
     Raises
     ------
     ValueError
-        bad scale, size, channel_axis, rgb, cell or an empty/shapeless image; a last axis that
+        bad scale, size, channel_axis, rgb, cell, limits, percentiles or an empty/shapeless image; a last axis that
         looks like channels (2..32 long, not 3 or 4) with neither ``channel_axis`` nor ``rgb``.
     TypeError
         data that is not integer, bool or float (object, strings, complex).
@@ -251,6 +264,7 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
             raise TypeError(f"{name} must be a callable or None, got {type(fn).__name__}")
     if not isinstance(cell, str) or cell not in CELL_MODES:
         raise ValueError(f"cell must be one of {', '.join(CELL_MODES)}, got {cell!r}")
+    check_options(limits, percentiles)
     a, kind, ch_axis = layout(a, rgb, channel_axis)
     spatial = a.shape[-3:-1] if kind != "gray" else a.shape[-2:]
     if len(spatial) < 2 or a.size == 0:
@@ -263,32 +277,76 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
     check_allocatable(out_shape, a.dtype, extra_bytes=(12 + 24) * out_hw[0] * out_hw[1])
     m = get_model(model)
     out = np.empty(out_shape, a.dtype)
-    maps = _intensity_maps(a, kind)
+    maps = intensity_maps(a, kind, limits, percentiles)
     planes = list(np.ndindex(*lead)) if lead else [()]
-    jobs = [(p, c) for p in planes for c in _channel_jobs(kind, a.shape[-1] if tail else 0)]
+    jobs = [(p, c) for p in planes for c in channel_jobs(kind, a.shape[-1] if tail else 0)]
     per_job = out_hw[0] * out_hw[1]  # progress is counted in output pixels
     total = per_job * len(jobs)
     for k, (p, c) in enumerate(jobs):
         if should_stop is not None and should_stop():
             raise InterruptedError(f"stopped after {k} of {len(jobs)} planes")
-        src = a[p]
-        src = src[..., :3] if c == "rgb" else src[..., c] if isinstance(c, int) else src
-        dst = out[p][..., :3] if c == "rgb" else out[p][..., c] if isinstance(c, int) else out[p]
-        const = constant_value(src, c == "rgb")
+        src, dst = job_part(a[p], c), job_part(out[p], c)
+        const = constant_value(src, c in ("rgb", "rgba"))
         if const is not None:
             dst[...] = const  # a constant plane stays exactly constant
         else:
-            imap = maps[c if kind == "channels" else (3 if c == 3 else 0)]
             tick = None if progress is None else (lambda d, n, k=k: progress(k * per_job + per_job * d // n, total))
-            res = m.encode(imap.forward(src)).render(shape=out_hw, cell=cell, progress=tick)
-            if not np.isfinite(res).all():
-                raise RuntimeError(f"the model {m.name} produced non-finite values (NaN or inf); "
-                                   "its weights are broken: use another checkpoint")
-            dst[...] = imap.inverse(res if c == "rgb" else res.mean(-1))
-        carry_masked(src, dst)  # NaN, inf and nodata stay where their pixels are nearest
+
+            def render(u, tick=tick):
+                res = m.encode(u).render(shape=out_hw, cell=cell, progress=tick)
+                if not np.isfinite(res).all():
+                    raise RuntimeError(f"the model {m.name} produced non-finite values (NaN or inf); "
+                                       "its weights are broken: use another checkpoint")
+                return res
+
+            alpha = constant_value(src[..., 3], False) if c == "rgba" else None
+            dst[...] = render_job(src, c, maps, render, alpha)
+        carry_job(src, dst, c, maps)  # NaN, inf, nodata and outliers stay where their pixels are nearest
         if progress is not None:
             progress((k + 1) * per_job, total)
     return out if ch_axis is None else np.moveaxis(out, -1, ch_axis)
+
+
+def job_part(a: np.ndarray, what):
+    """The part of a plane (H, W[, C]) that a job works on: all of it for gray, RGB and RGBA
+    (``what`` None, "rgb", "rgba"), one channel for an integer ``what``."""
+    return a[..., what] if isinstance(what, int) else a
+
+
+def render_job(src: np.ndarray, what, maps: dict, render, alpha_const=None) -> np.ndarray:
+    """One job's upscaled values in data units, from ``render(u)`` (u: (H, W) or (H, W, 3) in
+    [0, 1] -> (rows, cols, 3)). RGBA renders colour times alpha and alpha, then divides; with an
+    alpha plane of constant value ``alpha_const`` the colour is rendered as it is and the alpha
+    stays that constant exactly."""
+    if what == "rgba" and alpha_const is not None:
+        colour = maps["rgb"].inverse(render(maps["rgb"].forward(src[..., :3])))
+        out = np.empty(colour.shape[:2] + (4,), src.dtype)
+        out[..., :3] = colour
+        out[..., 3] = alpha_const
+        return out
+    if what == "rgba":
+        amap, cmap = maps[3], maps["rgb"]
+        ua = amap.forward(src[..., 3])
+        colour = render(cmap.forward(src[..., :3]) * ua[..., None])
+        alpha = render(ua).mean(-1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            straight = np.where(alpha[..., None] > 0, colour / alpha[..., None], 0.0)
+        out = np.empty(alpha.shape + (4,), src.dtype)
+        out[..., :3] = cmap.inverse(np.clip(straight, 0.0, 1.0))
+        out[..., 3] = amap.inverse(alpha)
+        return out
+    res = render(maps[what].forward(src))
+    return maps[what].inverse(res if what == "rgb" else res.mean(-1))
+
+
+def carry_job(src: np.ndarray, dst: np.ndarray, what, maps: dict, rows=None, cols=None) -> None:
+    """Masked and out-of-range input values back into ``dst`` by nearest neighbour
+    (:func:`napari_liif.intensity.carry`; ``rows``/``cols`` as there)."""
+    if what == "rgba":
+        carry(src[..., :3], dst[..., :3], maps["rgb"], rows, cols)
+        carry(src[..., 3], dst[..., 3], maps[3], rows, cols)
+    else:
+        carry(src, dst, maps[what], rows, cols)
 
 
 def _as_array(image) -> np.ndarray:
@@ -302,20 +360,36 @@ def _as_array(image) -> np.ndarray:
     return a
 
 
-def _channel_jobs(kind: str, n: int):
+def channel_jobs(kind: str, n: int) -> list:
+    """The jobs of one plane: None (gray), "rgb", "rgba", or each channel's index."""
     if kind == "gray":
         return [None]
     if kind == "channels":
         return list(range(n))
-    return ["rgb", 3] if kind == "rgba" else ["rgb"]
+    return [kind]
 
 
-def _intensity_maps(a: np.ndarray, kind: str) -> dict:
+def map_keys(kind: str, n: int) -> dict:
+    """``{map key: (selection of a channels-last array, colour)}`` of the maps a layout needs:
+    None (gray), each channel, "rgb" (and 3, the alpha, for RGBA)."""
     if kind == "gray":
-        return {0: IntensityMap.fit(a)}
+        return {None: ((Ellipsis,), False)}
     if kind == "channels":
-        return {c: IntensityMap.fit(a[..., c]) for c in range(a.shape[-1])}
-    maps = {0: IntensityMap.fit(a[..., :3])}
+        return {c: ((Ellipsis, c), False) for c in range(n)}
+    keys = {"rgb": ((Ellipsis, slice(0, 3)), True)}
     if kind == "rgba":
-        maps[3] = IntensityMap.fit(a[..., 3])
+        keys[3] = ((Ellipsis, 3), False)
+    return keys
+
+
+def intensity_maps(a: np.ndarray, kind: str, limits=None, percentiles=None) -> dict:
+    """The intensity maps of a channels-last array, by :func:`map_keys` (alpha: its dtype range)."""
+    maps = {}
+    for key, (sel, colour) in map_keys(kind, a.shape[-1] if kind != "gray" else 0).items():
+        if key == 3:
+            maps[key] = IntensityMap.alpha(a.dtype)
+        elif limits is not None:
+            maps[key] = IntensityMap.of(a.dtype, *limits)
+        else:
+            maps[key] = IntensityMap.fit(a[sel], percentiles=percentiles, colour=colour)
     return maps

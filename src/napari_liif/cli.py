@@ -46,6 +46,33 @@ def _size(text: str):
     return h, w
 
 
+def _pair(what: str):
+    def parse(text: str):
+        parts = text.split(",")
+        try:
+            vals = tuple(float(p) for p in parts)
+        except ValueError:
+            vals = ()
+        if len(vals) != 2 or not all(v == v and abs(v) != float("inf") for v in vals):
+            raise argparse.ArgumentTypeError(f"{what} must be LOW,HIGH (two numbers), got {text!r}")
+        if vals[0] > vals[1]:
+            raise argparse.ArgumentTypeError(f"{what} must be LOW,HIGH with LOW <= HIGH, got {text!r}")
+        if what == "percentiles" and not (0 <= vals[0] and vals[1] <= 100):
+            raise argparse.ArgumentTypeError(f"percentiles must lie between 0 and 100, got {text!r}")
+        return vals
+    return parse
+
+
+def _intensity_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--limits", type=_pair("limits"), metavar="LOW,HIGH",
+                   help="data values mapped to the model's 0 and 1 (default: the robust range: the data range, "
+                        "trimmed where hot pixels or other outliers lie far beyond the 0.1st/99.9th percentiles); "
+                        "values outside are kept as they are, by nearest neighbour; negative: --limits=-5,100")
+    g.add_argument("--percentiles", type=_pair("percentiles"), metavar="PLOW,PHIGH",
+                   help="percentiles of the valid values (per channel) mapped to 0 and 1 instead, e.g. 0.5,99.5")
+
+
 def _model_args(p: argparse.ArgumentParser, precision: str = "fp32") -> None:
     p.add_argument("--checkpoint", help="a bundled model (default, fast, ...: napari-liif models), an official "
                                         "LIIF/LMF .pth or a napari-liif .safetensors (default: default)")
@@ -84,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--dask", action="store_true", help="chunked, out-of-core upscale to a zarr store")
     up.add_argument("--chunk", type=int, default=512, help="input chunk size (rows and cols) with --dask")
     up.add_argument("--quiet", action="store_true", help="no progress bar")
+    _intensity_args(up)
     _model_args(up)
 
     info = sub.add_parser("info", help="describe a checkpoint")

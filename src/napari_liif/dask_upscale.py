@@ -19,8 +19,10 @@ in-memory :func:`napari_liif.upscale` result, bit for bit. How:
   same arithmetic, and keeps its part. Chunk sizes that are multiples of the block waste
   nothing; others decode up to one extra block per side.
 * **Global intensities.** Intensity maps (per channel where channels are independent) and
-  the constant-plane test are reductions over the whole array, computed once, lazily,
-  before any chunk; no chunk fits its own map.
+  the constant-plane test are reductions over the whole array (min/max, and the regular sample
+  that the robust range's percentiles come from), computed once, lazily, before any chunk; no
+  chunk fits its own map. Masked and out-of-range values are carried by nearest neighbour
+  inside each chunk: the nearest input pixel of every output pixel lies in its window.
 
 The model reaches the workers as its spec and state dict (:class:`ModelRef`), built once per
 worker process and cached; nothing Qt or thread-bound is pickled. With a
@@ -158,35 +160,37 @@ def _render_window(model, u: np.ndarray, origin: tuple[int, int], in_hw: tuple[i
 
 def _render_chunk(window: np.ndarray, ref: ModelRef, stats: dict, job: dict) -> np.ndarray:
     """One output chunk: ``window`` is the raw input window of one plane (and channel job)."""
+    from .api import carry_job, render_job
+    from .intensity import nearest_index
+
     model = ref.get()
     what, p = job["what"], job["plane"]
     rows, cols = job["rows"], job["cols"]
     shape = (rows[1] - rows[0], cols[1] - cols[0])
-    parts = [("rgb", window[..., :3]), (3, window[..., 3])] if what == "rgba" else [(what, window)]
-    outs = []
-    for key, src in parts:
-        const = stats["const"][(p, key)]
-        if const is not None:
-            outs.append(np.broadcast_to(const, shape + np.shape(const)).astype(window.dtype))
-            continue
-        imap = stats["maps"][key]
-        res = _render_window(model, imap.forward(src), job["origin"], job["in_hw"], job["out_hw"], rows, cols,
-                             job["cell"])
-        outs.append(imap.inverse(res if key == "rgb" else res.mean(-1)))
-    if what == "rgba":
-        out = np.concatenate([outs[0], outs[1][..., None]], -1)
-    elif isinstance(what, int):
-        out = outs[0][..., None]
+    const = stats["const"][(p, what)]
+    if const is not None:
+        out = np.broadcast_to(const, shape + np.shape(const)).astype(window.dtype)
     else:
-        out = outs[0]
+        out = render_job(window, what, stats["maps"], lambda u: _render_window(
+            model, u, job["origin"], job["in_hw"], job["out_hw"], rows, cols, job["cell"]),
+            stats["const"].get((p, "alpha")))
+    (h, w), (ho, wo), (wy0, wx0) = job["in_hw"], job["out_hw"], job["origin"]
+    near_r = nearest_index(h, ho)[rows[0]:rows[1]] - wy0  # the whole image's nearest pixels, in the window
+    near_c = nearest_index(w, wo)[cols[0]:cols[1]] - wx0
+    carry_job(window, out, what, stats["maps"], near_r, near_c)
+    if isinstance(what, int):
+        out = out[..., None]
     return out.reshape((1,) * len(p) + out.shape)
 
 
-def _plane_stats(a, kind: str):
-    """Lazy per-plane reductions: min/max of the valid values (for the maps and the constant test)."""
+def _plane_stats(a, kind: str, limits=None, percentiles=None):
+    """Lazy reductions: per-plane min/max of the valid values (for the maps and the constant test)
+    and, where a map is fitted, the regular sample its percentiles come from
+    (:func:`napari_liif.intensity.spatial_sample`, as the in-memory fit takes it)."""
     import dask.array as da
 
-    from .intensity import masked
+    from .api import map_keys
+    from .intensity import masked, spatial_sample
 
     axes = (-2, -1) if kind == "gray" else (-3, -2)
     bad = masked(a)
@@ -197,19 +201,30 @@ def _plane_stats(a, kind: str):
             lo, hi = da.nanmin(valid, axis=axes), da.nanmax(valid, axis=axes)
     else:
         lo, hi = a.min(axis=axes), a.max(axis=axes)
-    return {"min": lo, "max": hi, "fmin": lo, "fmax": hi, "first": lo}
+    samples = {}
+    default_range = np.dtype(a.dtype) == np.uint8 or np.dtype(a.dtype).kind == "b"
+    if limits is None and (percentiles is not None or not default_range):
+        for key, (sel, colour) in map_keys(kind, a.shape[-1] if kind != "gray" else 0).items():
+            if key != 3:  # alpha is never fitted
+                samples[key] = spatial_sample(a[sel], colour)
+    return {"min": lo, "max": hi, "fmin": lo, "fmax": hi, "first": lo, "samples": samples}
 
 
-def _make_stats(red: dict, kind: str, dtype, lead: tuple, n_tail: int) -> dict:
+def _make_stats(red: dict, kind: str, dtype, lead: tuple, n_tail: int, limits=None, percentiles=None) -> dict:
     """Intensity maps and constant planes, as ``napari_liif.upscale`` decides them."""
-    from .intensity import IntensityMap
+    from .api import channel_jobs, map_keys
+    from .intensity import IntensityMap, choose_limits, valid_values
 
     dtype = np.dtype(dtype)
     fmin = red["fmin"] if red["fmin"] is not None else red["min"]
     fmax = red["fmax"] if red["fmax"] is not None else red["max"]
 
-    def fit(sel) -> IntensityMap:
-        if dtype == np.uint8 or dtype.kind == "b":
+    def fit(key, sel) -> IntensityMap:
+        if key == 3:
+            return IntensityMap.alpha(dtype)
+        if limits is not None:
+            return IntensityMap.of(dtype, *limits)
+        if key not in red["samples"]:  # uint8, bool: the dtype range
             return IntensityMap.fit(np.zeros(1, dtype))
         lo, hi = np.asarray(fmin)[sel], np.asarray(fmax)[sel]
         with warnings.catch_warnings():
@@ -217,31 +232,27 @@ def _make_stats(red: dict, kind: str, dtype, lead: tuple, n_tail: int) -> dict:
             lo, hi = np.nanmin(lo) if lo.size else np.nan, np.nanmax(hi) if hi.size else np.nan
         if not (np.isfinite(lo) and np.isfinite(hi)):
             return IntensityMap.fit(np.zeros(0, dtype))  # no finite value: the (0, 1) range
-        return IntensityMap.fit(np.zeros(0, dtype), lo=lo, hi=hi)
+        sample = valid_values(np.asarray(red["samples"][key]))
+        return IntensityMap.of(dtype, *choose_limits(dtype, lo, hi, sample, percentiles))
 
-    allp = (Ellipsis,)
-    if kind == "gray":
-        maps, keys = {None: fit(allp)}, {None: allp}
-    elif kind == "channels":
-        maps = {c: fit((Ellipsis, c)) for c in range(n_tail)}
-        keys = {c: (Ellipsis, c) for c in range(n_tail)}
-    else:
-        keys = {"rgb": (Ellipsis, slice(0, 3))}
-        if kind == "rgba":
-            keys[3] = (Ellipsis, 3)
-        maps = {key: fit(sel) for key, sel in keys.items()}
+    keys = map_keys(kind, n_tail)
+    maps = {key: fit(key, sel) for key, (sel, _) in keys.items()}
     mn, mx, first = np.asarray(red["min"]), np.asarray(red["max"]), np.asarray(red["first"])
     const = {}
     for p in (list(np.ndindex(*lead)) if lead else [()]):
-        for key, sel in keys.items():
+        for what in channel_jobs(kind, n_tail):
+            sel = (Ellipsis, what) if isinstance(what, int) else (Ellipsis, slice(0, 4)) if kind != "gray" else ()
             lo, hi = (mn[p][sel[1:]], mx[p][sel[1:]]) if sel[1:] else (mn[p], mx[p])
             same = np.all((lo == hi) | (lo != lo))  # valid values all equal (or none: NaN)
-            const[(p, key)] = (first[p][sel[1:]] if sel[1:] else first[p]) if same else None
+            const[(p, what)] = (first[p][sel[1:]] if sel[1:] else first[p]) if same else None
+        if kind == "rgba":  # a constant alpha stays constant (the colour is then rendered straight)
+            lo, hi = mn[p][..., 3], mx[p][..., 3]
+            const[(p, "alpha")] = first[p][..., 3] if (lo == hi) | (lo != lo) else None
     return {"maps": maps, "const": const}
 
 
 def upscale_dask(array, scale=None, *, size=None, model=None, cell: str = "on", chunks=DEFAULT_CHUNK,
-                 channel_axis: int | None = None, rgb: bool | None = None):
+                 channel_axis: int | None = None, rgb: bool | None = None, limits=None, percentiles=None):
     """Upscale lazily, chunk by chunk; the result equals ``napari_liif.upscale`` exactly.
 
     Parameters
@@ -258,7 +269,7 @@ def upscale_dask(array, scale=None, *, size=None, model=None, cell: str = "on", 
         Output chunk size (rows, cols) along the spatial axes; planes and independent
         channels are one chunk each, colour stays in one chunk. Any size gives the same
         result; multiples of the renderer's block (``EncodedField.block``) are cheapest.
-    channel_axis, rgb :
+    channel_axis, rgb, limits, percentiles :
         As :func:`napari_liif.upscale`.
 
     Returns
@@ -266,13 +277,15 @@ def upscale_dask(array, scale=None, *, size=None, model=None, cell: str = "on", 
     dask.array.Array
         Lazy; the input's dtype and channel layout, spatial axes resized. Each chunk reads an
         input window of about chunk / scale pixels plus ``receptive_radius + 2`` on each side.
-        The intensity maps need one pass over the input (min/max) before the first chunk.
+        The intensity maps need one pass over the input (min/max, and the regular sample of the
+        robust range or of ``percentiles``) before the first chunk.
     """
     import dask
     import dask.array as da
 
-    from .api import get_model, layout, output_hw
+    from .api import channel_jobs, get_model, layout, output_hw
     from .field import CELL_MODES
+    from .intensity import check_options
 
     a = array if isinstance(array, da.Array) else da.from_array(array, chunks="auto")
     if a.dtype.kind not in "biuf":
@@ -280,6 +293,7 @@ def upscale_dask(array, scale=None, *, size=None, model=None, cell: str = "on", 
     if cell not in CELL_MODES:
         raise ValueError(f"cell must be one of {', '.join(CELL_MODES)}, got {cell!r}")
     cr, cc = _parse_chunks(chunks)
+    check_options(limits, percentiles)
     in_shape = a.shape
     a, kind, ch_axis = layout(a, rgb, channel_axis)
     spatial = tuple(a.shape[-3:-1] if kind != "gray" else a.shape[-2:])
@@ -291,8 +305,10 @@ def upscale_dask(array, scale=None, *, size=None, model=None, cell: str = "on", 
     m = get_model(model)
     halo = m.family.halo
 
-    red = _plane_stats(a, kind)
-    stats = dask.delayed(_make_stats, pure=True)(red, kind, a.dtype.str, lead, n_tail)
+    red = _plane_stats(a, kind, limits, percentiles)
+    stats = dask.delayed(_make_stats, pure=True)(red, kind, a.dtype.str, lead, n_tail,
+                                                 None if limits is None else tuple(float(v) for v in limits),
+                                                 None if percentiles is None else tuple(percentiles))
     ref = dask.delayed(ModelRef(m), pure=True)
 
     (h, w), (ho, wo) = spatial, out_hw
@@ -302,7 +318,7 @@ def upscale_dask(array, scale=None, *, size=None, model=None, cell: str = "on", 
     bs = _block_size(m)
     row_w = [_window(m, h, ya, bil, r0 // bs * bs, min(ho, -(-r1 // bs) * bs), halo) for r0, r1 in row_b]
     col_w = [_window(m, w, xa, bil, c0 // bs * bs, min(wo, -(-c1 // bs) * bs), halo) for c0, c1 in col_b]
-    whats = {"gray": [None], "rgb": ["rgb"], "rgba": ["rgba"], "channels": list(range(n_tail))}[kind]
+    whats = channel_jobs(kind, n_tail)
     tail_chunk = {"gray": (), "rgb": (3,), "rgba": (4,), "channels": (1,)}[kind]
     name = "liif-" + dask.base.tokenize(a, ref, stats, out_hw, cell, (cr, cc), kind)
 
@@ -333,21 +349,5 @@ def upscale_dask(array, scale=None, *, size=None, model=None, cell: str = "on", 
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", da.PerformanceWarning)
-        out = da.block(nest(()))
-        out = _carry_masked(a, out, kind)
+        out = da.block(nest(()))  # masked and out-of-range values are carried inside each chunk
     return out if ch_axis is None else da.moveaxis(out, -1, ch_axis)
-
-
-def _carry_masked(a, out, kind: str):
-    """Masked input values (NaN, inf, nodata) at the output pixels whose nearest input pixel holds
-    one, as :func:`napari_liif.intensity.carry_masked` does in memory; lazily, chunk by chunk."""
-    import dask.array as da
-
-    from .intensity import masked, nearest_index
-
-    if masked(a) is None:
-        return out
-    ya = a.ndim - (2 if kind == "gray" else 3)
-    near = da.take(a, nearest_index(a.shape[ya], out.shape[ya]), axis=ya)
-    near = da.take(near, nearest_index(a.shape[ya + 1], out.shape[ya + 1]), axis=ya + 1).rechunk(out.chunks)
-    return da.where(masked(near), near, out)

@@ -42,7 +42,7 @@ def cmd_upscale(args) -> int:
                 pixels.update(done - pixels.n)
 
             return upscale(a, scale=args.scale, size=args.size, model=model, cell=args.cell,
-                           channel_axis=ax, progress=tick)
+                           channel_axis=ax, limits=args.limits, percentiles=args.percentiles, progress=tick)
 
     report = run_batch(jobs, one, overwrite=args.overwrite, on_file=lambda k, n, p: files.update(1))
     files.close()
@@ -135,7 +135,8 @@ def _dask_one(job: Job, args, model, client, guard) -> None:
     hw = _spatial_hw(a.shape, ax, rgb)
     ohw = output_hw(hw, args.scale, args.size)
     out = upscale_dask(a, scale=args.scale, size=args.size, model=model, cell=args.cell,
-                       chunks=output_chunks_for(hw, ohw, args.chunk), channel_axis=ax)
+                       chunks=output_chunks_for(hw, ohw, args.chunk), channel_axis=ax, limits=args.limits,
+                       percentiles=args.percentiles)
     axes, scale, translation = _ome_transform(job, a, guess_axes(a.ndim, channel_axis=ax, rgb=rgb), hw, ohw)
     bar = contextlib.nullcontext()
     if not args.quiet and client is None:
