@@ -51,22 +51,28 @@ class LmliifFamily(Family):
 
     def decode_block(self, products: torch.Tensor, block: Block, state) -> torch.Tensor:
         net, d = self.net, self.net.hidden_dim
-        ny, _, k = products.shape
+        ny, nx, k = products.shape
         col_shifts = sorted(block.cols)
-        n_rows, n_cols = block.shape
+        members, (n_rows, n_cols) = block.members, block.shape
+        m = len(members)
+        # channels first: (k, latents) is small; the gathered (k, samples) makes every per-layer
+        # slice contiguous and every matrix product a wide (d x d) @ (d x samples) one, which
+        # runs ~10x faster on a CPU than (samples x d) @ (d x d)
+        cf = products.permute(2, 0, 1)
         ix = torch.cat([block.cols[s][0] for s in col_shifts])
-        by_col = products.index_select(1, ix).view(ny * len(col_shifts), n_cols, k)
-        iy = torch.cat([block.rows[sy][0] * len(col_shifts) + col_shifts.index(sx) for sy, sx in block.members])
-        f = by_col.index_select(0, iy).view(len(block.members), n_rows, n_cols, k)
+        by_col = cf.index_select(2, ix).view(k, ny, len(col_shifts), n_cols).reshape(k, ny * len(col_shifts), n_cols)
+        iy = torch.cat([block.rows[sy][0] * len(col_shifts) + col_shifts.index(sx) for sy, sx in members])
+        f = by_col.index_select(1, iy).view(k, m, n_rows, n_cols)
         dt = products.dtype
-        ry = torch.stack([block.rows[sy][1] for sy, _ in block.members]).to(dt)[:, :, None, None]
-        rx = torch.stack([block.cols[sx][1] for _, sx in block.members]).to(dt)[:, None, :, None]
+        ry = torch.stack([block.rows[sy][1] for sy, _ in members]).to(dt)[:, :, None]
+        rx = torch.stack([block.cols[sx][1] for _, sx in members]).to(dt)[:, None, :]
         # first render layer: relu(A + ry P + rx Q), everything but ry, rx per latent
-        a = (f[..., :d] + ry * f[..., d:2 * d]).add_(rx * f[..., 2 * d:3 * d]).relu_().view(-1, d)
-        flat = f.view(-1, k)
+        a = torch.addcmul(torch.addcmul(f[:d], f[d:2 * d], ry), f[2 * d:3 * d], rx).relu_().view(d, -1)
+        flat = f.view(k, -1)
         for i, layer in enumerate(net.imnet.linears[1:-1]):
-            o = 3 * d + 2 * d * i  # S_k at [o, o + d), B_k at [o + d, o + 2d)
-            a = torch.addcmul(flat[:, o + d:o + 2 * d], a @ layer.weight.t(), flat[:, o:o + d]).relu_()
+            o = 3 * d + 2 * d * i  # S_k at rows [o, o + d), B_k at [o + d, o + 2d)
+            a = torch.addcmul(flat[o + d:o + 2 * d], layer.weight @ a, flat[o:o + d]).relu_()
         last = net.imnet.linears[-1]
-        preds = F.linear(a, last.weight, last.bias).float().view(len(block.members), n_rows, n_cols, -1)
+        out = torch.addmm(last.bias[:, None], last.weight, a).float()
+        preds = out.view(-1, m, n_rows, n_cols).permute(1, 2, 3, 0)
         return blend(preds, block)
