@@ -16,12 +16,15 @@ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 python3 -m venv --help >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
+# every install below is constrained: scripts/constraints.txt excludes the PySide6 release
+# that crashes long sessions, whatever asks for a Qt binding
+pip_install() { .venv/bin/python -m pip install -q -c scripts/constraints.txt "$@"; }
+pip_install --upgrade pip
 # torch first and pinned: a CPU build of 2.13.0 is what this project is tested with
-.venv/bin/python -m pip install -q "torch==2.13.0"
+pip_install "torch==2.13.0"
 if [ "${1:-}" = "--test" ]; then
-    .venv/bin/python -m pip install -q -e ".[testing]"
+    pip_install -e ".[testing]"
 else
-    .venv/bin/python -m pip install -q -e ".[all]"
+    pip_install -e ".[all]"
 fi
 echo "napari-liif installed in $(pwd)/.venv"
