@@ -213,3 +213,23 @@ def test_a_slow_live_view_shows_in_napari_activity_dock(make_napari_viewer, qtbo
     w.live.value = True
     assert w.status.value == "no image layer: open an image first" and w.live.value is False
     assert notes[-1] == ("error", "LIIF zoom: no image layer: open an image first")
+
+
+def test_a_qt_binding_known_to_crash_is_named_once(make_napari_viewer, monkeypatch, notes):
+    import qtpy
+
+    from napari_liif._qt import dock
+    from napari_liif._qt.batch_widget import UpscaleWidget
+
+    assert dock.qt_binding_problem("PySide6", "6.11.3") is None
+    assert dock.qt_binding_problem("PyQt5", "5.15.11") is None
+    assert dock.qt_binding_problem() is None  # this environment's binding is a good one
+    viewer = make_napari_viewer()
+    monkeypatch.setattr(qtpy, "API_NAME", "PySide6")
+    monkeypatch.setattr(qtpy, "PYSIDE_VERSION", "6.12.0")
+    monkeypatch.setattr(dock, "_warned_qt", False)
+    UpscaleWidget(viewer)
+    UpscaleWidget(viewer)
+    assert notes == [("warning", "napari-liif: PySide6 6.12.0 is known to crash long sessions (it leaks a "
+                                 "reference per Signal.emit, so long sessions grow until they crash); install "
+                                 "another version, e.g. pip install \"PySide6-Essentials!=6.12.0\"")]

@@ -21,6 +21,25 @@ OVERLAY_KEY = "napari_liif_overlay_of"
 LAYER_EVENTS = ("inserted", "removed", "reordered", "renamed")
 
 
+#: Qt binding releases known to break long napari sessions (also excluded from every install we make)
+BAD_QT = {("PySide6", "6.12.0"): "it leaks a reference per Signal.emit, so long sessions grow until they crash"}
+_warned_qt = False
+
+
+def qt_binding_problem(api_name: str | None = None, version: str | None = None) -> str | None:
+    """Why the running Qt binding (or ``api_name`` ``version``) is unsafe, or None."""
+    import qtpy
+
+    api_name = qtpy.API_NAME if api_name is None else api_name
+    if version is None:
+        version = qtpy.PYSIDE_VERSION if api_name.startswith("PySide") else qtpy.PYQT_VERSION
+    why = BAD_QT.get((api_name, str(version)))
+    if why is None:
+        return None
+    return (f"{api_name} {version} is known to crash long sessions ({why}); "
+            f"install another version, e.g. pip install \"{api_name}-Essentials!={version}\"")
+
+
 def is_overlay(layer) -> bool:
     """Whether ``layer`` is a live-zoom overlay made by napari-liif (never a source)."""
     return OVERLAY_KEY in getattr(layer, "metadata", {})
@@ -43,6 +62,17 @@ def notify_error(message: str) -> None:
     show_error(message)
 
 
+def _warn_about_qt() -> None:
+    """Once per session: a napari warning if the Qt binding is one known to crash (installed by hand)."""
+    global _warned_qt
+    problem = None if _warned_qt else qt_binding_problem()
+    if problem:
+        from napari.utils.notifications import show_warning
+
+        _warned_qt = True
+        show_warning(f"napari-liif: {problem}")
+
+
 def notify_info(message: str) -> None:
     """Show ``message`` as information in napari's notifications."""
     from napari.utils.notifications import show_info
@@ -63,6 +93,7 @@ class ViewerDockWidget(QWidget):
         self.viewer = napari_viewer
         self.form = None
         self._alive = True
+        _warn_about_qt()
 
     def _set_form(self, form) -> None:
         self.form = form
