@@ -170,7 +170,8 @@ def test_ome_zarr_round_trip(tmp_path, model, rng):
     assert back.chunks[1:] == ((16, 16, 8), (16, 16, 16))
     assert np.array_equal(back.compute(), upscale(img, scale=2, model=model))
     meta = read_ome_metadata(path)
-    assert meta == {"axes": ["z", "y", "x"], "scale": [2.0, 0.25, 0.25], "translation": [0.0, 9.875, -2.125]}
+    assert meta == {"axes": ["z", "y", "x"], "scale": [2.0, 0.25, 0.25], "translation": [0.0, 9.875, -2.125],
+                    "units": [None, None, None], "levels": ["0"]}
     with pytest.raises(OutputError, match="exists .a complete store written by napari-liif.; pass overwrite=True"):
         write_zarr(lazy, path)
 

@@ -328,7 +328,7 @@ def test_a_write_that_fails_halfway_leaves_nothing(tmp_path, user_file, gen, mon
 
     user_file("a.png", gen.integers(0, 256, (6, 7), dtype=np.uint8))
 
-    def full_disk(path, suffix, data):
+    def full_disk(path, suffix, data, *calibration):
         path.write_bytes(b"\x89PNG\r\n\x1a\n half of it")
         raise OSError(28, "No space left on device")
 

@@ -259,7 +259,8 @@ def run_batch(jobs: list[Job], upscale_one: Callable, *, overwrite: bool = False
             try:
                 a = read_image(job.src)
                 result = upscale_one(a, job) if with_job else upscale_one(a)
-                write_image(job.dst, result, overwrite=True, record=True)
+                write_image(job.dst, result, overwrite=True, record=True,
+                            calibration=output_calibration(job, a.shape, result.shape))
                 report.done.append(job.src)
             except (ImageIOError, ValueError, TypeError, MemoryError, RuntimeError, OSError) as exc:
                 report.failed.append((job.src, _one_line(exc, job)))
@@ -267,6 +268,25 @@ def run_batch(jobs: list[Job], upscale_one: Callable, *, overwrite: bool = False
             on_file(k + 1, len(jobs), job.src)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def output_calibration(job: Job, in_shape, out_shape):
+    """The calibration an output keeps: its input's (pixel size, origin, units, z spacing), or
+    the input's pixel grid where it has none, each axis rescaled so the output overlays the
+    input (:meth:`napari_liif.calibration.Calibration.upscaled`). None when the shapes do not
+    correspond axis by axis."""
+    from .calibration import Calibration, read_calibration
+
+    if len(in_shape) != len(out_shape):
+        return None
+    base = read_calibration(job.src)
+    if base is None or base.ndim != len(in_shape):
+        base = Calibration.identity(len(in_shape))
+    if job.channel_axis is not None and base.axes[job.channel_axis] is None:
+        axes = list(base.axes)
+        axes[job.channel_axis] = "c"
+        base = base.with_axes(axes)
+    return base.upscaled(in_shape, out_shape)
 
 
 def _one_line(exc: BaseException, job: Job) -> str:

@@ -190,9 +190,14 @@ def image_info(path: str | Path) -> tuple[tuple[int, ...], np.dtype] | None:
     return (h, w) + tail, np.dtype(dtype)
 
 
-def write_image(path: str | Path, data: np.ndarray, *, overwrite: bool = False, record: bool = False) -> Path:
+def write_image(path: str | Path, data: np.ndarray, *, overwrite: bool = False, record: bool = False,
+                calibration=None) -> Path:
     """Write ``data``; TIFF and NPY keep any dtype and shape, PNG takes bool/uint8/uint16
     and JPEG uint8, both as (H, W) or (H, W, C) (C = 2, 3, 4 for PNG; 3 for JPEG).
+
+    A TIFF stores ``calibration`` (a :class:`napari_liif.calibration.Calibration`: pixel size,
+    origin, units, z spacing) as ImageJ metadata where ImageJ can hold the layout and dtype,
+    else in the resolution tags and tifffile's JSON description; other formats ignore it.
 
     The file is written under a hidden temporary name in the same folder and renamed into
     place, so ``path`` never holds a half-written image. An existing ``path`` is replaced only
@@ -213,7 +218,7 @@ def write_image(path: str | Path, data: np.ndarray, *, overwrite: bool = False, 
         raise ImageIOError(f"{path}: exists; pass overwrite=True to replace it")
     try:
         with atomic_file(path, record=record) as tmp:
-            _encode(tmp, suffix, data)
+            _encode(tmp, suffix, data, calibration)
     except ImageIOError:
         raise
     except Exception as exc:  # noqa: BLE001 - every writer failure becomes one clear line
@@ -228,7 +233,7 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def _encode(path: Path, suffix: str, data: np.ndarray) -> None:
+def _encode(path: Path, suffix: str, data: np.ndarray, calibration=None) -> None:
     if suffix == ".npy":
         if data.dtype.hasobject:
             raise ImageIOError(f"{path}: cannot write Python objects as NPY")
@@ -236,8 +241,10 @@ def _encode(path: Path, suffix: str, data: np.ndarray) -> None:
     elif suffix in (".tif", ".tiff"):
         import tifffile
 
-        photometric = "rgb" if data.ndim == 3 and data.shape[-1] in (3, 4) else "minisblack"
-        tifffile.imwrite(path, data, photometric=photometric)
+        from .calibration import tiff_kwargs
+
+        rgb = data.ndim == 3 and data.shape[-1] in (3, 4)
+        tifffile.imwrite(path, data, **tiff_kwargs(data.shape, data.dtype, calibration, rgb))
     elif suffix == ".png" and data.dtype == np.uint16 and data.ndim == 3:
         _write_png16(path, data)
     else:

@@ -85,13 +85,15 @@ def write_tiff(path: str, data, meta: dict) -> list[str]:
     """npe2 writer for one image layer: TIFF with the data's own dtype (uint16, float32, ...).
 
     RGB layers are written as RGB; everything else as gray planes (``minisblack``). The
-    layer's scale is stored as ImageJ-style resolution of the last two axes when it is not 1.
+    layer's scale, translate and units are kept (:mod:`napari_liif.calibration`: ImageJ metadata
+    that napari-liif's reader and Fiji read back, where ImageJ can hold the layout and dtype).
     The file is written under a temporary name and renamed into place, so an interrupted save
     never leaves a half-written TIFF. napari asks before replacing the file the user chose;
     when ``.tif`` has to be added to the name, a file of that other name is never replaced.
     """
     import tifffile
 
+    from .calibration import tiff_kwargs
     from .outputs import atomic_file
 
     path = str(path)
@@ -106,12 +108,26 @@ def write_tiff(path: str, data, meta: dict) -> list[str]:
     if a.dtype.kind not in "biuf":
         raise ValueError(f"cannot write layer data of dtype {a.dtype} as TIFF")
     rgb = bool((meta or {}).get("rgb")) and a.ndim >= 3 and a.shape[-1] in (3, 4)
-    kw = {"photometric": "rgb" if rgb else "minisblack"}
-    scale = list((meta or {}).get("scale") or [])
-    if len(scale) >= 2 and (scale[-1] != 1 or scale[-2] != 1) and scale[-1] > 0 and scale[-2] > 0:
-        kw["resolution"] = (1.0 / scale[-1], 1.0 / scale[-2])
     if a.dtype.kind == "b":
         a = a.astype(np.uint8)
     with atomic_file(path, record=False) as tmp:
-        tifffile.imwrite(tmp, a, **kw)
+        tifffile.imwrite(tmp, a, **tiff_kwargs(a.shape, a.dtype, layer_calibration(meta or {}, a.ndim, rgb), rgb))
     return [path]
+
+
+def layer_calibration(meta: dict, ndim: int, rgb: bool):
+    """The :class:`~napari_liif.calibration.Calibration` of a layer's metadata (``scale``,
+    ``translate``, ``units`` of its axes; the colour axis of RGB data uncalibrated), or None when
+    the metadata does not describe every axis."""
+    from .calibration import Calibration, unit_name
+
+    n = ndim - (1 if rgb else 0)
+    scale = [float(v) for v in meta.get("scale") or [1.0] * n]
+    translate = [float(v) for v in meta.get("translate") or [0.0] * n]
+    units = [unit_name(str(u)) if u is not None else None for u in (meta.get("units") or [None] * n)]
+    if not len(scale) == len(translate) == len(units) == n or not all(v > 0 for v in scale):
+        return None
+    extra = ([1.0], [0.0], [None], ["s"]) if rgb else ([], [], [], [])
+    cal = Calibration(tuple(scale + extra[0]), tuple(translate + extra[1]), tuple(units + extra[2]),
+                      tuple([None] * n + extra[3]))
+    return None if cal.is_identity() else cal

@@ -101,23 +101,19 @@ def _spatial_hw(shape, channel_axis, rgb) -> tuple[int, int]:
     return int(shape[-2]), int(shape[-1])
 
 
-def _ome_transform(job: Job, a, axes, hw, ohw):
-    """Axes, scale and translation of the output store: the input's OME metadata where it has
-    some, with the spatial axes rescaled so the output overlays the input exactly."""
-    from .zarr_io import is_zarr, read_ome_metadata, upscaled_transform
+def _ome_calibration(job: Job, in_shape, out_shape, axes):
+    """Axes, scale, translation and units of the output store: the input's calibration (an
+    OME-Zarr's metadata, a TIFF's ImageJ/OME tags) or its pixel grid, rescaled so the output
+    overlays the input exactly (:meth:`napari_liif.calibration.Calibration.upscaled`)."""
+    from .calibration import Calibration, read_calibration
 
-    meta = read_ome_metadata(job.src) if is_zarr(job.src) else None
-    scale, translation = [1.0] * a.ndim, [0.0] * a.ndim
-    if meta and len(meta["axes"]) == a.ndim:
-        axes = meta["axes"]
-        scale = meta["scale"] or scale
-        translation = meta["translation"] or translation
-    if axes is not None:
-        sp = [axes.index("y"), axes.index("x")]
-        s2, t2 = upscaled_transform([scale[k] for k in sp], [translation[k] for k in sp], hw, ohw)
-        for k, s, t in zip(sp, s2, t2):
-            scale[k], translation[k] = s, t
-    return axes, scale, translation
+    base = read_calibration(job.src)
+    if base is None or base.ndim != len(in_shape):
+        base = Calibration.identity(len(in_shape))
+    elif all(a in "tczyx" for a in base.axes if a) and None not in base.axes:
+        axes = list(base.axes) if [n for n in "tczyx" if n in base.axes] == list(base.axes) else axes
+    cal = base.upscaled(in_shape, out_shape)
+    return axes, list(cal.scale), list(cal.translate), list(cal.units)
 
 
 def _dask_one(job: Job, args, model, client, guard) -> None:
@@ -137,7 +133,8 @@ def _dask_one(job: Job, args, model, client, guard) -> None:
     out = upscale_dask(a, scale=args.scale, size=args.size, model=model, cell=args.cell,
                        chunks=output_chunks_for(hw, ohw, args.chunk), channel_axis=ax, limits=args.limits,
                        percentiles=args.percentiles)
-    axes, scale, translation = _ome_transform(job, a, guess_axes(a.ndim, channel_axis=ax, rgb=rgb), hw, ohw)
+    axes, scale, translation, units = _ome_calibration(job, a.shape, out.shape,
+                                                       guess_axes(a.ndim, channel_axis=ax, rgb=rgb))
     bar = contextlib.nullcontext()
     if not args.quiet and client is None:
         from dask.diagnostics import ProgressBar
@@ -145,14 +142,15 @@ def _dask_one(job: Job, args, model, client, guard) -> None:
         bar = ProgressBar()
     with bar:
         write_zarr(out, job.dst, axes=axes, scale=scale if axes else None,
-                   translation=translation if axes else None, overwrite=True, inputs=guard)
+                   translation=translation if axes else None, units=units if axes else None, levels=None,
+                   overwrite=True, inputs=guard)
 
 
 def cmd_upscale_dask(args) -> int:
     """``napari-liif upscale --dask``: inputs (TIFF, NPY, zarr, ...) to zarr stores, chunk by chunk.
 
-    Outputs are OME-Zarr where the layout fits (gray planes, stacks, leading channels) and
-    plain zarr arrays otherwise (RGB). Each store is written under a hidden temporary name and
+    Outputs are OME-Zarr multiscale pyramids where the layout fits (gray planes, stacks, leading
+    channels), keeping the input's calibration rescaled, and plain zarr arrays otherwise (RGB). Each store is written under a hidden temporary name and
     swapped in when complete; complete stores of ours are skipped unless --overwrite.
     """
     from .io import ImageIOError

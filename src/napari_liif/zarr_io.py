@@ -4,7 +4,11 @@
   holding one array; :func:`read_ome_metadata` gives its axes, scale and translation.
 * :func:`write_zarr` writes chunk by chunk into a hidden temporary store beside the destination and
   swaps it in once every chunk is written (:mod:`napari_liif.outputs`): a store under its final
-  name is always complete, and carries ``napari_liif.complete = true``. It never replaces a folder
+  name is always complete, and carries ``napari_liif.complete = true``. OME-Zarr images can carry
+  a multiscale pyramid (``levels``): level ``k`` is the 2 x 2 mean of level ``k - 1`` along y and
+  x, read back from the store (the full-resolution level is computed once), with the coordinate
+  transformations that put every level's pixel centres where they belong:
+  ``scale * 2**k`` and ``translation + scale * (2**k - 1) / 2`` on y and x. It never replaces a folder
   that holds anything other than a zarr store, nor a store that was not written by napari-liif
   unless ``overwrite``.
 * :func:`open_lazy` reads TIFF (through tifffile's zarr view), NPY (memory-mapped) and zarr
@@ -46,6 +50,14 @@ def _open(path):
         raise ImageIOError(f"{path}: not a readable zarr store (bad or missing metadata)") from None
 
 
+def read_levels(path) -> list:
+    """Every level of an OME-Zarr image, full resolution first, as dask arrays."""
+    import dask.array as da
+
+    node = _open(path)
+    return [da.from_zarr(node[d["path"]]) for d in _multiscales(node.attrs)[0]["datasets"]]
+
+
 def read_zarr(path, component: str | None = None):
     """Open a zarr array, an OME-Zarr image (its full-resolution level) or a group holding a
     single array, as a dask array."""
@@ -68,7 +80,9 @@ def read_zarr(path, component: str | None = None):
 
 
 def read_ome_metadata(path) -> dict | None:
-    """``{'axes': [...], 'scale': [...], 'translation': [...]}`` of an OME-Zarr's first level."""
+    """``{'axes': [...], 'scale': [...], 'translation': [...], 'units': [...], 'levels': [...]}`` of an
+    OME-Zarr: the first level's transformations, the axes' units (None where unset) and the
+    paths of all levels."""
     import zarr
 
     node = _open(path)
@@ -76,7 +90,9 @@ def read_ome_metadata(path) -> dict | None:
     if not ms:
         return None
     axes = [a["name"] if isinstance(a, dict) else str(a) for a in ms[0].get("axes", [])]
-    meta = {"axes": axes, "scale": None, "translation": None}
+    units = [a.get("unit") if isinstance(a, dict) else None for a in ms[0].get("axes", [])]
+    meta = {"axes": axes, "scale": None, "translation": None, "units": units,
+            "levels": [d["path"] for d in ms[0]["datasets"]]}
     for t in ms[0]["datasets"][0].get("coordinateTransformations", []):
         if t.get("type") in ("scale", "translation"):
             meta[t["type"]] = [float(v) for v in t[t["type"]]]
@@ -109,34 +125,96 @@ def upscaled_transform(scale, translate, in_hw, out_hw):
             [t + s * (0.5 * k - 0.5) for t, s, k in zip(translate, scale, r)])
 
 
-def _create(tmp: Path, a, chunks, axes, scale, translation, name):
-    """Create the (empty) store at ``tmp``; return (target array, node carrying our marker)."""
+def level_transforms(scale, translation, axes, k: int) -> list[dict]:
+    """The OME coordinate transformations of pyramid level ``k`` (module docstring)."""
+    sc = [float(v) for v in scale]
+    tr = [float(v) for v in (translation if translation is not None else [0.0] * len(sc))]
+    f = 2 ** k
+    for i, name in enumerate(axes):
+        if name in ("y", "x"):
+            tr[i] += sc[i] * (f - 1) / 2
+            sc[i] *= f
+    out = [{"type": "scale", "scale": sc}]
+    if translation is not None or k:
+        out.append({"type": "translation", "translation": tr})
+    return out
+
+
+def pyramid_levels(shape, axes, chunks, smallest: int = 256) -> int:
+    """How many levels a pyramid of ``shape`` gets: halving y and x until neither exceeds
+    ``smallest`` (or one is a single pixel), at most 8."""
+    sp = [shape[axes.index(n)] for n in ("y", "x")]
+    n = 1
+    while max(sp) > smallest and min(sp) >= 2 and n < 8:
+        sp = [v // 2 for v in sp]
+        n += 1
+    return n
+
+
+def _create(tmp: Path, a, chunks, axes, scale, translation, name, units=None, levels: int = 1):
+    """Create the (empty) store at ``tmp``; return (target array, node carrying our marker, root)."""
     import zarr
 
     if axes is None:
         target = zarr.open_array(str(tmp), mode="w-", shape=a.shape, chunks=chunks, dtype=a.dtype, zarr_format=2)
-        return target, target
+        return target, target, None
     root = zarr.open_group(str(tmp), mode="w-", zarr_format=2)
     target = root.create_array("0", shape=a.shape, chunks=chunks, dtype=a.dtype)
-    transforms = [{"type": "scale", "scale": [float(v) for v in (scale or [1.0] * a.ndim)]}]
-    if translation is not None:
-        transforms.append({"type": "translation", "translation": [float(v) for v in translation]})
+    scale = scale or [1.0] * a.ndim
+    ax = []
+    for i, n in enumerate(axes):
+        entry = {"name": n, "type": _AXIS_TYPES[n]}
+        if units is not None and units[i]:
+            entry["unit"] = units[i]
+        ax.append(entry)
     root.attrs["multiscales"] = [{
-        "version": OME_VERSION, "name": name,
-        "axes": [{"name": n, "type": _AXIS_TYPES[n]} for n in axes],
-        "datasets": [{"path": "0", "coordinateTransformations": transforms}],
+        "version": OME_VERSION, "name": name, "axes": ax,
+        "datasets": [{"path": str(k), "coordinateTransformations": level_transforms(scale, translation, axes, k)}
+                     for k in range(levels)],
+        "type": "mean",
     }]
-    return target, root
+    return target, root, root
+
+
+def _downsample(a, axes):
+    """The 2 x 2 mean along y and x (odd edges dropped), in the array's dtype."""
+    import dask.array as da
+
+    factors = {i: (2 if n in ("y", "x") else 1) for i, n in enumerate(axes)}
+    dtype = a.dtype
+    f = a.astype(np.float64) if dtype.kind != "f" else a
+    m = da.coarsen(np.mean, f, factors, trim_excess=True)
+    if dtype.kind == "b":
+        return m >= 0.5
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return da.clip(da.round(m), info.min, info.max).astype(dtype)
+    return m.astype(dtype)
+
+
+def _write_levels(root, axes, chunks, levels: int) -> None:
+    """Levels 1.. of the pyramid, each from the one before it as stored."""
+    import dask.array as da
+
+    prev = da.from_zarr(root["0"])
+    for k in range(1, levels):
+        lv = _downsample(prev, axes)
+        ch = tuple(min(c, n) for c, n in zip(chunks, lv.shape))
+        target = root.create_array(str(k), shape=lv.shape, chunks=ch, dtype=lv.dtype)
+        da.store(lv.rechunk(ch), target, lock=False)
+        prev = da.from_zarr(target)
 
 
 def write_zarr(array, path, *, axes: list[str] | None = None, scale=None, translation=None,
                overwrite: bool = False, compute: bool = True, name: str | None = None,
-               inputs: Inputs | None = None):
+               inputs: Inputs | None = None, units=None, levels: int | None = 1):
     """Write a (dask) array to a zarr store chunk by chunk, atomically.
 
     With ``axes`` (OME-NGFF names in t, c, z, y, x order) the store is an OME-Zarr 0.4 image:
-    a group holding the array as level ``0`` with minimal ``multiscales`` metadata (one
-    level; ``scale``/``translation`` per axis). Without, a plain zarr array. Chunks go to a
+    a group holding the array as level ``0`` with ``multiscales`` metadata (``scale``,
+    ``translation`` and ``units`` per axis), and ``levels`` pyramid levels in all (None: as
+    many as :func:`pyramid_levels` gives; each a 2 x 2 mean of the one before, module
+    docstring). Without ``axes``, a plain zarr array. Chunks go to a
     hidden temporary store beside ``path``, which is marked ``napari_liif.complete = true`` and
     renamed to ``path`` once every chunk is written (see :func:`is_complete`).
 
@@ -158,10 +236,11 @@ def write_zarr(array, path, *, axes: list[str] | None = None, scale=None, transl
     chunks = tuple(c[0] for c in a.chunks)
     if any(len(set(c[:-1])) > 1 or c[-1] > c[0] for c in a.chunks):
         a = a.rechunk(chunks)
+    n_levels = 1 if axes is None else (pyramid_levels(a.shape, axes, chunks) if levels is None else max(1, int(levels)))
     swap = atomic_store(path)
     tmp = swap.__enter__()
     try:
-        target, marker = _create(tmp, a, chunks, axes, scale, translation, name or path.stem)
+        target, marker, root = _create(tmp, a, chunks, axes, scale, translation, name or path.stem, units, n_levels)
         marker.attrs[ZARR_KEY] = {"complete": False}
         stored = da.store(a, target, lock=False, compute=False)
     except BaseException as exc:
@@ -169,6 +248,12 @@ def write_zarr(array, path, *, axes: list[str] | None = None, scale=None, transl
         raise
 
     def finish(_stored=None):
+        try:
+            if n_levels > 1:
+                _write_levels(root, axes, chunks, n_levels)
+        except BaseException as exc:
+            swap.__exit__(type(exc), exc, exc.__traceback__)
+            raise
         marker.attrs[ZARR_KEY] = {"complete": True}
         swap.__exit__(None, None, None)
         return path
