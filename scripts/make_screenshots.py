@@ -7,7 +7,9 @@ docs/images/ and prints a Markdown table of PSNRs for the 4x-downsampled photogr
   ``linear`` and LIIF;
 * ``camera_x4_<mode>.png``: scikit-image's camera (held out from training) downsampled 4x and shown
   at zoom 4, with napari's interpolations, LIIF, and the full-resolution truth;
-* ``widget.png``: the napari window with the LIIF zoom dock widget.
+* ``widget.png``: the napari window with the LIIF zoom dock widget;
+* ``upscale-widget.png`` (docs/batch.md): the LIIF upscale dock widget after upscaling the camera
+  photograph, downsampled 4x, by 4 (grid view: the input, nearest, beside the result).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def save(path: Path, rgba: np.ndarray) -> None:
     import imageio.v3 as iio
 
     iio.imwrite(path, rgba[..., :3])
-    print(f"wrote {path.relative_to(ROOT)}")
+    print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
 
 
 def psnr(a, b) -> float:
@@ -119,12 +121,48 @@ def widget_view(checkpoint, out: Path) -> None:
     viewer.close()
 
 
+def upscale_widget_view(checkpoint, out: Path) -> None:
+    import time
+
+    import napari
+    import torch
+    from qtpy.QtWidgets import QApplication
+    from skimage import data
+
+    from napari_liif._qt.batch_widget import UpscaleWidget
+    from napari_liif.train.patches import downsample
+
+    hr = data.camera()
+    lr = downsample(torch.from_numpy(hr / 255.0).float()[None].expand(3, -1, -1), (128, 128))[0].numpy()
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1280, 720)
+    viewer.add_image(np.round(lr * 255).astype(np.uint8), name="camera / 4", colormap="gray")
+    widget = UpscaleWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="LIIF upscale", area="right")
+    if checkpoint is not None:
+        widget.options.set_checkpoint(checkpoint)
+    widget.options.device.value = "cpu"
+    widget.value.value = "4"
+    done = []
+    widget.finished_job.connect(done.append)
+    widget.run_layer()
+    while not done:
+        QApplication.processEvents()
+        time.sleep(0.05)
+    print(done[0])
+    viewer.grid.enabled = True
+    viewer.reset_view()
+    settle(50)
+    save(out / "upscale-widget.png", viewer.screenshot(canvas_only=False, flash=False))
+    viewer.close()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(ROOT / "docs" / "images"))
     p.add_argument("--checkpoint", default=None, help="model file (default: bundled)")
     p.add_argument("--tile", type=int, default=128)
-    p.add_argument("--only", choices=["coffee", "camera", "widget"], default=None)
+    p.add_argument("--only", choices=["coffee", "camera", "widget", "upscale"], default=None)
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -141,6 +179,8 @@ def main(argv=None) -> int:
             print(f"| {name} | {v:.2f} |")
     if args.only in (None, "widget"):
         widget_view(args.checkpoint, out)
+    if args.only in (None, "upscale"):
+        upscale_widget_view(args.checkpoint, out)
     return 0
 
 

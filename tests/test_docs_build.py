@@ -58,6 +58,9 @@ def test_screenshots_are_in_the_site(site):
     assert "images/widget.png" in shots and len(shots) >= 4
     for src in shots:
         assert (site / src).stat().st_size > 1000, src
+    batch = (site / "batch.html").read_text()
+    assert 'src="images/upscale-widget.png"' in batch
+    assert (site / "images" / "upscale-widget.png").stat().st_size > 1000
 
 
 def test_the_readme_says_how_to_build_the_docs():

@@ -205,8 +205,8 @@ class UpscaleWidget(ViewerDockWidget):
         self.folder_in.line_edit.native.setPlaceholderText("folder or glob, e.g. /data/*.tif")
         self.folder_out.line_edit.native.setPlaceholderText("output folder")
         buttons = Container(layout="horizontal", labels=False, widgets=[self.run_button, self.cancel_button])
-        folder = Container(label="folder mode", widgets=[self.folder_in, self.folder_out, self.folder_button,
-                                                         self.report])
+        heading = Label(value="<b>Folder mode</b>: a folder or glob in, a folder out; the same scale and model")
+        folder = Container(widgets=[heading, self.folder_in, self.folder_out, self.folder_button, self.report])
         self._set_form(Container(widgets=[self.source, self.mode, self.value, self.options, buttons, self.bar,
                                           self.status, folder]))
         self.status.native.setWordWrap(True)
