@@ -120,3 +120,62 @@ def test_check_preservable_refuses_before_any_work():
         check_preservable(np.zeros((4, 4)), (4, 4), (8, 3))
     with pytest.raises(ValueError, match="the image has 2 NaN or infinite values"):
         check_preservable(np.array([[np.nan, np.inf], [0.0, 1.0]]), (2, 2), (4, 4))
+
+
+# --------------------------------------------------------------------------------- through upscale()
+
+
+@pytest.mark.parametrize("scale", [2, 2.5, (3, 1.6)])
+def test_upscale_with_preserve_flux_is_exact_at_integer_and_fractional_scales(small_net, as_model, scale):
+    from napari_liif import upscale
+
+    rng = np.random.default_rng(9)
+    img = rng.uniform(100, 4000, (12, 10))  # float64: exact to rounding
+    model = as_model(*small_net)
+    out = upscale(img, scale=scale, model=model, preserve_flux=True)
+    assert np.abs(area_average(out, img.shape) - img).max() < 1e-9 * 4000
+    plain = upscale(img, scale=scale, model=model)
+    assert np.abs(area_average(plain, img.shape) - img).max() > 1.0  # the option is what makes it exact
+
+
+def test_upscale_uint16_stack_with_preserve_flux_keeps_block_sums(small_net, as_model):
+    from napari_liif import upscale
+
+    rng = np.random.default_rng(10)
+    stack = (1000 + 200 * rng.random((2, 9, 8))).astype(np.uint16)
+    out = upscale(stack, scale=2, model=as_model(*small_net), preserve_flux=True)
+    assert out.dtype == np.uint16
+    sums = out.astype(np.int64).reshape(2, 9, 2, 8, 2).sum(axis=(2, 4))
+    np.testing.assert_array_equal(sums, 4 * stack.astype(np.int64))
+
+
+def test_upscale_refuses_what_flux_preservation_cannot_do(small_net, as_model):
+    from napari_liif import upscale
+
+    model = as_model(*small_net)
+    with pytest.raises(ValueError, match="scale of at least 1"):
+        upscale(np.ones((8, 8)) * np.arange(8), scale=0.5, model=model, preserve_flux=True)
+    img = np.arange(16.0).reshape(4, 4)
+    img[0, 0] = np.nan
+    with pytest.raises(ValueError, match="1 NaN or infinite values"):
+        upscale(img, scale=2, model=model, preserve_flux=True)
+
+
+def test_cli_preserve_flux(tmp_path, own_safetensors, capsys):
+    import tifffile
+
+    from napari_liif.cli import main
+
+    rng = np.random.default_rng(11)
+    img = (500 + 3000 * rng.random((10, 12))).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "in.tif", img)
+    path, _, _ = own_safetensors
+    rc = main(["upscale", str(tmp_path / "in.tif"), "--scale", "3", "--checkpoint", str(path), "--preserve-flux",
+               "-o", str(tmp_path / "out.tif"), "--quiet"])
+    assert rc == 0
+    out = tifffile.imread(tmp_path / "out.tif").astype(np.int64)
+    np.testing.assert_array_equal(out.reshape(10, 3, 12, 3).sum(axis=(1, 3)), 9 * img.astype(np.int64))
+    capsys.readouterr()
+    rc = main(["upscale", str(tmp_path / "in.tif"), "--scale", "2", "--preserve-flux", "--dask",
+               "-o", str(tmp_path / "o.zarr")])
+    assert rc == 2 and "--preserve-flux is not available with --dask" in capsys.readouterr().err

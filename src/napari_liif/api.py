@@ -29,6 +29,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import flux
 from .intensity import IntensityMap, carry, check_options, constant_value
 
 CELL_MODES = ("on", "off", "clamp")  # as napari_liif.field.CELL_MODES (not imported: keeps torch lazy)
@@ -193,7 +194,7 @@ def layout(a, rgb=None, channel_axis=None):
 
 def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", channel_axis: int | None = None,
             rgb: bool | None = None, limits=None, percentiles=None, progress: Progress | None = None,
-            should_stop=None) -> np.ndarray:
+            should_stop=None, preserve_flux: bool = False) -> np.ndarray:
     """Upscale an image with LIIF.
 
     Parameters
@@ -226,6 +227,10 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
         Called as output blocks are rendered, with counts of output pixels (all planes together).
     should_stop : callable() -> bool, optional
         Checked between planes; when true an ``InterruptedError`` is raised.
+    preserve_flux : bool
+        Correct each plane so that its area average over every input pixel equals that pixel
+        (:func:`napari_liif.flux.preserve_flux`; docs/microscopy.md): exact for float data, exact
+        block sums for integer data at integer scales. Needs a scale of at least 1 and finite data.
 
     Returns
     -------
@@ -275,6 +280,8 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
     out_shape = lead + out_hw + tail
     # the output, plus one plane of float32 RGB from the renderer and ~3 float64 planes while mapping back
     check_allocatable(out_shape, a.dtype, extra_bytes=(12 + 24) * out_hw[0] * out_hw[1])
+    if preserve_flux:
+        flux.check_preservable(a, tuple(spatial), out_hw)
     m = get_model(model)
     out = np.empty(out_shape, a.dtype)
     maps = intensity_maps(a, kind, limits, percentiles)
@@ -302,6 +309,8 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
             alpha = constant_value(src[..., 3], False) if c == "rgba" else None
             dst[...] = render_job(src, c, maps, render, alpha)
         carry_job(src, dst, c, maps)  # NaN, inf, nodata and outliers stay where their pixels are nearest
+        if preserve_flux:
+            dst[...] = flux.preserve_flux(dst, src, dtype=a.dtype)
         if progress is not None:
             progress((k + 1) * per_job, total)
     return out if ch_axis is None else np.moveaxis(out, -1, ch_axis)

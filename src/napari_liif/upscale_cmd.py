@@ -20,6 +20,8 @@ def cmd_upscale(args) -> int:
     status 2.
     """
     if args.dask:
+        if args.preserve_flux:
+            raise ValueError("--preserve-flux is not available with --dask; drop one of them")
         return cmd_upscale_dask(args)
     from tqdm import tqdm
 
@@ -42,7 +44,8 @@ def cmd_upscale(args) -> int:
                 pixels.update(done - pixels.n)
 
             return upscale(a, scale=args.scale, size=args.size, model=model, cell=args.cell,
-                           channel_axis=ax, limits=args.limits, percentiles=args.percentiles, progress=tick)
+                           channel_axis=ax, limits=args.limits, percentiles=args.percentiles, progress=tick,
+                           preserve_flux=args.preserve_flux)
 
     report = run_batch(jobs, one, overwrite=args.overwrite, on_file=lambda k, n, p: files.update(1))
     files.close()
