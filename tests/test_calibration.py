@@ -35,7 +35,7 @@ def test_imagej_tiff_round_trip_and_what_fiji_reads(tmp_path):
     assert read_tiff_calibration(path) == CAL  # exact, through our JSON entry
     meta, px, py = _imagej(path)
     assert (meta["unit"], meta["spacing"], px, py) == ("micron", 2.0, 0.125, 0.25)
-    assert (meta["xorigin"], meta["yorigin"], meta["zorigin"]) == (16.0, -40.0, -2.5)  # -translate / scale
+    assert (meta["xorigin"], meta["yorigin"], meta["zorigin"]) == (16.0, -40.0, -2.5)  # -translate/scale
     # a file as ImageJ itself writes it (no JSON entry; ImageJ escapes the micro sign) reads the same from the standard keys
     plain = tmp_path / "fiji.tif"
     tifffile.imwrite(plain, a, imagej=True, resolution=(8.0, 4.0),
@@ -120,7 +120,8 @@ def test_napari_reader_and_writer_round_trip(tmp_path, plugins):
     np.testing.assert_array_equal(back.scale, layer.scale)
     np.testing.assert_array_equal(back.translate, layer.translate)
     assert [str(u) for u in back.units] == ["micrometer", "micrometer", "nanometer"]
-    assert (_imagej(path)[0]["unit"], _imagej(path)[0]["yunit"], _imagej(path)[0]["zunit"]) == ("nm", "micron", "micron")
+    ij = _imagej(path)[0]
+    assert (ij["unit"], ij["yunit"], ij["zunit"]) == ("nm", "micron", "micron")
     # an uncalibrated TIFF is left to napari's own reader
     tifffile.imwrite(tmp_path / "raw.tif", np.zeros((4, 4), np.uint8))
     assert napari_get_reader(str(tmp_path / "raw.tif")) is None

@@ -113,3 +113,25 @@ def test_magnification_and_validation():
         LayerGeometry((5, 5), (-1.0, 1.0))
     with pytest.raises(ValueError, match="tile"):
         plan_view(Camera2D((0, 0), 2.0, (10, 10)), LayerGeometry((5, 5)), tile=0)
+
+
+@pytest.mark.parametrize("dpr", [2.0, 1.5])
+def test_hidpi_one_sample_per_physical_pixel(dpr):
+    cam = Camera2D((20.3, 31.7), 3.1, (100, 160))
+    phys = cam.physical(dpr)
+    assert phys.zoom == 3.1 * dpr and phys.canvas == (round(100 * dpr), round(160 * dpr))
+    assert phys.visible_rect() == pytest.approx(cam.visible_rect())  # the same view
+    geom = LayerGeometry((64, 80))
+    plan = plan_view(phys, geom, tile=64)
+    # the overlay's samples are physical pixels: spacing 1 / (zoom dpr) world units, dpr^2 per logical pixel
+    assert plan.scale == pytest.approx((1 / (3.1 * dpr),) * 2)
+    n = sum(t.shape[0] * t.shape[1] for t in plan.tiles)
+    n1 = sum(t.shape[0] * t.shape[1] for t in plan_view(cam, geom, tile=64).tiles)
+    assert abs(n / n1 - dpr * dpr) < 0.02
+    # physical pixel (i, j) is centred at world tl + (i + 0.5) / (zoom dpr)
+    (top, left), k = phys.top_left, 37
+    lat, (o_r, o_c) = Lattice.for_camera(phys)
+    assert lat.sample_world(0, o_r + k) == pytest.approx(top + (k + 0.5) / phys.zoom, abs=1 / (256 * phys.zoom))
+    assert cam.physical(1.0) is cam
+    with pytest.raises(ValueError, match="device pixel ratio must be a positive finite number, got 0"):
+        cam.physical(0)

@@ -27,7 +27,8 @@ import numpy as np
 
 #: unit names as napari (pint) and OME-NGFF write them, from the spellings ImageJ and others use
 _UNITS = {"micron": "micrometer", "microns": "micrometer", "um": "micrometer", "\u00b5m": "micrometer",
-          "\u03bcm": "micrometer", "\\u00b5m": "micrometer", "micrometer": "micrometer", "nm": "nanometer", "nanometer": "nanometer",
+          "\u03bcm": "micrometer", "\\u00b5m": "micrometer", "micrometer": "micrometer",
+          "nm": "nanometer", "nanometer": "nanometer",
           "mm": "millimeter", "millimeter": "millimeter", "cm": "centimeter", "centimeter": "centimeter",
           "m": "meter", "meter": "meter", "angstrom": "angstrom", "s": "second", "sec": "second",
           "second": "second", "ms": "millisecond", "millisecond": "millisecond", "min": "minute",
@@ -126,7 +127,8 @@ def _imagej_axes(shape, dtype, axes) -> str | None:
         return None
     text = "".join(axes).upper()
     order = "TZCYXS"
-    if len(set(text)) != len(text) or any(c not in order for c in text) or not text.endswith("YX" + ("S" if "S" in text else "")):
+    tail = "YXS" if "S" in text else "YX"
+    if len(set(text)) != len(text) or any(c not in order for c in text) or not text.endswith(tail):
         return None
     if [c for c in order if c in text] != list(text):
         return None

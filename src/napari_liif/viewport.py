@@ -5,6 +5,10 @@ Conventions
 * *World* coordinates are napari's: ``(row, col)`` of the two displayed axes. The camera has a
   ``center`` and a ``zoom`` (screen pixels per world unit); the canvas is ``(h, w)`` screen pixels.
   Screen pixel ``i`` is centred at world ``tl + (i + 0.5) / zoom`` with ``tl = center - size / (2 zoom)``.
+* *Screen pixels are physical pixels.* napari's zoom and canvas size count logical pixels; on a
+  HiDPI screen each is ``dpr x dpr`` physical ones (the device pixel ratio).
+  :meth:`Camera2D.physical` turns napari's camera into the physical one, so the lattice below has
+  one sample per physical pixel.
 * A layer maps *data* coordinates to world by ``world = data * scale + translate``; data pixel ``i``
   is centred at data coordinate ``i``.
 * The engine renders *regions* in pixel-edge units, ``edge = data + 0.5``: the whole image is
@@ -52,6 +56,15 @@ class Camera2D:
     def top_left(self) -> tuple[float, float]:
         """World coordinate of the canvas's top-left corner."""
         return tuple(c - n / (2 * self.zoom) for c, n in zip(self.center, self.canvas, strict=True))
+
+    def physical(self, dpr: float) -> "Camera2D":
+        """The same view counted in physical pixels: ``zoom * dpr`` and the canvas ``round(n * dpr)``
+        (what Qt allocates), centred where this one is."""
+        if not (math.isfinite(dpr) and dpr > 0):
+            raise ValueError(f"device pixel ratio must be a positive finite number, got {dpr!r}")
+        if dpr == 1:
+            return self
+        return Camera2D(self.center, self.zoom * dpr, tuple(max(1, round(n * dpr)) for n in self.canvas))
 
     def visible_rect(self) -> tuple[float, float, float, float]:
         """World rectangle ``(top, left, bottom, right)`` that the canvas shows."""
