@@ -361,6 +361,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     ap.add_argument("--skip-big", action="store_true", help="leave out the 2048x2048 x2 run")
+    ap.add_argument("--skip-families", action="store_true",
+                    help="leave out the straightforward / exact LIIF / LM-LIIF table at x2, x4, x8")
     ap.add_argument("--skip-encoder-work", action="store_true",
                     help="leave out the count of encoder pixels for wide, tall and square images (~5 min)")
     ap.add_argument("--size", type=int, help="input side (default 256, 96 with --quick)")
@@ -478,6 +480,11 @@ def main(argv=None) -> None:
 
     if not (args.quick or args.skip_encoder_work):
         print_encoder_work()
+
+    if not (args.quick or args.skip_families):
+        from families import families_table
+
+        families_table(straightforward_upscale, peak["fp32"], repeats)
 
     if not args.skip_big:
         print()

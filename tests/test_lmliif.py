@@ -280,3 +280,37 @@ def test_cell_modes_match_reference(image, mode):
             "clamp": (2 / shape[0] * 6 / 4, 2 / shape[1] * 8 / 4)}[mode]
     got = as_lm_model(net, spec).encode(image).render(region, shape, cell=mode)
     assert render_diff(got, render_reference(net, spec, image, region, shape, cell)) < TOL
+
+
+def counting_field(image, tile):
+    """An LM-LIIF field whose encoder input pixels and latent-MLP latents are counted."""
+    spec = lmliif_spec()
+    model = as_lm_model(build_lmliif(spec, seed=14), spec)
+    counts = {"encoder_px": 0, "latent_mlp": 0}
+    model.net.encoder.register_forward_hook(
+        lambda mod, inp, out: counts.__setitem__("encoder_px", counts["encoder_px"] + inp[0].shape[-2] * inp[0].shape[-1]))
+    original = model.family.cell_products
+
+    def cell_products(products, rel_cell):
+        counts["latent_mlp"] += products.shape[0] * products.shape[1]
+        return original(products, rel_cell)
+
+    model.family.cell_products = cell_products
+    return model.encode(image, tile=tile), counts
+
+
+def test_pan_reuses_everything_and_zoom_reruns_only_the_latent_mlp():
+    img = np.random.default_rng(3).random((48, 48, 3)).astype(np.float32)
+    field, counts = counting_field(img, tile=16)
+    first = field.render((8, 8, 24, 24), (32, 32))  # zoom 2 on a 16 x 16 area
+    assert counts["encoder_px"] > 0 and counts["latent_mlp"] > 0
+    encoded, modulated = dict(counts), counts["latent_mlp"]
+    # a pan by a quarter view, same zoom (same cell): nothing is recomputed
+    panned = field.render((8, 12, 24, 28), (32, 32))
+    assert counts == encoded
+    # the overlapping samples are the same (up to float rounding of the shifted coordinates)
+    assert np.abs(panned[:, :24] - first[:, 8:]).max() < 1e-5
+    # a x1.25 zoom (new cell) reruns the latent MLP of the tiles under the view, not the encoder
+    field.render((10, 10, 22.8, 22.8), (32, 32))
+    assert counts["encoder_px"] == encoded["encoder_px"]
+    assert 0 < counts["latent_mlp"] - modulated <= 2 * 16 * 16 * 2  # at most the tiles under the view
