@@ -109,3 +109,29 @@ def test_hiding_toggling_and_reordering_keep_the_bottom_layer_blending(make_napa
     assert np.abs(shot(viewer) - native).max() <= 1
     assert device_pixel_ratio(viewer) == 1.0
     stand.close()
+
+
+@pytest.mark.parametrize("blending", ["minimum", "multiplicative", "additive", "translucent"])
+def test_partly_rendered_overlay_draws_only_its_tiles(make_napari_viewer, blending):
+    viewer = make_napari_viewer(show=True)
+    set_canvas(viewer, 120, 160)
+    rng = np.random.default_rng(4)
+    viewer.add_image(rng.integers(60, 250, (30, 40)).astype(np.uint8), colormap="yellow", name="below")
+    img = rng.integers(0, 255, (30, 40)).astype(np.uint8)
+    src = viewer.add_image(img, blending=blending, opacity=0.6, colormap="gray")
+    viewer.reset_view()
+    native = shot(viewer)
+    buf = np.full((30, 40), np.nan, np.float32)  # tiles of 8 x 8 texels, two of them rendered
+    buf[8:16, 0:8], buf[16:24, 24:32] = img[8:16, 0:8], img[16:24, 24:32]
+    ov = viewer.add_image(buf, blending=blending, opacity=0.6, colormap="gray", contrast_limits=(0, 255), name="ov")
+    stand = StandIn(viewer, src, ov)
+    covered = np.zeros((4, 5), bool)
+    covered[1, 0] = covered[2, 3] = True
+    stand.set_coverage(covered, origin=(0, 0), tile=8)
+    assert np.abs(shot(viewer) - native).max() <= 1
+    buf2 = np.where(np.isnan(buf), 0, 255 - np.nan_to_num(buf)).astype(np.float32)  # a different picture
+    ov.data = buf2
+    stand.update()
+    changed = np.abs(shot(viewer) - native).max(-1) > 3
+    assert 0 < changed.mean() < 0.2  # only the two tiles show the overlay's picture
+    stand.close()

@@ -5,10 +5,13 @@ napari composites layers bottom to top, each with its own blending and opacity. 
 through (DESIGN.md, "napari compositing"). napari has no public per-region mask, so this module
 adds one below the layer model, in the vispy scene that draws it:
 
-* a fragment filter on the **source's** visual discards its fragments inside the overlay's
-  rectangle (:class:`Hole`), so there only the overlay is drawn, with the source's blending and
-  opacity, and outside it (panning, zooming out, before the first view is ready) napari draws
-  the source itself. The source's layer (its ``visible``, ``opacity``, ``blending``, colormap,
+* a fragment filter on the **source's** visual discards its fragments wherever the overlay holds
+  LIIF samples (:class:`Mask` with a :class:`Coverage`: the overlay's frame and a texture of one
+  texel per tile of the view), so there only the overlay is drawn, with the source's blending
+  and opacity; everywhere else (tiles not rendered yet, the strip a pan uncovers before the next
+  view, a zoom out) napari draws the source itself. The same filter on the overlay keeps only
+  those tiles, so its empty texels never draw, whatever the blending (an empty texel under
+  ``minimum`` blending would otherwise blacken the canvas). The source's layer (its ``visible``, ``opacity``, ``blending``, colormap,
   contrast, place in the layer list) is never changed; detaching removes the filter, which is
   all there is to restore;
 * napari blends the bottom-most visible layer specially (against the canvas background); that
@@ -25,47 +28,87 @@ Inside plugin widgets napari hands out a public-only proxy of the viewer: it is 
 
 from __future__ import annotations
 
+import numpy as np
+from vispy.gloo import Texture2D
 from vispy.visuals.filters.base_filter import Filter
 from vispy.visuals.shaders import Function, Varying
 
 _VERT = """
-void hole_position() {
-    $v_hole_pos = gl_Position;
+void mask_position() {
+    $v_mask_pos = gl_Position;
 }
 """
 
+# q: the fragment in scene coordinates; v: in overlay texels (x = column, y = row), where the
+# overlay's buffer spans [0, w] x [0, h]; the tile mask has one texel per tile of the plan's grid
 _FRAG = """
-void hole_discard() {
-    vec4 p = $to_scene($v_hole_pos);
+void mask_discard() {
+    vec4 p = $to_scene($v_mask_pos);
     vec2 q = p.xy / p.w;
-    if (q.x > $x0 && q.x < $x1 && q.y > $y0 && q.y < $y1)
-        discard;
+    vec2 v = (q - $offset) / $scale;
+    float m = 0.0;
+    if (v.x > 0.0 && v.x < $size.x && v.y > 0.0 && v.y < $size.y)
+        m = texture2D($tiles, (v - $grid0) / $grid_size).r;
+    if ($keep > 0.5) {
+        if (m < 0.5) discard;
+    } else {
+        if (m > 0.5) discard;
+    }
 }
 """
 
 
-class Hole(Filter):
-    """Discards a visual's fragments inside a rectangle of scene coordinates (vispy's x is napari's
-    column, y its row); an empty rectangle discards nothing."""
+class Coverage:
+    """Which parts of the overlay hold LIIF samples: a grid of tiles (``covered``, rows x cols of
+    booleans) whose tile (0, 0) starts at overlay texel ``origin`` (row, col) and whose tiles are
+    ``tile`` texels on a side, clipped to the overlay's ``size`` (rows, cols); empty: nothing."""
 
     def __init__(self):
+        self.texture = Texture2D(np.zeros((1, 1), np.uint8), interpolation="nearest", format="luminance")
+        self.covered = np.zeros((1, 1), bool)
+        self.origin, self.tile, self.size = (0.0, 0.0), 1.0, (0.0, 0.0)
+
+    def set(self, covered, origin=(0, 0), tile: float = 1.0, size=(0, 0)) -> None:
+        covered = np.zeros((1, 1), bool) if covered is None or not np.size(covered) else np.asarray(covered, bool)
+        if covered.shape != self.covered.shape:
+            self.texture = Texture2D(covered.astype(np.uint8) * 255, interpolation="nearest", format="luminance")
+        else:
+            self.texture.set_data(covered.astype(np.uint8) * 255)
+        self.covered = covered
+        self.origin, self.tile, self.size = tuple(float(v) for v in origin), float(tile), tuple(float(v) for v in size)
+
+    @property
+    def empty(self) -> bool:
+        return not self.covered.any()
+
+
+class Mask(Filter):
+    """Discards a visual's fragments where :class:`Coverage` says the overlay holds LIIF samples
+    (``keep=False``: the source) or where it does not (``keep=True``: the overlay itself, whose
+    empty texels then never draw, whatever their blending)."""
+
+    def __init__(self, keep: bool):
         super().__init__(vcode=Function(_VERT), vhook="post", vpos=1, fcode=Function(_FRAG), fhook="pre", fpos=1)
-        pos = Varying("v_hole_pos", "vec4")
-        self.vshader["v_hole_pos"] = pos
-        self.fshader["v_hole_pos"] = pos
-        self.rect = None
-        self.set_rect(None)
+        pos = Varying("v_mask_pos", "vec4")
+        self.vshader["v_mask_pos"] = pos
+        self.fshader["v_mask_pos"] = pos
+        self.fshader["keep"] = 1.0 if keep else 0.0
+        self.set_frame((0.0, 0.0), (1.0, 1.0), Coverage())
 
     def _attach(self, visual):
         super()._attach(visual)
         self.fshader["to_scene"] = visual.get_transform("render", "scene")
 
-    def set_rect(self, rect) -> None:
-        """``(x0, y0, x1, y1)`` in scene coordinates, or None for no hole."""
-        self.rect = None if rect is None else tuple(float(v) for v in rect)
-        x0, y0, x1, y1 = self.rect if self.rect is not None else (0.0, 0.0, 0.0, 0.0)
-        for name, v in (("x0", x0), ("y0", y0), ("x1", x1), ("y1", y1)):
-            self.fshader[name] = v
+    def set_frame(self, offset, scale, cov: Coverage) -> None:
+        """``offset``/``scale``: scene = offset + scale * overlay texel (x, y); ``cov``: the tiles."""
+        sh = self.fshader
+        sh["offset"] = (float(offset[0]), float(offset[1]))
+        sh["scale"] = (float(scale[0]), float(scale[1]))
+        sh["size"] = (cov.size[1], cov.size[0])
+        sh["grid0"] = (cov.origin[1], cov.origin[0])
+        ny, nx = cov.covered.shape
+        sh["grid_size"] = (cov.tile * nx, cov.tile * ny)
+        sh["tiles"] = cov.texture
 
 
 def real(obj):
@@ -105,7 +148,7 @@ UNAVAILABLE = ("live zoom cannot draw in place of the layer here: this napari ha
 
 
 class StandIn:
-    """Makes ``overlay`` stand in for ``source`` inside the overlay's extent (module docstring).
+    """Makes ``overlay`` stand in for ``source`` where it holds LIIF samples (module docstring).
 
     ``ok`` is False when this napari cannot be reached that way (no window, another drawing
     model): the caller then shows nothing rather than a double-counted canvas.
@@ -113,61 +156,77 @@ class StandIn:
 
     def __init__(self, viewer, source, overlay):
         self.viewer, self.source, self.overlay = viewer, source, overlay
-        self.hole = Hole()
-        self._node = None
+        self.coverage = Coverage()
+        self.cut, self.keep = Mask(keep=False), Mask(keep=True)
+        self._nodes = {"cut": None, "keep": None}
         self._patched = None
-        self.active = False
         self.ok = vispy_layer(viewer, source) is not None and vispy_layer(viewer, overlay) is not None
         if self.ok:
-            self._attach_hole()
+            self._attach()
             self._patch_overlay()
 
-    # -- the hole in the source -------------------------------------------------------------
-    def _attach_hole(self) -> None:
-        vis = vispy_layer(self.viewer, self.source)
-        node = None if vis is None else vis.node
-        if node is self._node:
-            return
-        self._detach_hole()
-        if node is not None:
-            node.attach(self.hole)
-            self._node = node
+    @property
+    def active(self) -> bool:
+        return not self.coverage.empty
 
-    def _detach_hole(self) -> None:
-        if self._node is not None:
+    # -- the filters ----------------------------------------------------------------------------
+    def _attach(self) -> None:
+        for name, layer, filt in (("cut", self.source, self.cut), ("keep", self.overlay, self.keep)):
+            vis = vispy_layer(self.viewer, layer)
+            node = None if vis is None else vis.node
+            if node is self._nodes[name]:
+                continue
+            self._detach(name, filt)
+            if node is not None:
+                node.attach(filt)
+                self._nodes[name] = node
+
+    def _detach(self, name: str, filt) -> None:
+        node = self._nodes[name]
+        if node is not None:
             try:
-                self._node.detach(self.hole)
+                node.detach(filt)
             except (ValueError, KeyError):  # already gone with its node
                 pass
-            self._node.update()
-        self._node = None
+            node.update()
+        self._nodes[name] = None
 
-    def show(self, on: bool) -> None:
-        """Cut the overlay's extent out of the source (``on``) or let the source draw everywhere."""
+    def set_coverage(self, covered, origin=(0, 0), tile: float = 1.0) -> None:
+        """The tiles that hold LIIF samples (see :class:`Coverage`; None: none, the source draws
+        everywhere); the overlay's size is read from its data."""
         if not self.ok:
             return
-        self.active = bool(on)
+        size = self.overlay.data.shape[:2]
+        self.coverage.set(covered, origin, tile, size)
         self.update()
 
+    def show(self, on: bool) -> None:
+        """All of the overlay stands in (``on``) or none of it."""
+        self.set_coverage(np.ones((1, 1), bool) if on else None, (0, 0), float(max(self.overlay.data.shape[:2])))
+
     def update(self) -> None:
-        """Re-read the overlay's extent (after its data, scale or translate changed) and napari's
-        blending of the bottom layer; re-attach the hole if napari replaced the source's node."""
+        """Re-read the overlay's frame (after its data, scale or translate changed) and napari's
+        blending of the bottom layer; re-attach the filters if napari replaced a node."""
         if not self.ok:
             return
-        self._attach_hole()
-        self.hole.set_rect(self._overlay_rect() if self.active else None)
+        self._attach()
+        frame = self._overlay_frame()
+        for filt in (self.cut, self.keep):
+            filt.set_frame(*frame, self.coverage)
         self.sync()
-        if self._node is not None:
-            self._node.update()
+        for node in self._nodes.values():
+            if node is not None:
+                node.update()
 
-    def _overlay_rect(self):
+    def _overlay_frame(self):
         vis = vispy_layer(self.viewer, self.overlay)
-        if vis is None or self.overlay.data.shape[0] < 1:
-            return None
-        h, w = self.overlay.data.shape[:2]
+        if vis is None:
+            return (0.0, 0.0), (1.0, 1.0)
         tr = vis.node.get_transform("visual", "scene")
-        (x0, y0), (x1, y1) = (tr.map([0.0, 0.0, 0.0, 1.0])[:2], tr.map([float(w), float(h), 0.0, 1.0])[:2])
-        return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
+        o = tr.map([0.0, 0.0, 0.0, 1.0])
+        e = tr.map([1.0, 1.0, 0.0, 1.0])
+        o, e = o[:2] / o[3], e[:2] / e[3]
+        return (o[0], o[1]), (e[0] - o[0], e[1] - o[1])
 
     # -- the bottom layer's blending -----------------------------------------------------------
     def _patch_overlay(self) -> None:
@@ -180,8 +239,9 @@ class StandIn:
 
         def blend(event=None, _original=original, _ov=ov):
             src = src_of()
-            # only while the source is cut out: over a drawn source the overlay is not the bottom
-            _ov.first_visible = bool(self.active and src is not None and src.first_visible and self.source.visible)
+            # the overlay draws only where the source is cut out, so it is the bottom layer there
+            # exactly when the source is
+            _ov.first_visible = bool(src is not None and src.first_visible and self.source.visible)
             return _original(event)
 
         ov._on_blending_change = blend
@@ -200,9 +260,10 @@ class StandIn:
             ov._on_blending_change()
 
     def close(self) -> None:
-        """Remove the hole: the source draws everywhere again, exactly as before."""
-        self.active = False
-        self._detach_hole()
+        """Remove the filters: the source draws everywhere again, exactly as before."""
+        self.coverage.set(None)
+        self._detach("cut", self.cut)
+        self._detach("keep", self.keep)
         ov = self._patched
         if ov is not None and "_on_blending_change" in vars(ov):
             del ov._on_blending_change
