@@ -300,17 +300,20 @@ def counting_field(image, tile):
 
 
 def test_pan_reuses_everything_and_zoom_reruns_only_the_latent_mlp():
-    img = np.random.default_rng(3).random((48, 48, 3)).astype(np.float32)
-    field, counts = counting_field(img, tile=16)
-    first = field.render((8, 8, 24, 24), (32, 32))  # zoom 2 on a 16 x 16 area
+    from napari_liif.latents import CELL_CHUNK
+
+    img = np.random.default_rng(3).random((96, 96, 3)).astype(np.float32)
+    field, counts = counting_field(img, tile=64)
+    first = field.render((36, 36, 52, 52), (32, 32))  # zoom 2 on a 16 x 16 area
     assert counts["encoder_px"] > 0 and counts["latent_mlp"] > 0
     encoded, modulated = dict(counts), counts["latent_mlp"]
     # a pan by a quarter view, same zoom (same cell): nothing is recomputed
-    panned = field.render((8, 12, 24, 28), (32, 32))
+    panned = field.render((36, 40, 52, 56), (32, 32))
     assert counts == encoded
     # the overlapping samples are the same (up to float rounding of the shifted coordinates)
     assert np.abs(panned[:, :24] - first[:, 8:]).max() < 1e-5
-    # a x1.25 zoom (new cell) reruns the latent MLP of the tiles under the view, not the encoder
-    field.render((10, 10, 22.8, 22.8), (32, 32))
+    # a x1.25 zoom (new cell) reruns the latent MLP of the latents under the view (in chunks),
+    # never the encoder, and not of the whole 64 x 64 tile
+    field.render((38, 38, 50.8, 50.8), (32, 32))
     assert counts["encoder_px"] == encoded["encoder_px"]
-    assert 0 < counts["latent_mlp"] - modulated <= 2 * 16 * 16 * 2  # at most the tiles under the view
+    assert 0 < counts["latent_mlp"] - modulated <= CELL_CHUNK ** 2 < 64 * 64

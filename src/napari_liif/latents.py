@@ -11,12 +11,12 @@ cell, also its *cell products*, keyed by (tile, cell). All of it in one LRU of a
 
 Whole-image renders are planned (:meth:`LatentTiles.plan`): the blocks of the grid are walked
 cell by cell, a cell being a tile-aligned rectangle of tiles that fits the cache; a cell's
-latents are encoded once, in windows, then all its blocks are decoded. A block reads up to a
-few latents past its cell (the ensemble's reach, or more at fractional scales): those are
-encoded with the cell's last window as a *partial* tile (the rows or columns it needs) and
-replaced by the whole tile when its own cell comes. Every tile is thus encoded once per render
-whatever the image's shape or the cache's size (if a cell of one tile fits), where walking
-rows of blocks across a wide image re-encoded each tile once per row of blocks.
+latents are encoded once, in windows, then all its blocks are decoded. A block reads a few
+latents past its cell (half a block at most): from neighbouring tiles still cached, or encoded
+with the cell's last window as a *partial* tile (the rows or columns it needs), replaced by the
+whole tile when its own cell comes. Every tile is thus encoded once per render whatever the
+image's shape, where walking rows of blocks across a wide image re-encoded each tile once per
+row of blocks (12.9x the pixels of a 512 x 8192 image at x2; now 1.44x, all of it halo).
 """
 
 from __future__ import annotations
@@ -52,6 +52,10 @@ def default_window_px(device: torch.device | None) -> int:
 
 def _nbytes(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.numel() * t.element_size()
+
+
+#: side, in latents, of the chunks whose cell products are computed and cached together
+CELL_CHUNK = 32
 
 
 @dataclass
@@ -276,13 +280,32 @@ class LatentTiles:
         return entry
 
     def _cell_entry(self, key, rect, rel_cell) -> Entry:
-        ckey = key + (rel_cell,)
-        entry = self._covering(ckey, rect)
+        """Cell products of ``rect`` (within tile ``key``), assembled from chunks of at most
+        ``CELL_CHUNK`` latents a side, each computed once per cell and cached: a zoom reruns
+        the cell-dependent work (LM-LIIF's latent MLP) for the latents under the view only,
+        not for whole tiles."""
+        a, b, c, d = rect
+        rows = []
+        for cy in range(a // CELL_CHUNK, (b - 1) // CELL_CHUNK + 1):
+            row = []
+            for cx in range(c // CELL_CHUNK, (d - 1) // CELL_CHUNK + 1):
+                e = self._chunk(key, cy, cx, (max(a, cy * CELL_CHUNK), min(b, cy * CELL_CHUNK + CELL_CHUNK),
+                                              max(c, cx * CELL_CHUNK), min(d, cx * CELL_CHUNK + CELL_CHUNK)), rel_cell)
+                row.append(e.data[max(a, e.y0) - e.y0: min(b, e.y1) - e.y0, max(c, e.x0) - e.x0: min(d, e.x1) - e.x0])
+            rows.append(torch.cat(row, 1) if len(row) > 1 else row[0])
+        return Entry(a, b, c, d, torch.cat(rows, 0) if len(rows) > 1 else rows[0])
+
+    def _chunk(self, key, cy: int, cx: int, need, rel_cell) -> Entry:
+        ckey = key + (rel_cell, cy, cx)
+        entry = self._covering(ckey, need)
         if entry is None:
-            base = self._tile_entry(key, rect)
+            base = self._tile_entry(key, need)
+            y0, y1 = max(base.y0, cy * CELL_CHUNK), min(base.y1, cy * CELL_CHUNK + CELL_CHUNK)
+            x0, x1 = max(base.x0, cx * CELL_CHUNK), min(base.x1, cx * CELL_CHUNK + CELL_CHUNK)
+            part = base.data[y0 - base.y0: y1 - base.y0, x0 - base.x0: x1 - base.x0]
             with torch.inference_mode():
-                data = self.family.cell_products(base.data, rel_cell)
-            entry = Entry(base.y0, base.y1, base.x0, base.x1, data)
+                data = self.family.cell_products(part, rel_cell)
+            entry = Entry(y0, y1, x0, x1, data)
             self._store(ckey, entry)
         return entry
 
