@@ -22,7 +22,6 @@ Every part is a function taking the device, so the tests run them on the CPU wit
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import tempfile
 import time
