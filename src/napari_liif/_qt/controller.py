@@ -409,6 +409,12 @@ class LiveZoom:
         return 0 if fld is None else fld.pixels_encoded
 
     @property
+    def plane_encoded(self) -> bool:
+        """True once the displayed plane is encoded in the background (after the view settled;
+        within the latent cache), so pans and zooms over it no longer wait for the encoder."""
+        return self._thread.plane_encoded
+
+    @property
     def pending_tiles(self) -> int:
         return len(self._missing)
 

@@ -87,6 +87,7 @@ class RenderThread(threading.Thread):
         self._field = None
         self._field_key = None
         self._to_data = None
+        self._background_done = None  # the field whose plane the idle pass has encoded
         #: previews are skipped when the full pass should take less than this (seconds)
         self.preview_min_s = PREVIEW_MIN_S
         #: generation the main thread wants; anything older is abandoned
@@ -111,6 +112,13 @@ class RenderThread(threading.Thread):
     def field(self):
         """The encoded field in use (None before the first request)."""
         return self._field
+
+    @property
+    def plane_encoded(self) -> bool:
+        """True once the background pass has encoded the whole displayed plane (or found that it
+        does not fit the latent cache, which then holds what the views need)."""
+        with self._cond:
+            return self._field is not None and self._field is self._background_done
 
     def busy(self) -> bool:
         """True while a request is waiting or being rendered."""
@@ -155,9 +163,24 @@ class RenderThread(threading.Thread):
             if self._loader is loader and self._model is None:
                 self._model = model
 
+    def _background_encode(self) -> None:
+        """While idle, encode the rest of the displayed plane (within the latent cache; the
+        visible area was encoded first by the requests), stopping at once when a request comes:
+        once a view has settled, pans and zooms over the encoded area never wait for the
+        encoder. Each field is completed at most once."""
+        with self._cond:
+            fld = self._field
+            if fld is None or fld is self._background_done or self._request is not None or self._stopping:
+                return
+        fld.prefetch(None, should_stop=lambda: self._request is not None or self._stopping)
+        with self._cond:
+            if self._request is None and not self._stopping:
+                self._background_done = fld  # finished (or refused: the plane exceeds the cache)
+
     def run(self) -> None:
         self._preload()
         while True:
+            self._background_encode()
             with self._cond:
                 while self._request is None and not self._stopping:
                     self._cond.wait()
