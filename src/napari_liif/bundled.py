@@ -32,8 +32,8 @@ BUNDLED: dict[str, Bundled] = {b.name: b for b in (
             "best quality on photographs; the default of upscale() and the batch tools",
             "x2 +2.95, x4 +2.61, x12 +1.74 dB (11 held-out photos, 480 px crops)"),
     Bundled("fast", "lmliif-edsr-baseline-fast.safetensors", "lmliif",
-            "LM-LIIF: about 100x less decoder work per pixel; for live zoom",
-            "not measured yet"),
+            "LM-LIIF: 6.6 k decoder MACs per pixel (LIIF: 794 k) plus 163 k per latent and cell",
+            "x2 +2.54, x4 +2.34, x12 +1.55 dB (11 held-out photos, 480 px crops)"),
 )}
 
 #: the model that upscale(), the CLI and the batch widget use when none is given
