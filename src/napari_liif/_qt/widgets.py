@@ -37,6 +37,7 @@ class LiveZoomWidget(ViewerDockWidget):
         self._model_key = None
         self._activity = None  # the napari.utils.progress of the view being rendered, if shown
         self._last_error = None
+        self._tiles = (0, 0)  # the last (done, total) tiles reported by the controller
         self.source = image_layer_picker(napari_viewer, tooltip="the image layer to render with LIIF")
         self.options = ModelOptions(precision="auto")  # interactive: the fastest good precision
         self.live = CheckBox(text="live LIIF zoom",
@@ -139,6 +140,7 @@ class LiveZoomWidget(ViewerDockWidget):
         self._last_error = message if message.startswith("error") else None
 
     def _progress(self, done: int, total: int) -> None:
+        self._tiles = (done, total)
         self.bar.max = max(total, 1)
         self.bar.value = done
         if done >= total:
@@ -148,7 +150,7 @@ class LiveZoomWidget(ViewerDockWidget):
 
     # -- napari's activity dock ------------------------------------------------------------
     def _update_activity(self) -> None:
-        done, total = self.bar.value, self.bar.max
+        done, total = self._tiles  # the latest report (the bar shows 0 of 1 for "nothing to render")
         if self.controller is None or done >= total:
             return
         if self._activity is None or self._activity.total != total:
