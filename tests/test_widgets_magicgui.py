@@ -233,3 +233,43 @@ def test_a_qt_binding_known_to_crash_is_named_once(make_napari_viewer, monkeypat
     assert notes == [("warning", "napari-liif: PySide6 6.12.0 is known to crash long sessions (it leaks a "
                                  "reference per Signal.emit, so long sessions grow until they crash); install "
                                  "another version, e.g. pip install \"PySide6-Essentials!=6.12.0\"")]
+
+
+def test_preserve_flux_in_layer_and_folder_mode(make_napari_viewer, qtbot, tmp_path, notes):
+    import tifffile
+
+    from batch_helpers import tiny_model
+    from napari_liif import upscale
+    from napari_liif._qt.batch_widget import UpscaleWidget
+
+    model = tiny_model(seed=5)
+    viewer = make_napari_viewer()
+    w = UpscaleWidget(viewer)
+    viewer.window.add_dock_widget(w, name="LIIF upscale")
+    w.options.set_checkpoint(tiny_checkpoint(tmp_path / "tiny.safetensors", seed=5))
+    w.options.device.value = "cpu"
+    data = (np.random.default_rng(4).random((2, 12, 10)) * 1000).astype(np.float32)
+    viewer.add_image(data, name="cells")
+    w.flux.value = True
+    w.value.value = "0.5"
+    assert w.run_layer() is None  # refused before anything runs
+    assert notes[-1] == ("error", "LIIF upscale: not started: preserve_flux needs a scale of at least 1; "
+                                  "got 6 output rows for 12 input ones")
+    w.value.value = "2"
+    with qtbot.waitSignal(w.finished_job, timeout=TIMEOUT_MS) as done:
+        assert w.run_layer() is not None, w.status.value
+    assert done.args[0] == "added 'cells [LIIF x2]' (2, 24, 20) float32"
+    out = viewer.layers["cells [LIIF x2]"].data
+    assert np.array_equal(out, upscale(data, scale=2, model=model, preserve_flux=True))
+    block_means = out.reshape(2, 12, 2, 10, 2).mean(axis=(2, 4), dtype=np.float64)
+    assert np.abs(block_means - data).max() < 1e-3  # every input pixel's flux kept (float32 rounding)
+    assert not np.array_equal(out, upscale(data, scale=2, model=model))
+
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    tifffile.imwrite(src / "a.tif", data[0])
+    w.folder_in.value, w.folder_out.value = src, dst
+    with qtbot.waitSignal(w.finished_job, timeout=TIMEOUT_MS) as done:
+        assert w.run_folder() is not None, w.status.value
+    assert done.args[0].startswith("1 upscaled, 0 skipped")
+    assert np.array_equal(tifffile.imread(dst / "a.tif"), upscale(data[0], scale=2, model=model, preserve_flux=True))

@@ -25,7 +25,7 @@ import threading
 from dataclasses import dataclass, field
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, ProgressBar, PushButton, TextEdit
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, ProgressBar, PushButton, TextEdit
 from qtpy.QtCore import Signal
 from superqt.utils import qthrottled
 
@@ -138,7 +138,8 @@ def plan_layer(layer, displayed: tuple[int, ...], viewer_ndim: int, *, scale=Non
                     kwargs)
 
 
-def run_layer_job(job: LayerJob, data, model, cell: str, progress=None, should_stop=None) -> np.ndarray:
+def run_layer_job(job: LayerJob, data, model, cell: str, progress=None, should_stop=None,
+                  preserve_flux: bool = False) -> np.ndarray:
     """Upscale the layer data of ``job``: spatial axes moved last, the stack plane by plane."""
     from ..api import upscale
 
@@ -146,8 +147,17 @@ def run_layer_job(job: LayerJob, data, model, cell: str, progress=None, should_s
     dst = [-3, -2] if job.rgb else [-2, -1]
     moved = np.moveaxis(a, list(job.axes), dst)
     out = upscale(moved, scale=job.scale, size=job.size, model=model, cell=cell, rgb=job.rgb,
-                  progress=progress, should_stop=should_stop)
+                  progress=progress, should_stop=should_stop, preserve_flux=preserve_flux)
     return np.moveaxis(out, dst, list(job.axes))
+
+
+def check_flux(job: LayerJob, data) -> None:
+    """Refuse (ValueError) before any work what flux preservation cannot do for ``job``."""
+    from ..flux import check_preservable
+
+    hw = tuple(int(np.shape(data)[k]) for k in job.axes)
+    out_hw = tuple(job.out_shape[k] for k in job.axes)
+    check_preservable(data, hw, out_hw)
 
 
 def _guarded(work, *args):
@@ -192,6 +202,9 @@ class UpscaleWidget(ViewerDockWidget):
         self.mode = ComboBox(label="target", choices=MODES)
         self.value = LineEdit(label="value", value="2",
                               tooltip="scale: S or SY,SX (any positive number); target shape: ROWS,COLS")
+        self.flux = CheckBox(text="preserve flux",
+                             tooltip="correct the result so that its average over every input pixel equals that "
+                                     "pixel (intensities kept for quantification; docs/microscopy.md)")
         self.options = ModelOptions()
         self.run_button = PushButton(text="Upscale layer")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -207,7 +220,8 @@ class UpscaleWidget(ViewerDockWidget):
         buttons = Container(layout="horizontal", labels=False, widgets=[self.run_button, self.cancel_button])
         heading = Label(value="<b>Folder mode</b>: a folder or glob in, a folder out; the same scale and model")
         folder = Container(widgets=[heading, self.folder_in, self.folder_out, self.folder_button, self.report])
-        self._set_form(Container(widgets=[self.source, self.mode, self.value, self.options, buttons, self.bar,
+        self._set_form(Container(widgets=[self.source, self.mode, self.value, self.flux, self.options, buttons,
+                                          self.bar,
                                           self.status, folder]))
         self.status.native.setWordWrap(True)
         self.report.native.setMaximumHeight(120)
@@ -221,9 +235,12 @@ class UpscaleWidget(ViewerDockWidget):
 
     # -- inputs ----------------------------------------------------------------------------
     def _target(self) -> dict:
+        """What to make: scale or size, and whether to preserve flux (a ValueError for bad text)."""
+        flux = bool(self.flux.value)
         if self.mode.value == "scale":
-            return {"scale": parse_numbers(self.value.value, "scale"), "size": None}
-        return {"scale": None, "size": parse_numbers(self.value.value, "target shape", integer=True)}
+            return {"scale": parse_numbers(self.value.value, "scale"), "size": None, "preserve_flux": flux}
+        return {"scale": None, "size": parse_numbers(self.value.value, "target shape", integer=True),
+                "preserve_flux": flux}
 
     @property
     def running(self) -> bool:
@@ -249,8 +266,12 @@ class UpscaleWidget(ViewerDockWidget):
             self._refuse("no image layer to upscale: open or choose one")
             return None
         try:
-            job = plan_layer(layer, self.viewer.dims.displayed, self.viewer.dims.ndim, **self._target())
-            options = self.options.options()
+            target = self._target()
+            flux = target.pop("preserve_flux")
+            job = plan_layer(layer, self.viewer.dims.displayed, self.viewer.dims.ndim, **target)
+            if flux:
+                check_flux(job, layer.data)
+            options = {**self.options.options(), "preserve_flux": flux}
         except (ValueError, TypeError, MemoryError) as exc:
             self._refuse(f"not started: {exc}")
             return None
@@ -265,7 +286,7 @@ class UpscaleWidget(ViewerDockWidget):
 
         model = get_model(options["checkpoint"], options["device"], options["precision"])
         out = run_layer_job(job, data, model, options["cell"], progress=self.progressed.emit,
-                            should_stop=self.stop_requested)
+                            should_stop=self.stop_requested, preserve_flux=options["preserve_flux"])
         return job, out
 
     def _layer_done(self, result) -> str:
@@ -287,7 +308,7 @@ class UpscaleWidget(ViewerDockWidget):
             return None
         try:
             target = self._target()
-            jobs = plan([src], dst, **target)
+            jobs = plan([src], dst, scale=target["scale"], size=target["size"])
             options = self.options.options()
         except (ValueError, BatchError) as exc:
             self._refuse(f"not started: {exc}")
