@@ -13,14 +13,26 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 IMAGE = np.random.default_rng(4).random((30, 40)).astype(np.float32)
 
 
-def _spec():
-    return FieldSpec(("img", 0), lambda: (lambda y0, y1, x0, x1: IMAGE[y0:y1, x0:x1], IMAGE.shape, lambda v: v))
+class _Plane:
+    """What :class:`~napari_liif._qt.layer_state.Prepared` gives the thread, for IMAGE as it is."""
+
+    def __init__(self, image=IMAGE):
+        self.fields = [("value", lambda y0, y1, x0, x1: image[y0:y1, x0:x1])]
+        self.shape = image.shape
+        self.carries = False
+
+    def combine(self, renders, near=None):
+        return renders[0]
 
 
-def _jobs():
+def _spec(source="tile", image=IMAGE):
+    return {source: FieldSpec(("img", 0), lambda: _Plane(image))}
+
+
+def _jobs(source="tile"):
     # three tiles of a zoom-4 view: 4 samples per input pixel, one of them of odd size
     regions = [((10, 10, 14, 14), (16, 16)), ((10, 14, 14, 18), (16, 16)), ((14, 10, 17.75, 14), (15, 16))]
-    return [Job(("tile", k), r, s) for k, (r, s) in enumerate(regions)]
+    return [Job((source, k), r, s) for k, (r, s) in enumerate(regions)]
 
 
 def _run(model, request, preview_min_s=0.0, **kw):
@@ -72,16 +84,37 @@ def test_preview_and_completion_samples_are_the_tiles_own(make_liif, as_model, c
     region, shape = (3.0, 5.0, 6.75, 9.0), (15, 16)  # 0.25 input px per sample; odd row count
     whole = fld.render(region, shape, cell=cell)
     thread = RenderThread(lambda: None)
-    req = Request(1, _spec(), [], cell)
-    job = Job("k", region, shape)
+    req = Request(1, _spec("k"), [], cell)
+    job = Job(("k", 0), region, shape)
+    sources = {"k": (("img", 0), _Plane(), [fld])}
     for r0, c0, step in ((0, 0, 2), (1, 0, (2, 1)), (0, 1, (2, 2)), (0, 0, 1)):
         sr, sc = (step, step) if isinstance(step, int) else step
-        got = thread._grid(fld, req, lambda v: v, job, r0, c0, step, lambda: False)
+        got = thread._grid(sources, req, job, r0, c0, step, lambda: False)
         assert np.array_equal(got, whole[r0::sr, c0::sc])
     # a grid of its own over the same span with half the samples has a bigger cell: other
     # values (except with cell "off", which ignores the sample spacing)
     sparse = fld.render((2.875, 5.0, 2.875 + 8 * 0.5, 9.0), (8, 16), cell=cell)
     assert np.allclose(sparse, whole[0::2], atol=1e-6) == (cell == "off")
+
+
+def test_several_sources_share_one_queue_centre_tiles_first(make_liif, as_model):
+    """Two sources (two channels): the centre tile of each before any other tile, then each
+    source's previews and tiles, every value that source's own."""
+    net, spec = make_liif("edsr-baseline")
+    model = as_model(net, spec)
+    other = np.ascontiguousarray(IMAGE[::-1])
+    fields = {**_spec("a"), **_spec("b", other)}
+    a, b = _jobs("a"), _jobs("b")
+    jobs = [a[0], b[0], a[1], b[1], a[2], b[2]]
+    messages = _run(model, Request(1, fields, jobs, "on", preview=True))
+    order = [(m[0], m[2]) for m in messages[:-1]]
+    assert order[:2] == [("tile", ("a", 0)), ("tile", ("b", 0))]
+    assert sorted(order[2:]) == sorted([(k, (s, i)) for k in ("preview", "tile") for s in "ab" for i in (1, 2)])
+    encoded = {"a": model.encode(IMAGE), "b": model.encode(other)}
+    for kind, _, key, values in messages[:-1]:
+        if kind == "tile":
+            job = dict(zip([j.key for j in jobs], jobs))[key]
+            assert np.abs(values - encoded[key[0]].render(job.region, job.shape)).max() < 1e-5
 
 
 def test_encoding_windows_stop_when_a_newer_request_arrives(make_liif, as_model):

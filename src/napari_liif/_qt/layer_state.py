@@ -247,6 +247,10 @@ class Prepared:
                 u = u * amap.forward(w[..., 3])[..., None]
             return u
 
+        #: whether a sample can hold a value the map cannot (masked, or beyond its range): only then
+        #: is the raw data under each sample read to carry it (:meth:`combine`)
+        dtype = vmap.dtype
+        self.carries = not (dtype.kind == "b" or (dtype == np.uint8 and vmap.lo <= 0 and vmap.hi >= 255))
         self.fields = [("value", value_source)]
         if alpha:
             self.fields.append(("alpha", lambda y0, y1, x0, x1: amap.forward(read(y0, y1, x0, x1)[..., 3])))
