@@ -260,6 +260,7 @@ def test_hidpi_one_sample_per_physical_pixel_equals_napari_linear():
     assert res["mean_error"] < 1.0
 
 
+@pytest.mark.slow
 def test_cells_sample_keeps_its_native_brightness_with_the_bundled_model(viewer):
     from napari_liif.samples import sample_cells
 

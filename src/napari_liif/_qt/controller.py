@@ -621,12 +621,16 @@ class LiveZoom:
         self._dirty.add(src.sid)
         return True
 
-    def _report(self) -> None:
+    def tiles_done(self) -> tuple[int, int]:
+        """``(done, total)`` tiles of the current views of all layers (what ``progress`` reports)."""
         planned = [s for s in self._sources if s.plan is not None]
-        if not planned:
-            return
         n = sum(len(s.plan.tiles) for s in planned)
-        done = n - sum(len(s.missing) for s in planned)
+        return n - sum(len(s.missing) for s in planned), n
+
+    def _report(self) -> None:
+        if not any(s.plan is not None for s in self._sources):
+            return
+        done, n = self.tiles_done()
         self.progress.emit(done, n)
         self._set_status("idle" if done == n else f"rendering {done} of {n} tiles")
 
@@ -713,24 +717,27 @@ def model_loader(model, device: str, precision: str):
 
 
 def channel_group(viewer, layer) -> list:
-    """The image layers shown as channels together with ``layer``: every visible image layer
-    that is additive like it and has the same shape and placement (what ``channel_axis`` makes),
-    in list order; just ``layer`` otherwise."""
+    """The image layers shown as channels together with ``layer`` (what ``channel_axis`` makes): the
+    run of neighbouring layers in the list with its shape and placement whose upper members are
+    additive, in list order; just ``layer`` when there is none."""
     from napari.layers import Image
 
     from .layer_state import is_overlay
-
-    if layer.blending != "additive" and not any(
-            ly.blending == "additive" and ly is not layer for ly in viewer.layers if isinstance(ly, Image)):
-        return [layer]
 
     def same(ly):
         return (isinstance(ly, Image) and not is_overlay(ly) and ly.data.shape == layer.data.shape
                 and ly.rgb == layer.rgb and list(ly.scale) == list(layer.scale)
                 and list(ly.translate) == list(layer.translate))
 
-    group = [ly for ly in viewer.layers if same(ly)]
-    return group if layer in group else [layer]
+    lst = [ly for ly in viewer.layers if not is_overlay(ly)]
+    if layer not in lst:
+        return [layer]
+    lo = hi = lst.index(layer)
+    while lo > 0 and lst[lo].blending == "additive" and same(lst[lo - 1]):
+        lo -= 1
+    while hi + 1 < len(lst) and lst[hi + 1].blending == "additive" and same(lst[hi + 1]):
+        hi += 1
+    return lst[lo:hi + 1]
 
 
 def attach(viewer, layers, model=None, *, device: str = "auto", precision: str = "auto", cell: str = "on",

@@ -13,7 +13,7 @@ import functools
 from magicgui.widgets import CheckBox, Container, Label, ProgressBar
 from superqt.utils import qthrottled
 
-from .controller import LiveZoom, default_tile
+from .controller import LiveZoom, channel_group, default_tile, registry
 from .controller import model_loader as _loader  # this module's name for it (tests replace it)
 from .dock import ViewerDockWidget, image_layer_picker, notify_error
 from .model_options import ModelOptions
@@ -40,11 +40,16 @@ class LiveZoomWidget(ViewerDockWidget):
         self._tiles = (0, 0)  # the last (done, total) tiles reported by the controller
         self.source = image_layer_picker(napari_viewer, tooltip="the image layer to render with LIIF")
         self.options = ModelOptions(precision="auto")  # interactive: the fastest good precision
+        self.channels = CheckBox(text="all channels", value=True,
+                                 tooltip="with the layer, every layer shown as a channel with it (additive, same "
+                                         "shape and place), or every selected image layer when several are selected")
         self.live = CheckBox(text="live LIIF zoom",
                              tooltip="render the visible region at screen resolution while you zoom and pan")
         self.status = Label(value="off")
+        self.live_layers = Label(value="")  # what is live now, whoever started it
         self.bar = ProgressBar(min=0, max=1, value=0, label="tiles")
-        self._set_form(Container(widgets=[self.source, self.options, self.live, self.status, self.bar]))
+        self._set_form(Container(widgets=[self.source, self.channels, self.options, self.live, self.status,
+                                          self.live_layers, self.bar]))
         self.status.native.setWordWrap(True)
         # at most one activity-dock update per interval, the first one ACTIVITY_DELAY_MS after a view starts
         self._activity_update = qthrottled(self._update_activity, timeout=ACTIVITY_DELAY_MS, leading=False)
@@ -52,6 +57,9 @@ class LiveZoomWidget(ViewerDockWidget):
         self.live.changed.connect(self._on_live)
         self.source.changed.connect(self._on_layer)
         self.options.changed.connect(self._on_options)
+        self._picked = None  # the layer the switch was turned on for
+        registry.changed.connect(self._on_registry)
+        self._on_registry(napari_viewer)  # a live zoom started from a script before the widget opened
 
     def selected_layer(self):
         """The chosen source layer, or None."""
@@ -64,9 +72,26 @@ class LiveZoomWidget(ViewerDockWidget):
             self._start()
 
     def _on_layer(self, *_):
-        if self.live.value:
+        # a new choice restarts live zoom; the picker moving on by itself because the live layer
+        # was removed does not
+        if self.live.value and self._picked is not None and self._picked in self.viewer.layers:
             self._stop()
             self._start()
+
+    def _layers_for(self, layer) -> list:
+        """The layers the switch makes live: the selected image layers when several are selected
+        (``layer`` among them), else ``layer``'s channel group with **all channels**, else ``layer``."""
+        from napari.layers import Image
+
+        from .dock import is_overlay
+
+        if not self.channels.value:
+            return [layer]
+        picked = [ly for ly in self.viewer.layers
+                  if ly in self.viewer.layers.selection and isinstance(ly, Image) and not is_overlay(ly)]
+        if len(picked) > 1 and layer in picked:
+            return picked
+        return channel_group(self.viewer, layer)
 
     def _model_options(self):
         """``(checkpoint, device, precision), cell``; a ValueError for a missing checkpoint file."""
@@ -91,20 +116,42 @@ class LiveZoomWidget(ViewerDockWidget):
         if layer is None:
             self._refuse("no image layer: open an image first")
             return
+        self._picked = layer
         try:
             self._model_key, cell = self._model_options()
             loader = functools.partial(_loader, *self._model_key)
-            self.controller = LiveZoom(self.viewer, layer, loader, cell=cell, tile=default_tile(self._model_key[1]))
+            LiveZoom(self.viewer, self._layers_for(layer), loader, cell=cell, tile=default_tile(self._model_key[1]))
         except (TypeError, ValueError) as exc:
             self._refuse(str(exc))
+            return  # (a controller made here is adopted through the registry as it starts)
+
+    def _adopt(self, ctl) -> None:
+        """Follow ``ctl`` (started here or from a script): its status, progress and end."""
+        self.controller = ctl
+        ctl.status.connect(self._show)
+        ctl.progress.connect(self._progress)
+        ctl.detached.connect(self._on_detached)
+        with self.live.changed.blocked():
+            self.live.value = True
+        if ctl.layer is not None and not any(self.source.value is ly for ly in ctl.layers):
+            with self.source.changed.blocked():
+                self.source.value = ctl.layer  # the picker shows a layer that is live
+        self._picked = self.source.value
+        self._show(ctl.message)
+        done, total = ctl.tiles_done()  # the first view was planned while attaching, before these connections
+        if total:
+            self._progress(done, total)
+
+    def _on_registry(self, viewer) -> None:
+        """A live zoom started, stopped or lost a layer in some viewer: show what runs in ours."""
+        if not self._alive or getattr(viewer, "__wrapped__", viewer) is not getattr(self.viewer, "__wrapped__",
+                                                                                         self.viewer):
             return
-        self.controller.status.connect(self._show)
-        self.controller.progress.connect(self._progress)
-        self.controller.detached.connect(self._on_detached)
-        self._show(self.controller.message)
-        plan = self.controller.plan  # the first view was planned while attaching, before these connections
-        if plan is not None:
-            self._progress(len(plan.tiles) - self.controller.pending_tiles, len(plan.tiles))
+        running = registry.of(self.viewer)
+        if self.controller is None and running:
+            self._adopt(running[0])
+        ctl = self.controller
+        self.live_layers.value = "live: " + ", ".join(ly.name for ly in ctl.layers) if ctl and ctl.attached else ""
 
     def _refuse(self, message: str) -> None:
         """Live zoom could not start: say why here and in napari's notifications; untick the switch."""
@@ -114,6 +161,7 @@ class LiveZoomWidget(ViewerDockWidget):
 
     def _stop(self) -> None:
         ctl, self.controller = self.controller, None
+        self.live_layers.value = ""
         if ctl is not None:
             ctl.detached.disconnect(self._on_detached)
             ctl.status.disconnect(self._show)
@@ -127,10 +175,12 @@ class LiveZoomWidget(ViewerDockWidget):
             self.live.value = False
 
     def _on_detached(self) -> None:
-        # the controller let go by itself (its layer or overlay was removed)
+        # the controller let go by itself (its layers or overlays were removed, or a script detached it)
         self.controller = None
+        self.live_layers.value = ""
         self._untick()
-        self._show("off: the layer was removed")
+        removed = self._picked is not None and self._picked not in self.viewer.layers
+        self._show("off: the layer was removed" if removed else "off")
         self._progress(0, 0)
 
     def _show(self, message: str) -> None:
@@ -169,6 +219,7 @@ class LiveZoomWidget(ViewerDockWidget):
     def shutdown(self) -> None:
         """Stop live zoom and disconnect from the viewer (the widget is closing)."""
         if self._alive:
+            registry.changed.disconnect(self._on_registry)
             self._stop()
             self._activity_update.cancel()
             self._close_activity()
