@@ -252,7 +252,8 @@ def _make_stats(red: dict, kind: str, dtype, lead: tuple, n_tail: int, limits=No
 
 
 def upscale_dask(array, scale=None, *, size=None, model=None, cell: str = "on", chunks=DEFAULT_CHUNK,
-                 channel_axis: int | None = None, rgb: bool | None = None, limits=None, percentiles=None):
+                 channel_axis: int | None = None, rgb: bool | None = None, limits=None, percentiles=None,
+                 eager_stats: bool = False):
     """Upscale lazily, chunk by chunk; the result equals ``napari_liif.upscale`` exactly.
 
     Parameters
@@ -271,6 +272,10 @@ def upscale_dask(array, scale=None, *, size=None, model=None, cell: str = "on", 
         result; multiples of the renderer's block (``EncodedField.block``) are cheapest.
     channel_axis, rgb, limits, percentiles :
         As :func:`napari_liif.upscale`.
+    eager_stats : bool
+        Make the pass over the input that the intensity maps need now, and keep its result in the
+        graph: for a result computed piece by piece many times (napari showing it as a layer),
+        where a lazy pass would be made again by every compute.
 
     Returns
     -------
@@ -306,9 +311,13 @@ def upscale_dask(array, scale=None, *, size=None, model=None, cell: str = "on", 
     halo = m.family.halo
 
     red = _plane_stats(a, kind, limits, percentiles)
-    stats = dask.delayed(_make_stats, pure=True)(red, kind, a.dtype.str, lead, n_tail,
-                                                 None if limits is None else tuple(float(v) for v in limits),
-                                                 None if percentiles is None else tuple(percentiles))
+    stat_args = (kind, a.dtype.str, lead, n_tail, None if limits is None else tuple(float(v) for v in limits),
+                 None if percentiles is None else tuple(percentiles))
+    if eager_stats:  # one pass now, baked into the graph: each later compute reads only its windows
+        (red_now,) = dask.compute(red)
+        stats = dask.delayed(_make_stats(red_now, *stat_args), pure=True, traverse=False)
+    else:
+        stats = dask.delayed(_make_stats, pure=True)(red, *stat_args)
     ref = dask.delayed(ModelRef(m), pure=True)
 
     (h, w), (ho, wo) = spatial, out_hw

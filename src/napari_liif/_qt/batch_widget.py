@@ -12,6 +12,12 @@ button, and the outcome (result, refusal, failure) in the status line and napari
 Cancelling is all or nothing: a cancelled run adds no layer (the planes done are dropped),
 so a layer named ``[LIIF ...]`` is always complete.
 
+Lazy layers (dask or zarr data, and multiscale layers, whose full-resolution level 0 is used) are
+never loaded whole: the worker makes the one pass the intensity maps need, chunk by chunk, and
+the result is a lazy :func:`napari_liif.upscale_dask` array whose chunks are computed when napari
+shows them; it is added as a multiscale layer over the source's own levels (for a zoomed-out view)
+when it is larger than the source.
+
 Folder mode: a folder or glob in, a folder out, through :mod:`napari_liif.batch`: outputs
 napari-liif wrote are skipped (resumable), an output folder holding other files of those names
 is refused before anything runs (:mod:`napari_liif.outputs`), a file that fails is reported
@@ -72,6 +78,7 @@ class LayerJob:
     size: tuple | None
     n_planes: int
     layer_kwargs: dict = field(default_factory=dict)
+    lazy: bool = False  # dask/zarr data or a multiscale layer's level 0: upscaled lazily
 
 
 def plan_layer(layer, displayed: tuple[int, ...], viewer_ndim: int, *, scale=None, size=None) -> LayerJob:
@@ -88,11 +95,10 @@ def plan_layer(layer, displayed: tuple[int, ...], viewer_ndim: int, *, scale=Non
     if not isinstance(layer, Image):
         raise TypeError(f"'{getattr(layer, 'name', layer)}' is a {type(layer).__name__} layer; "
                         "LIIF upscales image layers only")
-    if layer.multiscale:
-        raise ValueError(f"'{layer.name}' is multiscale; upscale its full-resolution data with "
-                         "napari_liif.upscale_dask or `napari-liif upscale --dask` instead")
-    shape = tuple(int(n) for n in layer.data.shape)
-    dtype = np.dtype(layer.data.dtype)
+    data = layer.data[0] if layer.multiscale else layer.data
+    lazy = bool(layer.multiscale) or not isinstance(data, np.ndarray)
+    shape = tuple(int(n) for n in data.shape)
+    dtype = np.dtype(data.dtype)
     if dtype.kind not in "biuf":
         raise TypeError(f"'{layer.name}' holds {dtype} data; LIIF needs integer, float or bool values")
     if 0 in shape:
@@ -107,7 +113,8 @@ def plan_layer(layer, displayed: tuple[int, ...], viewer_ndim: int, *, scale=Non
     out_shape = list(shape)
     out_shape[axes[0]], out_shape[axes[1]] = out_hw
     out_shape = tuple(out_shape)
-    check_allocatable(out_shape, dtype, extra_bytes=(12 + 24) * out_hw[0] * out_hw[1])
+    if not lazy:  # a lazy result is never allocated whole
+        check_allocatable(out_shape, dtype, extra_bytes=(12 + 24) * out_hw[0] * out_hw[1])
 
     r = np.ones(nd)
     r[list(axes)] = [i / o for i, o in zip(hw, out_hw)]
@@ -135,20 +142,48 @@ def plan_layer(layer, displayed: tuple[int, ...], viewer_ndim: int, *, scale=Non
             kwargs[attr] = getattr(layer, attr)
     lead = [n for k, n in enumerate(shape[:nd]) if k not in axes]
     return LayerJob(layer.name, bool(layer.rgb), axes, out_shape, scale, size, int(np.prod(lead, dtype=np.int64)),
-                    kwargs)
+                    kwargs, lazy)
 
 
 def run_layer_job(job: LayerJob, data, model, cell: str, progress=None, should_stop=None,
                   preserve_flux: bool = False) -> np.ndarray:
-    """Upscale the layer data of ``job``: spatial axes moved last, the stack plane by plane."""
+    """Upscale the layer data of ``job``: spatial axes moved last, the stack plane by plane; a lazy
+    job's result is lazy (a dask array; ``data`` is the layer's data, its level 0 when multiscale)."""
     from ..api import upscale
 
+    if job.lazy:
+        return _run_lazy(job, data, model, cell)
     a = np.asarray(data)
     dst = [-3, -2] if job.rgb else [-2, -1]
     moved = np.moveaxis(a, list(job.axes), dst)
     out = upscale(moved, scale=job.scale, size=job.size, model=model, cell=cell, rgb=job.rgb,
                   progress=progress, should_stop=should_stop, preserve_flux=preserve_flux)
     return np.moveaxis(out, dst, list(job.axes))
+
+
+def _run_lazy(job: LayerJob, data, model, cell: str):
+    """``upscale_dask`` of level 0, its intensity pass made now (chunk by chunk), never loaded whole."""
+    import dask.array as da
+
+    from ..dask_upscale import upscale_dask
+
+    a = data if isinstance(data, da.Array) else da.from_array(data, chunks="auto")
+    dst = [-3, -2] if job.rgb else [-2, -1]
+    moved = da.moveaxis(a, list(job.axes), dst)
+    out = upscale_dask(moved, scale=job.scale, size=job.size, model=model, cell=cell, rgb=job.rgb,
+                       eager_stats=True)
+    return da.moveaxis(out, dst, list(job.axes))
+
+
+def layer_levels(job: LayerJob, out, source_data, multiscale: bool) -> tuple:
+    """``(data, multiscale)`` for the result layer: a lazy result larger than its source goes on
+    top of the source's levels (napari then reads only what a zoomed-in view shows of it)."""
+    if not job.lazy:
+        return out, False
+    levels = list(source_data) if multiscale else [source_data]
+    if all(o > i for o, i in zip((job.out_shape[k] for k in job.axes), (levels[0].shape[k] for k in job.axes))):
+        return [out, *levels], True
+    return out, False
 
 
 def check_flux(job: LayerJob, data) -> None:
@@ -269,6 +304,9 @@ class UpscaleWidget(ViewerDockWidget):
             target = self._target()
             flux = target.pop("preserve_flux")
             job = plan_layer(layer, self.viewer.dims.displayed, self.viewer.dims.ndim, **target)
+            if flux and job.lazy:
+                raise ValueError(f"'{layer.name}' is lazy (dask, zarr or multiscale); flux preservation needs "
+                                 "in-memory data: use `napari-liif upscale` on the file, or untick it")
             if flux:
                 check_flux(job, layer.data)
             options = {**self.options.options(), "preserve_flux": flux}
@@ -276,7 +314,9 @@ class UpscaleWidget(ViewerDockWidget):
             self._refuse(f"not started: {exc}")
             return None
         planes = f"{job.n_planes} plane{'s' * (job.n_planes != 1)}"
-        self._start(self._layer_work, job, layer.data, options, on_done=self._layer_done,
+        self._source_levels = (layer.data, bool(layer.multiscale))
+        data = layer.data[0] if layer.multiscale else layer.data
+        self._start(self._layer_work, job, data, options, on_done=self._layer_done,
                     text=f"upscaling '{layer.name}': {planes} to {job.out_shape}",
                     desc=f"LIIF upscale '{layer.name}' {scale_label(job.scale, job.size)}")
         return job
@@ -291,8 +331,10 @@ class UpscaleWidget(ViewerDockWidget):
 
     def _layer_done(self, result) -> str:
         job, out = result
-        self.viewer.add_image(out, **job.layer_kwargs)
-        return f"added '{job.layer_kwargs['name']}' {out.shape} {out.dtype}"
+        data, multiscale = layer_levels(job, out, *self._source_levels)
+        self.viewer.add_image(data, multiscale=multiscale, **job.layer_kwargs)
+        lazy = " (lazy: computed as you view it)" if job.lazy else ""
+        return f"added '{job.layer_kwargs['name']}' {out.shape} {out.dtype}{lazy}"
 
     # -- folder mode -----------------------------------------------------------------------
     def run_folder(self, *_):
