@@ -131,7 +131,16 @@ def live_view(name: str, device, canvas=(1080, 1920), zoom: float = 4.0, size: i
 
     model = load_model(name, device=device, precision=precision).warmup()
     img = photo(size, size, seed=3)
-    spec = FieldSpec(("gpu-check", size), lambda: (lambda y0, y1, x0, x1: img[y0:y1, x0:x1], img.shape[:2], lambda v: v))
+
+    class Plane:  # what the viewer's layer state hands the thread: one RGB field, shown as rendered
+        fields = [("value", lambda y0, y1, x0, x1: img[y0:y1, x0:x1])]
+        shape, carries = img.shape[:2], False
+
+        @staticmethod
+        def combine(renders, near=None):
+            return renders[0]
+
+    fields = {"image": FieldSpec(("gpu-check", size), Plane)}
     thread = RenderThread(lambda: model, encoder_tile=32 if tile <= 128 else 128)
     thread.start()
     rows = []
@@ -139,9 +148,9 @@ def live_view(name: str, device, canvas=(1080, 1920), zoom: float = 4.0, size: i
         for gen, (label, z) in enumerate((("cold image", zoom), ("zoom on the encoded image", zoom * 1.25)), 1):
             cam = Camera2D((size / 2, size / 2), z, canvas)
             plan = plan_view(cam, LayerGeometry((size, size)), tile)
-            jobs = [Job(("view", gen, t.index), plan.region(t), t.shape) for t in plan.tiles]
+            jobs = [Job(("image", gen, t.index), plan.region(t), t.shape) for t in plan.tiles]
             t0 = time.perf_counter()
-            thread.submit(Request(gen, spec, jobs, "on", preview=False))
+            thread.submit(Request(gen, fields, jobs, "on", preview=False))
             while True:
                 kind, got, *rest = thread.outbox.get(timeout=300)
                 if kind == "failed":
