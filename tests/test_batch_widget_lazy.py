@@ -87,3 +87,18 @@ def test_a_multiscale_layer_is_upscaled_from_level_0(widget, qtbot):
     assert np.array_equal(np.asarray(out.data[0]), upscale(a, scale=2, model=tiny_model(3)))
     w.flux.value = True
     assert w.run_layer() is None and "flux preservation needs in-memory data" in w.status.value
+
+
+def test_the_intensity_field_reaches_the_upscale(widget, qtbot):
+    viewer, w = widget
+    a = np.random.default_rng(2).integers(0, 4000, (24, 30)).astype(np.uint16)
+    viewer.add_image(a, name="img")
+    w.source.value = viewer.layers["img"]
+    w.range.value = "1%,99%"
+    with qtbot.waitSignal(w.finished_job, timeout=TIMEOUT_MS):
+        assert w.run_layer() is not None, w.status.value
+    got = np.asarray(viewer.layers["img [LIIF x2]"].data)
+    assert np.array_equal(got, upscale(a, scale=2, model=tiny_model(3), percentiles=(1, 99)))
+    assert not np.array_equal(got, upscale(a, scale=2, model=tiny_model(3)))
+    w.range.value = "5,1"
+    assert w.run_layer() is None and "limits must be (low, high) with low <= high" in w.status.value

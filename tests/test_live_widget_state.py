@@ -131,3 +131,20 @@ def test_removing_the_source_stops_and_does_not_move_on_to_another_layer(setup):
     assert w.live.value and live_names(viewer) == ["c1", "c2"] and w.live_layers.value == "live: c1, c2"
     assert "c0 [LIIF]" not in viewer.layers
     w.live.value = False
+
+
+def test_the_intensity_field_reaches_live_zoom(setup):
+    viewer, layers, make = setup
+    w = make()
+    w.channels.value = False
+    w.source.value = layers[0]
+    w.range.value = "100,900"
+    w.live.value = True
+    assert w.controller.options.limits == (100.0, 900.0)
+    w.range.value = "1%,99%"
+    assert w.controller.options.percentiles == (1.0, 99.0) and w.controller.options.limits is None
+    w.range.value = "a lot"
+    assert "intensity range must be empty (robust), LOW,HIGH or LOW%,HIGH%, got 'a lot'" in w.status.value
+    w.live.value = False
+    w.live.value = True  # a bad range refuses to start, saying why
+    assert not w.live.value and "got 'a lot'" in w.status.value

@@ -122,6 +122,25 @@ def check_options(limits=None, percentiles=None) -> None:
             raise ValueError(f"percentiles must lie between 0 and 100, got {pair!r}")
 
 
+def parse_range(text: str) -> tuple:
+    """``(limits, percentiles)`` from a widget's text: empty for the robust range, ``LOW,HIGH`` for
+    data values, ``LOW%,HIGH%`` for percentiles; a ValueError naming the text otherwise."""
+    t = (text or "").strip()
+    if not t:
+        return None, None
+    parts = [p.strip() for p in t.split(",")]
+    pct = [p.endswith("%") for p in parts]
+    try:
+        vals = tuple(float(p.rstrip("%")) for p in parts)
+    except ValueError:
+        vals = ()
+    if len(vals) != 2 or pct[0] != pct[1]:
+        raise ValueError(f"intensity range must be empty (robust), LOW,HIGH or LOW%,HIGH%, got {text!r}")
+    limits, percentiles = (None, vals) if pct[0] else (vals, None)
+    check_options(limits, percentiles)
+    return limits, percentiles
+
+
 def _percentiles(sample: np.ndarray, p_lo: float, p_hi: float) -> tuple:
     """The ``p_lo`` percentile rounded down and the ``p_hi`` one rounded up to sample values
     (numpy's ``lower``/``higher`` methods: data values, never an interpolation that could

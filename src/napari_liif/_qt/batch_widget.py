@@ -146,22 +146,23 @@ def plan_layer(layer, displayed: tuple[int, ...], viewer_ndim: int, *, scale=Non
 
 
 def run_layer_job(job: LayerJob, data, model, cell: str, progress=None, should_stop=None,
-                  preserve_flux: bool = False) -> np.ndarray:
+                  preserve_flux: bool = False, limits=None, percentiles=None) -> np.ndarray:
     """Upscale the layer data of ``job``: spatial axes moved last, the stack plane by plane; a lazy
     job's result is lazy (a dask array; ``data`` is the layer's data, its level 0 when multiscale)."""
     from ..api import upscale
 
     if job.lazy:
-        return _run_lazy(job, data, model, cell)
+        return _run_lazy(job, data, model, cell, limits, percentiles)
     a = np.asarray(data)
     dst = [-3, -2] if job.rgb else [-2, -1]
     moved = np.moveaxis(a, list(job.axes), dst)
     out = upscale(moved, scale=job.scale, size=job.size, model=model, cell=cell, rgb=job.rgb,
-                  progress=progress, should_stop=should_stop, preserve_flux=preserve_flux)
+                  progress=progress, should_stop=should_stop, preserve_flux=preserve_flux, limits=limits,
+                  percentiles=percentiles)
     return np.moveaxis(out, dst, list(job.axes))
 
 
-def _run_lazy(job: LayerJob, data, model, cell: str):
+def _run_lazy(job: LayerJob, data, model, cell: str, limits=None, percentiles=None):
     """``upscale_dask`` of level 0, its intensity pass made now (chunk by chunk), never loaded whole."""
     import dask.array as da
 
@@ -171,7 +172,7 @@ def _run_lazy(job: LayerJob, data, model, cell: str):
     dst = [-3, -2] if job.rgb else [-2, -1]
     moved = da.moveaxis(a, list(job.axes), dst)
     out = upscale_dask(moved, scale=job.scale, size=job.size, model=model, cell=cell, rgb=job.rgb,
-                       eager_stats=True)
+                       limits=limits, percentiles=percentiles, eager_stats=True)
     return da.moveaxis(out, dst, list(job.axes))
 
 
@@ -240,6 +241,9 @@ class UpscaleWidget(ViewerDockWidget):
         self.flux = CheckBox(text="preserve flux",
                              tooltip="correct the result so that its average over every input pixel equals that "
                                      "pixel (intensities kept for quantification; docs/microscopy.md)")
+        self.range = LineEdit(label="intensity", value="",
+                              tooltip="the data range mapped to the model's 0..1: empty for the robust range (hot "
+                                      "pixels ignored), LOW,HIGH for values, LOW%,HIGH% for percentiles")
         self.options = ModelOptions()
         self.run_button = PushButton(text="Upscale layer")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -255,7 +259,8 @@ class UpscaleWidget(ViewerDockWidget):
         buttons = Container(layout="horizontal", labels=False, widgets=[self.run_button, self.cancel_button])
         heading = Label(value="<b>Folder mode</b>: a folder or glob in, a folder out; the same scale and model")
         folder = Container(widgets=[heading, self.folder_in, self.folder_out, self.folder_button, self.report])
-        self._set_form(Container(widgets=[self.source, self.mode, self.value, self.flux, self.options, buttons,
+        self._set_form(Container(widgets=[self.source, self.mode, self.value, self.flux, self.range, self.options,
+                                          buttons,
                                           self.bar,
                                           self.status, folder]))
         self.status.native.setWordWrap(True)
@@ -276,6 +281,13 @@ class UpscaleWidget(ViewerDockWidget):
             return {"scale": parse_numbers(self.value.value, "scale"), "size": None, "preserve_flux": flux}
         return {"scale": None, "size": parse_numbers(self.value.value, "target shape", integer=True),
                 "preserve_flux": flux}
+
+    def _intensity(self) -> dict:
+        """``limits`` and ``percentiles`` from the intensity field (a ValueError for bad text)."""
+        from ..intensity import parse_range
+
+        limits, percentiles = parse_range(self.range.value)
+        return {"limits": limits, "percentiles": percentiles}
 
     @property
     def running(self) -> bool:
@@ -309,7 +321,7 @@ class UpscaleWidget(ViewerDockWidget):
                                  "in-memory data: use `napari-liif upscale` on the file, or untick it")
             if flux:
                 check_flux(job, layer.data)
-            options = {**self.options.options(), "preserve_flux": flux}
+            options = {**self.options.options(), "preserve_flux": flux, **self._intensity()}
         except (ValueError, TypeError, MemoryError) as exc:
             self._refuse(f"not started: {exc}")
             return None
@@ -326,7 +338,8 @@ class UpscaleWidget(ViewerDockWidget):
 
         model = get_model(options["checkpoint"], options["device"], options["precision"])
         out = run_layer_job(job, data, model, options["cell"], progress=self.progressed.emit,
-                            should_stop=self.stop_requested, preserve_flux=options["preserve_flux"])
+                            should_stop=self.stop_requested, preserve_flux=options["preserve_flux"],
+                            limits=options["limits"], percentiles=options["percentiles"])
         return job, out
 
     def _layer_done(self, result) -> str:
@@ -351,7 +364,7 @@ class UpscaleWidget(ViewerDockWidget):
         try:
             target = self._target()
             jobs = plan([src], dst, scale=target["scale"], size=target["size"])
-            options = self.options.options()
+            options = {**self.options.options(), **self._intensity()}
         except (ValueError, BatchError) as exc:
             self._refuse(f"not started: {exc}")
             return None
@@ -368,7 +381,8 @@ class UpscaleWidget(ViewerDockWidget):
         model = get_model(options["checkpoint"], options["device"], options["precision"])
 
         def one(a):
-            return upscale(a, model=model, cell=options["cell"], **target)
+            return upscale(a, model=model, cell=options["cell"], limits=options["limits"],
+                           percentiles=options["percentiles"], **target)
 
         return run_batch(jobs, one, on_file=lambda k, n, p: self.progressed.emit(k, n),
                          should_stop=self.stop_requested)

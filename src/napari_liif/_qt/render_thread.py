@@ -1,8 +1,8 @@
 """The live-zoom render thread: one long-lived thread that always works on the newest request.
 
-The main thread submits a :class:`Request` (a generation number, the sources to render from and a
-list of tiles of all of them, centre first). The thread renders the first tile of every source (encoding only the small encoder
-tiles under it, so it shows soon), then encodes the latents under all the others in large windows
+The main thread submits a :class:`Request` (a generation number, the sources to render from and
+a list of tiles of all of them, centre first). The thread renders the first tile of every source
+(encoding only the small encoder tiles under it, so it shows soon), then encodes the latents under all the others in large windows
 (:meth:`EncodedField.prefetch`), then renders a *preview* of each of the others: a quarter of its
 samples, every other row and column (the tile's grid ``[::2, ::2]``), shown as 2 x 2 blocks, so the
 whole view is covered by LIIF soon; then the other three quarters of each tile (``[1::2, :]`` and

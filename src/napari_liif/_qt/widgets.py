@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import functools
 
-from magicgui.widgets import CheckBox, Container, Label, ProgressBar
+from magicgui.widgets import CheckBox, Container, Label, LineEdit, ProgressBar
 from superqt.utils import qthrottled
 
 from .controller import LiveZoom, channel_group, default_tile, registry
 from .controller import model_loader as _loader  # this module's name for it (tests replace it)
 from .dock import ViewerDockWidget, image_layer_picker, notify_error
+from ..intensity import parse_range
 from .model_options import ModelOptions
 
 #: a view still rendering after this long gets a progress bar in napari's activity dock
@@ -39,6 +40,9 @@ class LiveZoomWidget(ViewerDockWidget):
         self._last_error = None
         self._tiles = (0, 0)  # the last (done, total) tiles reported by the controller
         self.source = image_layer_picker(napari_viewer, tooltip="the image layer to render with LIIF")
+        self.range = LineEdit(label="intensity", value="",
+                              tooltip="the data range mapped to the model's 0..1: empty for the robust range (hot "
+                                      "pixels ignored), LOW,HIGH for values, LOW%,HIGH% for percentiles of the plane")
         self.options = ModelOptions(precision="auto")  # interactive: the fastest good precision
         self.channels = CheckBox(text="all channels", value=True,
                                  tooltip="with the layer, every layer shown as a channel with it (additive, same "
@@ -48,7 +52,7 @@ class LiveZoomWidget(ViewerDockWidget):
         self.status = Label(value="off")
         self.live_layers = Label(value="")  # what is live now, whoever started it
         self.bar = ProgressBar(min=0, max=1, value=0, label="tiles")
-        self._set_form(Container(widgets=[self.source, self.channels, self.options, self.live, self.status,
+        self._set_form(Container(widgets=[self.source, self.channels, self.range, self.options, self.live, self.status,
                                           self.live_layers, self.bar]))
         self.status.native.setWordWrap(True)
         # at most one activity-dock update per interval, the first one ACTIVITY_DELAY_MS after a view starts
@@ -57,6 +61,7 @@ class LiveZoomWidget(ViewerDockWidget):
         self.live.changed.connect(self._on_live)
         self.source.changed.connect(self._on_layer)
         self.options.changed.connect(self._on_options)
+        self.range.changed.connect(self._on_range)
         self._picked = None  # the layer the switch was turned on for
         registry.changed.connect(self._on_registry)
         self._on_registry(napari_viewer)  # a live zoom started from a script before the widget opened
@@ -111,6 +116,14 @@ class LiveZoomWidget(ViewerDockWidget):
             self.controller.set_model(functools.partial(_loader, *model_key))
         self.controller.set_cell(cell)
 
+    def _on_range(self, *_) -> None:
+        if self.controller is None:
+            return
+        try:
+            self.controller.set_options(*parse_range(self.range.value))
+        except ValueError as exc:
+            self._show(str(exc))
+
     def _start(self) -> None:
         layer = self.selected_layer()
         if layer is None:
@@ -120,7 +133,9 @@ class LiveZoomWidget(ViewerDockWidget):
         try:
             self._model_key, cell = self._model_options()
             loader = functools.partial(_loader, *self._model_key)
-            LiveZoom(self.viewer, self._layers_for(layer), loader, cell=cell, tile=default_tile(self._model_key[1]))
+            limits, percentiles = parse_range(self.range.value)
+            LiveZoom(self.viewer, self._layers_for(layer), loader, cell=cell, tile=default_tile(self._model_key[1]),
+                     limits=limits, percentiles=percentiles)
         except (TypeError, ValueError) as exc:
             self._refuse(str(exc))
             return  # (a controller made here is adopted through the registry as it starts)
