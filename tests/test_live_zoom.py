@@ -152,18 +152,24 @@ def test_previews_cover_the_view_first_then_full_tiles_replace_them(viewer, deta
 
 # -- camera bursts and tile reuse ----------------------------------------------------------
 
+def camera_burst(viewer, qtbot, n: int = 100) -> None:
+    """``n`` random camera changes over a 64 x 80 image, some renders let start so that they
+    must be abandoned, ending on centre (33.3, 41.7) at zoom 4.4."""
+    rng = np.random.default_rng(0)
+    for k in range(n):
+        look_at(viewer, (rng.uniform(10, 54), rng.uniform(10, 70)), rng.uniform(2.0, 9.0))
+        if k % 7 == 0:
+            qtbot.wait(25)
+    look_at(viewer, (33.3, 41.7), 4.4)
+
+
 def test_burst_of_100_camera_changes_ends_correct_with_no_stale_tile(viewer, detail, qtbot):
     img = smooth_random((64, 80), seed=4)
     layer = viewer.add_image(img, colormap="gray")
     look_at(viewer, (30, 40), 3.0)
     live = napari_liif.attach(viewer, layer, detail, tile=48, debounce_ms=20)
-    rng = np.random.default_rng(0)
     try:
-        for k in range(100):
-            look_at(viewer, (rng.uniform(10, 54), rng.uniform(10, 70)), rng.uniform(2.0, 9.0))
-            if k % 7 == 0:  # let some renders start so that they must be abandoned
-                qtbot.wait(25)
-        look_at(viewer, (33.3, 41.7), 4.4)
+        camera_burst(viewer, qtbot)
         live.wait_idle(120)
         plan = live.plan
         assert plan.lattice.zoom == pytest.approx(4.4)

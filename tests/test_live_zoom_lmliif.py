@@ -15,7 +15,7 @@ pytest.importorskip("napari")
 import napari_liif  # noqa: E402
 from gui_helpers import bilinear_at, screen_coords, screenshot_gray, set_canvas  # noqa: E402
 from lmliif_helpers import build_lmliif, lmliif_spec  # noqa: E402
-from test_live_zoom import assert_overlay_matches_engine, look_at, smooth_random  # noqa: E402
+from test_live_zoom import assert_overlay_matches_engine, camera_burst, look_at, smooth_random  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -65,13 +65,8 @@ def test_lmliif_burst_of_100_camera_changes_ends_correct(viewer, qtbot):
     layer = viewer.add_image(img, colormap="gray")
     look_at(viewer, (30, 40), 3.0)
     live = napari_liif.attach(viewer, layer, model, tile=48, debounce_ms=20)
-    rng = np.random.default_rng(0)
     try:
-        for k in range(100):
-            look_at(viewer, (rng.uniform(10, 54), rng.uniform(10, 70)), rng.uniform(2.0, 9.0))
-            if k % 7 == 0:
-                qtbot.wait(25)
-        look_at(viewer, (33.3, 41.7), 4.4)
+        camera_burst(viewer, qtbot)
         live.wait_idle(120)
         assert live.plan.lattice.zoom == pytest.approx(4.4)
         assert_overlay_matches_engine(live, model, viewer, layer)
