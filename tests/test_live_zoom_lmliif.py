@@ -82,13 +82,12 @@ def test_plane_is_encoded_in_the_background_so_a_pan_never_waits_for_the_encoder
     live = napari_liif.attach(viewer, layer, model, tile=64, encoder_tile=32)
     try:
         live.wait_idle(60)
-        first = live.encoded_pixels
         deadline = time.monotonic() + 60
         while not live.plane_encoded and time.monotonic() < deadline:
             qtbot.wait(20)
         assert live.plane_encoded
         whole = live.encoded_pixels
-        assert whole > first  # the rest of the plane was encoded while idle
+        assert whole >= img.size  # every input pixel went through the encoder: the view covers ~3 %
         look_at(viewer, (105, 105), 6.0)  # the opposite corner
         live.wait_idle(60)
         assert live.encoded_pixels == whole  # nothing new through the encoder
