@@ -11,7 +11,8 @@ import pytest
 from batch_helpers import tiny_checkpoint, tiny_model
 
 from napari_liif.api import upscale
-from napari_liif.calibration import Calibration, read_calibration, read_tiff_calibration
+from napari_liif.calibration import Calibration, read_tiff_calibration
+from napari_liif.readers import read_calibration
 from napari_liif.io import read_image, write_image
 
 tifffile = pytest.importorskip("tifffile")

@@ -275,7 +275,8 @@ def output_calibration(job: Job, in_shape, out_shape):
     the input's pixel grid where it has none, each axis rescaled so the output overlays the
     input (:meth:`napari_liif.calibration.Calibration.upscaled`). None when the shapes do not
     correspond axis by axis."""
-    from .calibration import Calibration, read_calibration
+    from .calibration import Calibration
+    from .readers import read_calibration
 
     if len(in_shape) != len(out_shape):
         return None

@@ -271,26 +271,6 @@ def _from_resolution(page, axes) -> Calibration | None:
     return Calibration(tuple(scale), (0.0,) * len(axes), tuple(units), tuple(axes))
 
 
-def read_calibration(path) -> Calibration | None:
-    """The calibration of an image file or zarr store (None for formats without one, or none set)."""
-    from .zarr_io import is_zarr, read_ome_metadata
-
-    path = Path(path)
-    try:
-        if is_zarr(path):
-            meta = read_ome_metadata(path)
-            if not meta:
-                return None
-            n = len(meta["axes"])
-            return Calibration(tuple(meta["scale"] or [1.0] * n), tuple(meta["translation"] or [0.0] * n),
-                               tuple(meta.get("units") or [None] * n), tuple(meta["axes"]))
-        if path.suffix.lower() in (".tif", ".tiff"):
-            return read_tiff_calibration(path)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return None
-
-
 def napari_kwargs(cal: Calibration | None, rgb: bool = False, channel_axis: int | None = None) -> dict:
     """``scale``, ``translate`` (and ``units`` where known) for napari's ``add_image`` /
     layer data: the colour axis of RGB and a ``channel_axis`` are left out, as napari wants."""

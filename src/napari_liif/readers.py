@@ -66,3 +66,26 @@ def read_ome_zarr(path) -> list[tuple]:
     if ch is not None:
         kw["channel_axis"] = ch
     return [(levels if len(levels) > 1 else levels[0], kw, "image")]
+
+
+def read_calibration(path):
+    """The :class:`~napari_liif.calibration.Calibration` of an image file or zarr store (None for
+    formats without one, or none set). Here rather than in ``calibration``, which the writers
+    import: reading a store needs ``zarr_io``, which imports ``io``."""
+    from .calibration import Calibration, read_tiff_calibration
+    from .zarr_io import is_zarr, read_ome_metadata
+
+    path = Path(path)
+    try:
+        if is_zarr(path):
+            meta = read_ome_metadata(path)
+            if not meta:
+                return None
+            n = len(meta["axes"])
+            return Calibration(tuple(meta["scale"] or [1.0] * n), tuple(meta["translation"] or [0.0] * n),
+                               tuple(meta.get("units") or [None] * n), tuple(meta["axes"]))
+        if path.suffix.lower() in (".tif", ".tiff"):
+            return read_tiff_calibration(path)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return None

@@ -108,7 +108,8 @@ def _ome_calibration(job: Job, in_shape, out_shape, axes):
     """Axes, scale, translation and units of the output store: the input's calibration (an
     OME-Zarr's metadata, a TIFF's ImageJ/OME tags) or its pixel grid, rescaled so the output
     overlays the input exactly (:meth:`napari_liif.calibration.Calibration.upscaled`)."""
-    from .calibration import Calibration, read_calibration
+    from .calibration import Calibration
+    from .readers import read_calibration
 
     base = read_calibration(job.src)
     if base is None or base.ndim != len(in_shape):
