@@ -33,7 +33,7 @@ def setup(make_napari_viewer, model, monkeypatch):
 
     viewer = make_napari_viewer(show=True)
     set_canvas(viewer, 100, 120)
-    monkeypatch.setattr(widgets, "_loader", lambda *a: model)
+    monkeypatch.setattr(widgets, "model_loader", lambda *a: model)
     rng = np.random.default_rng(0)
     layers = viewer.add_image(rng.integers(0, 4000, (3, 30, 36)).astype(np.uint16), channel_axis=0,
                               name=["c0", "c1", "c2"])

@@ -425,7 +425,7 @@ def test_unreadable_checkpoint_is_reported_not_raised_in_the_thread(viewer, tmp_
 def test_dock_widget_runs_live_zoom_and_cleans_up(viewer, identity, monkeypatch):
     from napari_liif._qt import widgets
 
-    monkeypatch.setattr(widgets, "_loader", lambda *a: identity)
+    monkeypatch.setattr(widgets, "model_loader", lambda *a: identity)
     img = smooth_random((32, 40), seed=10)
     viewer.add_image(img, colormap="gray", name="photo")
     look_at(viewer, (16, 20), 5.0)

@@ -191,7 +191,7 @@ def test_a_slow_live_view_shows_in_napari_activity_dock(make_napari_viewer, qtbo
         time.sleep(1.0)
         return model
 
-    monkeypatch.setattr(widgets, "_loader", slow_loader)
+    monkeypatch.setattr(widgets, "model_loader", slow_loader)
     viewer = make_napari_viewer(show=True)
     viewer.add_image(np.random.default_rng(2).random((32, 40)).astype(np.float32), name="photo")
     cam = viewer.scene.camera

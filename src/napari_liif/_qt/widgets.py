@@ -14,7 +14,7 @@ from magicgui.widgets import CheckBox, Container, Label, LineEdit, ProgressBar
 from superqt.utils import qthrottled
 
 from .controller import LiveZoom, channel_group, default_tile, registry
-from .controller import model_loader as _loader  # this module's name for it (tests replace it)
+from .controller import model_loader
 from .dock import ViewerDockWidget, image_layer_picker, notify_error
 from ..intensity import parse_range
 from .model_options import ModelOptions
@@ -113,7 +113,7 @@ class LiveZoomWidget(ViewerDockWidget):
             return
         if model_key != self._model_key:  # a cell change alone keeps the encoded image
             self._model_key = model_key
-            self.controller.set_model(functools.partial(_loader, *model_key))
+            self.controller.set_model(functools.partial(model_loader, *model_key))
         self.controller.set_cell(cell)
 
     def _on_range(self, *_) -> None:
@@ -132,7 +132,7 @@ class LiveZoomWidget(ViewerDockWidget):
         self._picked = layer
         try:
             self._model_key, cell = self._model_options()
-            loader = functools.partial(_loader, *self._model_key)
+            loader = functools.partial(model_loader, *self._model_key)
             limits, percentiles = parse_range(self.range.value)
             LiveZoom(self.viewer, self._layers_for(layer), loader, cell=cell, tile=default_tile(self._model_key[1]),
                      limits=limits, percentiles=percentiles)

@@ -183,26 +183,11 @@ def _evaluate_microscopy(model, args, scales) -> list[dict]:
     return evaluate_scenes(model, scenes, cell=args.cell, preserve_flux=args.preserve_flux)
 
 
-DATASET_MARKER = ".napari-liif-dataset"
-
-
 def cmd_data(args) -> int:
-    """Rebuild the training set in ``args.out``; its train/ and val/ folders are replaced, so a
-    folder that holds them and was not made by this command is refused."""
-    from ..outputs import OutputError, check_folder_writable
+    """Rebuild the training set in ``args.out`` (:func:`napari_liif.train.data.build_dataset`
+    refuses a folder whose train/ or val/ it did not make)."""
     from .data import build_dataset
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out}: is a file; give a folder for train/ and val/")
-    if not (out / DATASET_MARKER).is_file():
-        taken = [out / d for d in ("train", "val") if (out / d).exists() and any((out / d).iterdir())]
-        if taken:
-            raise OutputError(f"{taken[0]}: is not empty and was not made by napari-liif data (which replaces it); "
-                              "choose another folder")
-    check_folder_writable(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / DATASET_MARKER).write_text("train/ and val/ here are rebuilt by napari-liif data\n")
     counts = build_dataset(args.out)
     print(f"{counts['train']} training and {counts['val']} validation images in {args.out} "
           f"({counts['rejected']} rejected)")

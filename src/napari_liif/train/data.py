@@ -86,6 +86,26 @@ def _as_rgb_float(img: np.ndarray) -> np.ndarray:
     return img.astype(np.float32) / scale
 
 
+DATASET_MARKER = ".napari-liif-dataset"
+
+
+def claim_dataset_folder(out: Path) -> None:
+    """Make ``out`` a dataset folder of ours, whose train/ and val/ ``build_dataset`` replaces;
+    refuse one holding a non-empty train/ or val/ that this function did not claim."""
+    from ..outputs import OutputError, check_folder_writable
+
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: is a file; give a folder for train/ and val/")
+    if not (out / DATASET_MARKER).is_file():
+        taken = [out / d for d in ("train", "val") if (out / d).exists() and any((out / d).iterdir())]
+        if taken:
+            raise OutputError(f"{taken[0]}: is not empty and was not made by napari-liif data (which replaces it); "
+                              "choose another folder")
+    check_folder_writable(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DATASET_MARKER).write_text("train/ and val/ here are rebuilt by napari-liif data\n")
+
+
 def build_dataset(out: str | Path, cache: str | Path | None = None, n_val: int = 6,
                   min_energy: float = 0.004) -> dict[str, int]:
     """Write ``out/train/*.png`` and ``out/val/*.png``; return the counts.
@@ -97,6 +117,7 @@ def build_dataset(out: str | Path, cache: str | Path | None = None, n_val: int =
     from skimage import io as skio
 
     out = Path(out)
+    claim_dataset_folder(out)  # before anything is fetched or replaced
     cache = Path(cache) if cache else out / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     sources: list[tuple[str, np.ndarray | Path]] = list(fetch_debian_images(cache))
