@@ -14,9 +14,10 @@ Layout rules
   never bleeds into the visible ones, and transparent regions stay transparent.
 * A constant plane (or one of constant colour) comes back as that constant, exactly.
 
-Intensities are mapped to [0, 1] and back by :class:`~napari_liif.intensity.IntensityMap`,
-fitted once over the whole array (per channel with ``channel_axis``), so the planes of a
-stack share one map: the robust range by default, or ``limits``/``percentiles``.
+The rules for a plane (intensity maps, premultiplied RGBA, carried values) are
+:mod:`napari_liif.codec`'s: a map is fitted once over the whole array (per channel with
+``channel_axis``), so the planes of a stack share one map and each channel has its own: the
+robust range by default, or ``limits``/``percentiles``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from typing import Callable
 import numpy as np
 
 from . import flux
-from .intensity import IntensityMap, carry, check_options, constant_value
+from .codec import PlaneCodec, channel_jobs, intensity_maps, job_part, layout, looks_like_channels  # noqa: F401
+from .intensity import check_options, constant_value
 
 CELL_MODES = ("on", "off", "clamp")  # as napari_liif.field.CELL_MODES (not imported: keeps torch lazy)
 
@@ -156,42 +158,6 @@ def _available_memory() -> int:
         return 0
 
 
-def looks_like_channels(shape) -> bool:
-    """True for a shape like (..., H, W, C) whose short last axis (2..32, not colour) is most
-    likely channels rather than columns: C at most half of the axis before it."""
-    shape = tuple(int(n) for n in shape)
-    return len(shape) >= 3 and shape[-1] not in (3, 4) and 2 <= shape[-1] <= 32 and 2 * shape[-1] <= shape[-2]
-
-
-def layout(a, rgb=None, channel_axis=None):
-    """Move channels last; return ``(array, kind, axis)`` with kind in gray|rgb|rgba|channels and
-    axis the normalised channel axis (None unless kind is channels). The layout rules of
-    :func:`upscale` (numpy and dask arrays alike); ValueErrors name the value."""
-    if channel_axis is not None:
-        if rgb:
-            raise ValueError("give either rgb=True or channel_axis, not both")
-        if isinstance(channel_axis, (bool, np.bool_)) or not isinstance(channel_axis, (int, np.integer)):
-            raise ValueError(f"channel_axis must be an integer, got {channel_axis!r}")
-        ax = int(channel_axis)
-        if not -a.ndim <= ax < a.ndim:
-            raise ValueError(f"channel_axis={channel_axis} is out of range for data of shape {a.shape} "
-                             f"({a.ndim} dimensions)")
-        return np.moveaxis(a, ax, -1), "channels", ax % a.ndim
-    if rgb is not None and not isinstance(rgb, (bool, np.bool_)):
-        raise ValueError(f"rgb must be True, False or None, got {rgb!r}")
-    if rgb is None:
-        rgb = a.ndim >= 3 and a.shape[-1] in (3, 4)
-        if not rgb and looks_like_channels(a.shape):
-            raise ValueError(f"image of shape {tuple(a.shape)}: its last axis ({a.shape[-1]}) looks like channels, "
-                             "not columns; pass channel_axis=-1 (on the command line --channel-axis -1) to "
-                             "upscale each channel, or rgb=False to upscale it as a stack of planes")
-    if rgb:
-        if a.ndim < 3 or a.shape[-1] not in (3, 4):
-            raise ValueError(f"rgb=True needs a last axis of length 3 or 4, got shape {a.shape}")
-        return a, "rgb" if a.shape[-1] == 3 else "rgba", None
-    return a, "gray", None
-
-
 def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", channel_axis: int | None = None,
             rgb: bool | None = None, limits=None, percentiles=None, progress: Progress | None = None,
             should_stop=None, preserve_flux: bool = False) -> np.ndarray:
@@ -294,6 +260,7 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
             raise InterruptedError(f"stopped after {k} of {len(jobs)} planes")
         src, dst = job_part(a[p], c), job_part(out[p], c)
         const = constant_value(src, c in ("rgb", "rgba"))
+        codec = PlaneCodec(c, maps, constant_value(src[..., 3], False) if c == "rgba" else None)
         if const is not None:
             dst[...] = const  # a constant plane stays exactly constant
         else:
@@ -306,56 +273,13 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
                                        "its weights are broken: use another checkpoint")
                 return res
 
-            alpha = constant_value(src[..., 3], False) if c == "rgba" else None
-            dst[...] = render_job(src, c, maps, render, alpha)
-        carry_job(src, dst, c, maps)  # NaN, inf, nodata and outliers stay where their pixels are nearest
+            dst[...] = codec.decode([render(u) for u in codec.encode(src)])
+        codec.carry(src, dst)  # NaN, inf, nodata and outliers stay where their pixels are nearest
         if preserve_flux:
             dst[...] = flux.preserve_flux(dst, src, dtype=a.dtype)
         if progress is not None:
             progress((k + 1) * per_job, total)
     return out if ch_axis is None else np.moveaxis(out, -1, ch_axis)
-
-
-def job_part(a: np.ndarray, what):
-    """The part of a plane (H, W[, C]) that a job works on: all of it for gray, RGB and RGBA
-    (``what`` None, "rgb", "rgba"), one channel for an integer ``what``."""
-    return a[..., what] if isinstance(what, int) else a
-
-
-def render_job(src: np.ndarray, what, maps: dict, render, alpha_const=None) -> np.ndarray:
-    """One job's upscaled values in data units, from ``render(u)`` (u: (H, W) or (H, W, 3) in
-    [0, 1] -> (rows, cols, 3)). RGBA renders colour times alpha and alpha, then divides; with an
-    alpha plane of constant value ``alpha_const`` the colour is rendered as it is and the alpha
-    stays that constant exactly."""
-    if what == "rgba" and alpha_const is not None:
-        colour = maps["rgb"].inverse(render(maps["rgb"].forward(src[..., :3])))
-        out = np.empty(colour.shape[:2] + (4,), src.dtype)
-        out[..., :3] = colour
-        out[..., 3] = alpha_const
-        return out
-    if what == "rgba":
-        amap, cmap = maps[3], maps["rgb"]
-        ua = amap.forward(src[..., 3])
-        colour = render(cmap.forward(src[..., :3]) * ua[..., None])
-        alpha = render(ua).mean(-1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            straight = np.where(alpha[..., None] > 0, colour / alpha[..., None], 0.0)
-        out = np.empty(alpha.shape + (4,), src.dtype)
-        out[..., :3] = cmap.inverse(np.clip(straight, 0.0, 1.0))
-        out[..., 3] = amap.inverse(alpha)
-        return out
-    res = render(maps[what].forward(src))
-    return maps[what].inverse(res if what == "rgb" else res.mean(-1))
-
-
-def carry_job(src: np.ndarray, dst: np.ndarray, what, maps: dict, rows=None, cols=None) -> None:
-    """Masked and out-of-range input values back into ``dst`` by nearest neighbour
-    (:func:`napari_liif.intensity.carry`; ``rows``/``cols`` as there)."""
-    if what == "rgba":
-        carry(src[..., :3], dst[..., :3], maps["rgb"], rows, cols)
-        carry(src[..., 3], dst[..., 3], maps[3], rows, cols)
-    else:
-        carry(src, dst, maps[what], rows, cols)
 
 
 def _as_array(image) -> np.ndarray:
@@ -367,38 +291,3 @@ def _as_array(image) -> np.ndarray:
     if a.dtype.kind not in "biuf":
         raise TypeError(f"cannot upscale data of dtype {a.dtype}; expected integer, float or bool data")
     return a
-
-
-def channel_jobs(kind: str, n: int) -> list:
-    """The jobs of one plane: None (gray), "rgb", "rgba", or each channel's index."""
-    if kind == "gray":
-        return [None]
-    if kind == "channels":
-        return list(range(n))
-    return [kind]
-
-
-def map_keys(kind: str, n: int) -> dict:
-    """``{map key: (selection of a channels-last array, colour)}`` of the maps a layout needs:
-    None (gray), each channel, "rgb" (and 3, the alpha, for RGBA)."""
-    if kind == "gray":
-        return {None: ((Ellipsis,), False)}
-    if kind == "channels":
-        return {c: ((Ellipsis, c), False) for c in range(n)}
-    keys = {"rgb": ((Ellipsis, slice(0, 3)), True)}
-    if kind == "rgba":
-        keys[3] = ((Ellipsis, 3), False)
-    return keys
-
-
-def intensity_maps(a: np.ndarray, kind: str, limits=None, percentiles=None) -> dict:
-    """The intensity maps of a channels-last array, by :func:`map_keys` (alpha: its dtype range)."""
-    maps = {}
-    for key, (sel, colour) in map_keys(kind, a.shape[-1] if kind != "gray" else 0).items():
-        if key == 3:
-            maps[key] = IntensityMap.alpha(a.dtype)
-        elif limits is not None:
-            maps[key] = IntensityMap.of(a.dtype, *limits)
-        else:
-            maps[key] = IntensityMap.fit(a[sel], percentiles=percentiles, colour=colour)
-    return maps

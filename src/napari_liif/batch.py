@@ -176,8 +176,8 @@ def plan(items: list[str], output: str | None, *, scale=None, size=None, fmt: st
 def file_channel_axis(shape, dtype, given: int | None = None) -> int | None:
     """The channel axis the command line uses for a file of this shape: ``given``, else the last
     axis when it looks like channels (gray + alpha PNG, or 2..32 channels that are not colour:
-    :func:`napari_liif.api.looks_like_channels`), else None."""
-    from .api import looks_like_channels
+    :func:`napari_liif.codec.looks_like_channels`), else None."""
+    from .codec import looks_like_channels
 
     if given is not None:
         return given

@@ -160,7 +160,7 @@ def _render_window(model, u: np.ndarray, origin: tuple[int, int], in_hw: tuple[i
 
 def _render_chunk(window: np.ndarray, ref: ModelRef, stats: dict, job: dict) -> np.ndarray:
     """One output chunk: ``window`` is the raw input window of one plane (and channel job)."""
-    from .api import carry_job, render_job
+    from .codec import PlaneCodec
     from .intensity import nearest_index
 
     model = ref.get()
@@ -168,16 +168,16 @@ def _render_chunk(window: np.ndarray, ref: ModelRef, stats: dict, job: dict) -> 
     rows, cols = job["rows"], job["cols"]
     shape = (rows[1] - rows[0], cols[1] - cols[0])
     const = stats["const"][(p, what)]
+    codec = PlaneCodec(what, stats["maps"], stats["const"].get((p, "alpha")))
     if const is not None:
         out = np.broadcast_to(const, shape + np.shape(const)).astype(window.dtype)
     else:
-        out = render_job(window, what, stats["maps"], lambda u: _render_window(
-            model, u, job["origin"], job["in_hw"], job["out_hw"], rows, cols, job["cell"]),
-            stats["const"].get((p, "alpha")))
+        out = codec.decode([_render_window(model, u, job["origin"], job["in_hw"], job["out_hw"], rows, cols,
+                                           job["cell"]) for u in codec.encode(window)])
     (h, w), (ho, wo), (wy0, wx0) = job["in_hw"], job["out_hw"], job["origin"]
     near_r = nearest_index(h, ho)[rows[0]:rows[1]] - wy0  # the whole image's nearest pixels, in the window
     near_c = nearest_index(w, wo)[cols[0]:cols[1]] - wx0
-    carry_job(window, out, what, stats["maps"], near_r, near_c)
+    codec.carry(window, out, near_r, near_c)
     if isinstance(what, int):
         out = out[..., None]
     return out.reshape((1,) * len(p) + out.shape)
@@ -189,7 +189,7 @@ def _plane_stats(a, kind: str, limits=None, percentiles=None):
     (:func:`napari_liif.intensity.spatial_sample`, as the in-memory fit takes it)."""
     import dask.array as da
 
-    from .api import map_keys
+    from .codec import map_keys
     from .intensity import masked, spatial_sample
 
     axes = (-2, -1) if kind == "gray" else (-3, -2)
@@ -212,7 +212,7 @@ def _plane_stats(a, kind: str, limits=None, percentiles=None):
 
 def _make_stats(red: dict, kind: str, dtype, lead: tuple, n_tail: int, limits=None, percentiles=None) -> dict:
     """Intensity maps and constant planes, as ``napari_liif.upscale`` decides them."""
-    from .api import channel_jobs, map_keys
+    from .codec import channel_jobs, map_keys
     from .intensity import IntensityMap, choose_limits, valid_values
 
     dtype = np.dtype(dtype)
@@ -288,7 +288,8 @@ def upscale_dask(array, scale=None, *, size=None, model=None, cell: str = "on", 
     import dask
     import dask.array as da
 
-    from .api import channel_jobs, get_model, layout, output_hw
+    from .api import get_model, output_hw
+    from .codec import channel_jobs, layout
     from .field import CELL_MODES
     from .intensity import check_options
 

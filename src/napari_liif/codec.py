@@ -1,0 +1,200 @@
+"""The plane codec: how one plane's values go into the model and come back. Written once, used by
+``upscale``, ``upscale_dask``, the CLI, the batch widget and (through :class:`PlaneCodec`) live zoom.
+
+* **Layout** (:func:`layout`): gray planes, RGB(A) colour last, or independent channels at a
+  ``channel_axis`` (moved last here). A plane is cut into *jobs* (:func:`channel_jobs`): the gray
+  plane, the colour, or **each channel alone**.
+* **One intensity map per job** (:func:`intensity_maps`, :mod:`napari_liif.intensity`): each
+  channel of a stack gets its own map, fitted over that channel in every plane, so a channel comes
+  back as that channel upscaled alone would. uint8 and bool use their dtype range; RGB's three
+  colours share one map; alpha uses its dtype range.
+* **RGBA is premultiplied**: colour times alpha and alpha go through the model as two fields and
+  the colour is divided again; a constant alpha stays exactly constant (the colour then goes
+  through as it is).
+* **Gray in, gray out**: a gray plane enters as R = G = B and leaves as the mean of the three.
+* **Carried values**: masked values (NaN, inf, nodata) and values outside the map's range (hot
+  pixels) are put back by nearest neighbour (:func:`napari_liif.intensity.carry`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .intensity import IntensityMap, carry
+
+CHANNEL_NAMES = ("c", "channel", "channels", "ch")  # axis labels that mean independent channels
+
+
+def looks_like_channels(shape) -> bool:
+    """True for a shape like (..., H, W, C) whose short last axis (2..32, not colour) is most
+    likely channels rather than columns: C at most half of the axis before it."""
+    shape = tuple(int(n) for n in shape)
+    return len(shape) >= 3 and shape[-1] not in (3, 4) and 2 <= shape[-1] <= 32 and 2 * shape[-1] <= shape[-2]
+
+
+def channel_axis_from_labels(labels) -> int | None:
+    """The index of the axis labelled as channels (``"C"`` in ImageJ/OME axes such as ``"ZCYX"``, or
+    a napari axis label ``c``/``channel``), or None. ``labels``: a string or a sequence of names."""
+    names = [str(n).strip().lower() for n in (labels or ())]
+    hits = [k for k, n in enumerate(names) if n in CHANNEL_NAMES]
+    return hits[0] if len(hits) == 1 else None
+
+
+def layout(a, rgb=None, channel_axis=None):
+    """Move channels last; return ``(array, kind, axis)`` with kind in gray|rgb|rgba|channels and
+    axis the normalised channel axis (None unless kind is channels). numpy and dask arrays
+    alike; ValueErrors name the value."""
+    if channel_axis is not None:
+        if rgb:
+            raise ValueError("give either rgb=True or channel_axis, not both")
+        if isinstance(channel_axis, (bool, np.bool_)) or not isinstance(channel_axis, (int, np.integer)):
+            raise ValueError(f"channel_axis must be an integer, got {channel_axis!r}")
+        ax = int(channel_axis)
+        if not -a.ndim <= ax < a.ndim:
+            raise ValueError(f"channel_axis={channel_axis} is out of range for data of shape {a.shape} "
+                             f"({a.ndim} dimensions)")
+        return np.moveaxis(a, ax, -1), "channels", ax % a.ndim
+    if rgb is not None and not isinstance(rgb, (bool, np.bool_)):
+        raise ValueError(f"rgb must be True, False or None, got {rgb!r}")
+    if rgb is None:
+        rgb = a.ndim >= 3 and a.shape[-1] in (3, 4)
+        if not rgb and looks_like_channels(a.shape):
+            raise ValueError(f"image of shape {tuple(a.shape)}: its last axis ({a.shape[-1]}) looks like channels, "
+                             "not columns; pass channel_axis=-1 (on the command line --channel-axis -1) to "
+                             "upscale each channel, or rgb=False to upscale it as a stack of planes")
+    if rgb:
+        if a.ndim < 3 or a.shape[-1] not in (3, 4):
+            raise ValueError(f"rgb=True needs a last axis of length 3 or 4, got shape {a.shape}")
+        return a, "rgb" if a.shape[-1] == 3 else "rgba", None
+    return a, "gray", None
+
+
+def channel_jobs(kind: str, n: int) -> list:
+    """The jobs of one plane: None (gray), "rgb", "rgba", or each channel's index."""
+    if kind == "gray":
+        return [None]
+    if kind == "channels":
+        return list(range(n))
+    return [kind]
+
+
+def map_keys(kind: str, n: int) -> dict:
+    """``{map key: (selection of a channels-last array, colour)}`` of the maps a layout needs:
+    None (gray), each channel, "rgb" (and 3, the alpha, for RGBA)."""
+    if kind == "gray":
+        return {None: ((Ellipsis,), False)}
+    if kind == "channels":
+        return {c: ((Ellipsis, c), False) for c in range(n)}
+    keys = {"rgb": ((Ellipsis, slice(0, 3)), True)}
+    if kind == "rgba":
+        keys[3] = ((Ellipsis, 3), False)
+    return keys
+
+
+def intensity_maps(a: np.ndarray, kind: str, limits=None, percentiles=None) -> dict:
+    """The intensity maps of a channels-last array, by :func:`map_keys`: each channel its own,
+    fitted over that channel in every plane (alpha: its dtype range)."""
+    maps = {}
+    for key, (sel, colour) in map_keys(kind, a.shape[-1] if kind != "gray" else 0).items():
+        if key == 3:
+            maps[key] = IntensityMap.alpha(a.dtype)
+        elif limits is not None:
+            maps[key] = IntensityMap.of(a.dtype, *limits)
+        else:
+            maps[key] = IntensityMap.fit(a[sel], percentiles=percentiles, colour=colour)
+    return maps
+
+
+def job_part(a: np.ndarray, what):
+    """The part of a plane (H, W[, C]) that a job works on: all of it for gray, RGB and RGBA
+    (``what`` None, "rgb", "rgba"), one channel for an integer ``what``."""
+    return a[..., what] if isinstance(what, int) else a
+
+
+class PlaneCodec:
+    """One job's way into the model and back: ``encode`` a window of raw data into the fields the
+    model renders (in [0, 1]), ``decode`` the renders into data values, ``carry`` what the map
+    cannot hold.
+
+    Parameters
+    ----------
+    what : None, "rgb", "rgba" or int
+        The job (:func:`channel_jobs`); an int is one channel, given as a 2D plane.
+    maps : dict
+        The maps of the layout (:func:`intensity_maps`).
+    alpha_const : optional
+        For RGBA, the value of an alpha plane known to be constant: the colour then goes through
+        straight and the alpha comes back as that constant exactly.
+
+    Live zoom renders windows of one plane: ``PlaneCodec(None | "rgb" | "rgba", maps)``,
+    ``fields = codec.encode(window)``, one render (rows, cols, 3) per field,
+    ``codec.decode(renders, exact=False)`` for float32 overlay values (alpha in [0, 1], as napari
+    draws it), and ``codec.carry_values(near, out)`` with the raw data under each sample.
+    """
+
+    def __init__(self, what, maps: dict, alpha_const=None):
+        self.what, self.maps, self.alpha_const = what, maps, alpha_const
+        self.value_map: IntensityMap = maps["rgb"] if what in ("rgb", "rgba") else maps[what]
+        self.alpha_map: IntensityMap | None = maps.get(3) if what == "rgba" else None
+        self.premultiplied = what == "rgba" and alpha_const is None
+
+    @property
+    def n_fields(self) -> int:
+        return 2 if self.premultiplied else 1
+
+    def encode(self, src: np.ndarray) -> list[np.ndarray]:
+        """The model's inputs for a raw window: ``[u]`` (gray (h, w), colour (h, w, 3)), or for
+        premultiplied RGBA ``[colour * alpha, alpha]``."""
+        if self.what not in ("rgb", "rgba"):
+            return [self.value_map.forward(src)]
+        colour = self.value_map.forward(src[..., :3])
+        if not self.premultiplied:
+            return [colour]
+        ua = self.alpha_map.forward(src[..., 3])
+        return [colour * ua[..., None], ua]
+
+    def decode(self, renders: list[np.ndarray], dtype=None, exact: bool = True) -> np.ndarray:
+        """Data values from one render (rows, cols, 3) per field: in the map's dtype (rounded and
+        clipped as :meth:`IntensityMap.inverse`) with ``exact``, else float32 data units with RGBA's
+        alpha in [0, 1]. RGB(A) gives (rows, cols, 3|4), gray and channels (rows, cols)."""
+        first = renders[0]
+        if self.what not in ("rgb", "rgba"):
+            return self._values(first.mean(-1), self.value_map, exact)
+        colour, alpha = first, None
+        if self.premultiplied:  # divided by the alpha as rendered (overshoot above 1 included)
+            alpha = renders[1].mean(-1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                colour = np.where(alpha[..., None] > 0, colour / alpha[..., None], 0.0)
+        out_dtype = self.value_map.dtype if exact else np.float32
+        out = np.empty(first.shape[:2] + ((4,) if self.what == "rgba" else (3,)), out_dtype)
+        out[..., :3] = self._values(np.clip(colour, 0.0, 1.0), self.value_map, exact)
+        if self.what == "rgba":
+            if self.alpha_const is not None:
+                out[..., 3] = self.alpha_const if exact else self.alpha_map.forward(np.asarray(self.alpha_const))
+            else:
+                out[..., 3] = self.alpha_map.inverse(alpha) if exact else np.clip(alpha, 0.0, 1.0)
+        return out
+
+    @staticmethod
+    def _values(u: np.ndarray, imap: IntensityMap, exact: bool) -> np.ndarray:
+        if exact:
+            return imap.inverse(u)
+        return (np.clip(u, 0.0, 1.0) * imap.span + float(imap.lo)).astype(np.float32)
+
+    def carry(self, src: np.ndarray, dst: np.ndarray, rows=None, cols=None) -> None:
+        """Masked and out-of-range values of ``src`` into ``dst`` by nearest neighbour
+        (:func:`napari_liif.intensity.carry`; ``rows``/``cols`` as there)."""
+        if self.what == "rgba":
+            carry(src[..., :3], dst[..., :3], self.value_map, rows, cols)
+            carry(src[..., 3], dst[..., 3], self.alpha_map, rows, cols)
+        else:
+            carry(src, dst, self.value_map, rows, cols)
+
+    def carry_values(self, near: np.ndarray, out: np.ndarray) -> None:
+        """Live zoom's carry: ``near`` is the raw data under each output sample (same rows and
+        columns as ``out``); where the value map cannot hold it, ``out`` shows it as it is."""
+        vals = near[..., :3] if self.what in ("rgb", "rgba") else near
+        bad = self.value_map.outside(vals)
+        if bad is not None and bad.any():
+            target = out[..., :3] if self.what in ("rgb", "rgba") else out
+            np.copyto(target, vals.astype(target.dtype), where=bad)
