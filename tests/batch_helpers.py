@@ -34,3 +34,44 @@ def tiny_checkpoint(path, seed: int = 3, **kw):
     """Write ``tiny_model(seed)`` as a napari-liif safetensors file; returns the path."""
     m = tiny_model(seed, **kw)
     return save_safetensors(path, m.net, m.spec)
+
+
+#: the issue-19 hyperstack: a bright nuclear channel, a filament channel with one hot pixel, a dim
+#: puncta channel (ranges as measured on the real stack)
+CHANNEL_RANGES = ((268, 7976), (138, 3283), (93, 214))
+HOT = (2, 1, 5, 6)  # (z, c, y, x) of the hot pixel
+PIXEL_UM, Z_UM = 0.1625, 0.5
+
+
+def hyperstack(seed: int = 0, shape=(5, 16, 18)):
+    """A ZCYX uint16 stack (z 5, c 3) with channels of very different ranges and one hot pixel."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    z, h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    a = np.empty((z, len(CHANNEL_RANGES), h, w), np.uint16)
+    for c, (lo, hi) in enumerate(CHANNEL_RANGES):
+        smooth = 0.5 + 0.5 * np.sin(xx / (2.0 + c) + yy / 3.0)  # structure, not only noise
+        v = lo + (hi - lo) * (0.7 * smooth + 0.3 * rng.random((z, h, w)))
+        a[:, c] = np.clip(np.rint(v), lo, hi)
+        a[:, c, 0, 0], a[:, c, -1, -1] = lo, hi  # each channel spans its range exactly
+    a[HOT] = 65535
+    return a
+
+
+def write_hyperstack(path, a, *, ome: bool = False, names=("DAPI", "actin", "puncta")):
+    """``a`` as an ImageJ hyperstack (axes ZCYX, 0.1625 um pixels, 0.5 um z spacing) or, with
+    ``ome``, as an OME-TIFF with the same calibration and channel names."""
+    import tifffile
+
+    res = (1 / PIXEL_UM, 1 / PIXEL_UM)
+    if ome:
+        meta = {"axes": "ZCYX", "PhysicalSizeX": PIXEL_UM, "PhysicalSizeY": PIXEL_UM, "PhysicalSizeZ": Z_UM,
+                "PhysicalSizeXUnit": "\u00b5m", "PhysicalSizeYUnit": "\u00b5m", "PhysicalSizeZUnit": "\u00b5m",
+                "Channel": {"Name": list(names)}}
+        tifffile.imwrite(path, a, ome=True, photometric="minisblack", metadata=meta)
+    else:
+        tifffile.imwrite(path, a, imagej=True, resolution=res,
+                         metadata={"axes": "ZCYX", "spacing": Z_UM, "unit": "um"})
+    return path

@@ -26,7 +26,8 @@ from typing import Callable
 
 import numpy as np
 
-from .io import READ_SUFFIXES, WRITE_SUFFIXES, ImageIOError, check_writable, image_info, read_image, write_image
+from .io import (READ_SUFFIXES, WRITE_SUFFIXES, ImageIOError, check_writable, image_axes, image_info, read_image,
+                 write_image)
 from .outputs import Inputs, OutputError, check_file, check_folder_writable, check_store
 from .zarr_io import is_zarr
 
@@ -173,15 +174,19 @@ def plan(items: list[str], output: str | None, *, scale=None, size=None, fmt: st
     return jobs
 
 
-def file_channel_axis(shape, dtype, given: int | None = None) -> int | None:
-    """The channel axis the command line uses for a file of this shape: ``given``, else the last
-    axis when it looks like channels (gray + alpha PNG, or 2..32 channels that are not colour:
-    :func:`napari_liif.codec.looks_like_channels`), else None."""
-    from .codec import looks_like_channels
+def file_channel_axis(shape, dtype, given: int | None = None, axes=None) -> int | None:
+    """The channel axis the command line uses for a file of this shape: ``given``, else the axis
+    the file declares as channels (``axes``: ImageJ/OME ``"ZCYX"`` or OME-Zarr axis names), else
+    the last axis when it looks like channels (gray + alpha PNG, or 2..32 channels that are not
+    colour: :func:`napari_liif.codec.looks_like_channels`), else None."""
+    from .codec import channel_axis_from_labels, looks_like_channels
 
     if given is not None:
         return given
     shape = tuple(shape)
+    declared = channel_axis_from_labels(axes) if axes is not None and len(axes) == len(shape) else None
+    if declared is not None:
+        return declared
     gray_alpha = len(shape) == 3 and shape[-1] == 2 and np.dtype(dtype) in (np.uint8, np.uint16)
     return -1 if gray_alpha or looks_like_channels(shape) else None
 
@@ -196,7 +201,7 @@ def _preflight(job: Job, scale, size, channel_axis, dask: bool, check_memory: bo
     if info is None or 0 in info[0]:  # corrupt or empty: that file's failure when it is read
         return
     shape, dtype = info
-    job.channel_axis = file_channel_axis(shape, dtype, channel_axis)
+    job.channel_axis = file_channel_axis(shape, dtype, channel_axis, _axes(job.src, dask))
     if job.action != "write":
         return
     try:
@@ -212,6 +217,19 @@ def _preflight(job: Job, scale, size, channel_axis, dask: bool, check_memory: bo
             check_writable(job.dst, out_shape, dtype)  # e.g. float data to PNG: that file fails, unread
         except ImageIOError as exc:
             job.problem = str(exc)
+
+
+def _axes(src: Path, dask: bool):
+    """The axis names a file or store declares (None where it declares none)."""
+    if dask and is_zarr(src):
+        from .zarr_io import read_ome_metadata
+
+        try:
+            meta = read_ome_metadata(src)
+        except ValueError:
+            return None
+        return meta["axes"] if meta else None
+    return image_axes(src)
 
 
 def _header(src: Path, dask: bool):

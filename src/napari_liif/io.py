@@ -190,6 +190,24 @@ def image_info(path: str | Path) -> tuple[tuple[int, ...], np.dtype] | None:
     return (h, w) + tail, np.dtype(dtype)
 
 
+def image_axes(path: str | Path) -> str | None:
+    """The axes a file declares, as tifffile names them (``"ZCYX"`` for an ImageJ hyperstack or an
+    OME-TIFF, ``"YXS"`` for RGB; C is channels), or None for files that declare none (PNG, JPEG,
+    NPY, TIFF without ImageJ or OME metadata)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return None
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            if not (tif.is_imagej or tif.is_ome):
+                return None
+            return str(tif.series[0].axes).upper()
+    except Exception:  # noqa: BLE001 - unreadable headers are reported when the file is read
+        return None
+
+
 def write_image(path: str | Path, data: np.ndarray, *, overwrite: bool = False, record: bool = False,
                 calibration=None) -> Path:
     """Write ``data``; TIFF and NPY keep any dtype and shape, PNG takes bool/uint8/uint16
