@@ -2,7 +2,9 @@
 
 Layer mode: the two displayed axes that are last in the viewer are the spatial ones, every
 other axis (z, t, ...) is upscaled plane by plane with one intensity map for the whole stack
-(:func:`napari_liif.upscale`); colour stays colour. The result is a new layer
+(:func:`napari_liif.upscale`), except an axis of channels (labelled ``c``/``channel``, or chosen):
+each channel gets its own map; colour stays colour. Channels napari split into layers of their
+own (``channel_axis`` on opening) are layers with their own maps already. The result is a new layer
 ``<name> [LIIF xS]`` whose scale and translate overlay the source exactly in world
 coordinates. Everything is checked (layer type, size, scale, memory) before anything is
 allocated; the work runs in a worker thread, with its progress in the widget and in napari's
@@ -79,11 +81,48 @@ class LayerJob:
     n_planes: int
     layer_kwargs: dict = field(default_factory=dict)
     lazy: bool = False  # dask/zarr data or a multiscale layer's level 0: upscaled lazily
+    channel_axis: int | None = None  # a data axis of independent channels (each its own intensity map)
 
 
-def plan_layer(layer, displayed: tuple[int, ...], viewer_ndim: int, *, scale=None, size=None) -> LayerJob:
+def layer_channel_axis(layer, choice="auto", spatial=()) -> int | None:
+    """The data axis of ``layer`` holding independent channels: ``choice`` an axis index, None (no
+    channels), or "auto": the axis labelled ``c``/``channel`` (``layer.axis_labels``, as readers
+    of ImageJ/OME hyperstacks set them). A ValueError for an axis that is displayed or colour."""
+    from ..codec import channel_axis_from_labels
+
+    if choice == "auto":
+        ax = channel_axis_from_labels(getattr(layer, "axis_labels", None))
+        return None if ax is None or ax in spatial or layer.rgb else ax
+    if choice is None:
+        return None
+    nd = layer.ndim
+    if not -nd <= int(choice) < nd:
+        raise ValueError(f"channel axis {choice} is out of range for '{layer.name}' ({nd} axes)")
+    ax = int(choice) % nd
+    if ax in spatial or layer.rgb:
+        raise ValueError(f"channel axis {choice} of '{layer.name}' is a displayed (spatial) or colour axis; "
+                         "choose one of the stack's other axes")
+    return ax
+
+
+def parse_channel_choice(text: str):
+    """The channels field: empty or "auto" (the layer's labels), "none", or an axis index."""
+    t = (text or "").strip().lower()
+    if t in ("", "auto"):
+        return "auto"
+    if t == "none":
+        return None
+    try:
+        return int(t)
+    except ValueError:
+        raise ValueError(f"channel axis must be empty (auto), none or an axis number, got {text!r}") from None
+
+
+def plan_layer(layer, displayed: tuple[int, ...], viewer_ndim: int, *, scale=None, size=None,
+               channel_axis="auto") -> LayerJob:
     """Check ``layer`` and work out the output; raises ValueError, TypeError or MemoryError
-    with a message for the user. ``displayed`` are the viewer's displayed axes."""
+    with a message for the user. ``displayed`` are the viewer's displayed axes; ``channel_axis``
+    as :func:`layer_channel_axis`."""
     from napari.layers import Image, Labels
     from napari.utils.transforms import Affine
 
@@ -141,8 +180,17 @@ def plan_layer(layer, displayed: tuple[int, ...], viewer_ndim: int, *, scale=Non
         if hasattr(layer, attr):
             kwargs[attr] = getattr(layer, attr)
     lead = [n for k, n in enumerate(shape[:nd]) if k not in axes]
+    ch = layer_channel_axis(layer, channel_axis, axes)
     return LayerJob(layer.name, bool(layer.rgb), axes, out_shape, scale, size, int(np.prod(lead, dtype=np.int64)),
-                    kwargs, lazy)
+                    kwargs, lazy, ch)
+
+
+def _moved_channel_axis(job: LayerJob, ndim: int) -> int | None:
+    """Where ``job.channel_axis`` lands once the spatial axes are moved last (None: no channels)."""
+    if job.channel_axis is None:
+        return None
+    rest = [k for k in range(ndim) if k not in job.axes]
+    return rest.index(job.channel_axis)
 
 
 def run_layer_job(job: LayerJob, data, model, cell: str, progress=None, should_stop=None,
@@ -157,7 +205,7 @@ def run_layer_job(job: LayerJob, data, model, cell: str, progress=None, should_s
     dst = [-3, -2] if job.rgb else [-2, -1]
     moved = np.moveaxis(a, list(job.axes), dst)
     out = upscale(moved, scale=job.scale, size=job.size, model=model, cell=cell, rgb=job.rgb,
-                  progress=progress, should_stop=should_stop, preserve_flux=preserve_flux, limits=limits,
+                  channel_axis=_moved_channel_axis(job, a.ndim), progress=progress, should_stop=should_stop, preserve_flux=preserve_flux, limits=limits,
                   percentiles=percentiles)
     return np.moveaxis(out, dst, list(job.axes))
 
@@ -172,7 +220,7 @@ def _run_lazy(job: LayerJob, data, model, cell: str, limits=None, percentiles=No
     dst = [-3, -2] if job.rgb else [-2, -1]
     moved = da.moveaxis(a, list(job.axes), dst)
     out = upscale_dask(moved, scale=job.scale, size=job.size, model=model, cell=cell, rgb=job.rgb,
-                       limits=limits, percentiles=percentiles, eager_stats=True)
+                       channel_axis=_moved_channel_axis(job, a.ndim), limits=limits, percentiles=percentiles, eager_stats=True)
     return da.moveaxis(out, dst, list(job.axes))
 
 
@@ -244,6 +292,9 @@ class UpscaleWidget(ViewerDockWidget):
         self.range = LineEdit(label="intensity", value="",
                               tooltip="the data range mapped to the model's 0..1: empty for the robust range (hot "
                                       "pixels ignored), LOW,HIGH for values, LOW%,HIGH% for percentiles")
+        self.channels = LineEdit(label="channel axis", value="",
+                                 tooltip="a stack axis of independent channels, each with its own intensity map: "
+                                         "empty for auto (an axis labelled c or channel), none, or its number")
         self.options = ModelOptions()
         self.run_button = PushButton(text="Upscale layer")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -259,7 +310,8 @@ class UpscaleWidget(ViewerDockWidget):
         buttons = Container(layout="horizontal", labels=False, widgets=[self.run_button, self.cancel_button])
         heading = Label(value="<b>Folder mode</b>: a folder or glob in, a folder out; the same scale and model")
         folder = Container(widgets=[heading, self.folder_in, self.folder_out, self.folder_button, self.report])
-        self._set_form(Container(widgets=[self.source, self.mode, self.value, self.flux, self.range, self.options,
+        self._set_form(Container(widgets=[self.source, self.mode, self.value, self.flux, self.range, self.channels,
+                                          self.options,
                                           buttons,
                                           self.bar,
                                           self.status, folder]))
@@ -315,7 +367,8 @@ class UpscaleWidget(ViewerDockWidget):
         try:
             target = self._target()
             flux = target.pop("preserve_flux")
-            job = plan_layer(layer, self.viewer.dims.displayed, self.viewer.dims.ndim, **target)
+            job = plan_layer(layer, self.viewer.dims.displayed, self.viewer.dims.ndim, **target,
+                             channel_axis=parse_channel_choice(self.channels.value))
             if flux and job.lazy:
                 raise ValueError(f"'{layer.name}' is lazy (dask, zarr or multiscale); flux preservation needs "
                                  "in-memory data: use `napari-liif upscale` on the file, or untick it")
@@ -380,9 +433,9 @@ class UpscaleWidget(ViewerDockWidget):
 
         model = get_model(options["checkpoint"], options["device"], options["precision"])
 
-        def one(a):
+        def one(a, job):  # the job's channel axis: the file's declared axes, or its shape (as the CLI)
             return upscale(a, model=model, cell=options["cell"], limits=options["limits"],
-                           percentiles=options["percentiles"], **target)
+                           percentiles=options["percentiles"], channel_axis=job.channel_axis, **target)
 
         return run_batch(jobs, one, on_file=lambda k, n, p: self.progressed.emit(k, n),
                          should_stop=self.stop_requested)
