@@ -32,7 +32,7 @@ from napari_liif.intensity import IntensityMap, masked, nearest_index
 from napari_liif.io import ImageIOError, read_image, write_image
 from napari_liif.outputs import (LOG_NAME, Inputs, OutputError, check_store, claim_run_folder, store_state)
 from napari_liif.validate import check_region, check_shape, check_unit_image
-from napari_liif.zarr_io import is_complete, read_zarr, write_zarr
+from napari_liif.zarr_io import is_complete, read_ome_metadata, read_zarr, write_zarr
 
 da = pytest.importorskip("dask.array")
 zarr = pytest.importorskip("zarr")
@@ -718,7 +718,9 @@ def test_dask_command_detects_channels_too(capsys, tmp_path, ckpt, user_file, ge
     src = user_file("six.npy", gen.random((16, 18, 6)).astype(np.float32))
     rc, _, _ = run(capsys, "upscale", src, "--scale", "2", "--dask", "-o", tmp_path / "o.zarr", "--checkpoint", ckpt,
                    "--quiet")
-    assert rc == 0 and read_zarr(tmp_path / "o.zarr").shape == (32, 36, 6)
+    # an OME-Zarr image: the channels first, as NGFF orders axes (c, y, x)
+    assert rc == 0 and read_zarr(tmp_path / "o.zarr").shape == (6, 32, 36)
+    assert read_ome_metadata(tmp_path / "o.zarr")["axes"] == ["c", "y", "x"]
 
 
 # == 5. API and messages =========================================================================

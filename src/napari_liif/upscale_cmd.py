@@ -43,11 +43,22 @@ def cmd_upscale(args) -> int:
                 pixels.total = total
                 pixels.update(done - pixels.n)
 
-            return upscale(a, scale=args.scale, size=args.size, model=model, cell=args.cell,
-                           channel_axis=ax, limits=args.limits, percentiles=args.percentiles, progress=tick,
-                           preserve_flux=args.preserve_flux)
+            out = upscale(a, scale=args.scale, size=args.size, model=model, cell=args.cell,
+                          channel_axis=ax, limits=args.limits, percentiles=args.percentiles, progress=tick,
+                          preserve_flux=args.preserve_flux)
+        sizes[job.src] = out.size
+        return out
 
-    report = run_batch(jobs, one, overwrite=args.overwrite, on_file=lambda k, n, p: files.update(1))
+    last = [time.perf_counter()]
+    sizes: dict = {}  # output values of each file upscaled
+
+    def on_file(k, n, src):
+        files.update(1)
+        now = time.perf_counter()
+        file_done_line(k, n, src, now - last[0], args.quiet, sizes.get(src, 0))
+        last[0] = now
+
+    report = run_batch(jobs, one, overwrite=args.overwrite, on_file=on_file)
     files.close()
     return _report(jobs, report, "exists (use --overwrite)")
 
@@ -107,20 +118,36 @@ def _spatial_hw(shape, channel_axis, rgb) -> tuple[int, int]:
 def _ome_calibration(job: Job, in_shape, out_shape, axes):
     """Axes, scale, translation and units of the output store: the input's calibration (an
     OME-Zarr's metadata, a TIFF's ImageJ/OME tags) or its pixel grid, rescaled so the output
-    overlays the input exactly (:meth:`napari_liif.calibration.Calibration.upscaled`)."""
+    overlays the input exactly (:meth:`napari_liif.calibration.Calibration.upscaled`). The axes
+    may come in any order (an ImageJ ``ZCYX`` stack); :func:`_to_ngff` orders them."""
     from .calibration import Calibration
+    from .ome import ngff_order
     from .readers import read_calibration
 
     base = read_calibration(job.src)
     if base is None or base.ndim != len(in_shape):
         base = Calibration.identity(len(in_shape))
-    elif all(a in "tczyx" for a in base.axes if a) and None not in base.axes:
-        axes = list(base.axes) if [n for n in "tczyx" if n in base.axes] == list(base.axes) else axes
+    elif None not in base.axes and ngff_order(base.axes) is not None:
+        axes = list(base.axes)
     cal = base.upscaled(in_shape, out_shape)
     return axes, list(cal.scale), list(cal.translate), list(cal.units)
 
 
-def _dask_one(job: Job, args, model, client, guard) -> None:
+def _to_ngff(out, axes, scale, translation, units):
+    """The output and its metadata transposed into NGFF axis order (t, c, z, y, x); axes None
+    (a plain zarr array) where the layout has no NGFF names (RGB)."""
+    from .ome import ngff_order
+
+    perm = ngff_order(axes) if axes else None
+    if perm is None:
+        return out, None, None, None, None
+    if perm != sorted(perm):
+        out = out.transpose(perm)
+    return out, *([seq[k] for k in perm] for seq in (axes, scale, translation, units))
+
+
+def _dask_one(job: Job, args, model, client, guard) -> int:
+    """Upscale one input into its store; returns the number of output values."""
     from .api import output_hw
     from .dask_upscale import upscale_dask
     from .zarr_io import guess_axes, open_lazy, write_zarr
@@ -137,17 +164,48 @@ def _dask_one(job: Job, args, model, client, guard) -> None:
     out = upscale_dask(a, scale=args.scale, size=args.size, model=model, cell=args.cell,
                        chunks=output_chunks_for(hw, ohw, args.chunk), channel_axis=ax, limits=args.limits,
                        percentiles=args.percentiles)
-    axes, scale, translation, units = _ome_calibration(job, a.shape, out.shape,
-                                                       guess_axes(a.ndim, channel_axis=ax, rgb=rgb))
-    bar = contextlib.nullcontext()
-    if not args.quiet and client is None:
-        from dask.diagnostics import ProgressBar
-
-        bar = ProgressBar()
-    with bar:
-        write_zarr(out, job.dst, axes=axes, scale=scale if axes else None,
-                   translation=translation if axes else None, units=units if axes else None, levels=None,
+    guess = guess_axes(a.ndim, channel_axis=ax, rgb=rgb, any_order=True)
+    out, axes, scale, translation, units = _to_ngff(out, *_ome_calibration(job, a.shape, out.shape, guess))
+    with _progress(args, client):
+        write_zarr(out, job.dst, axes=axes, scale=scale, translation=translation, units=units, levels=None,
                    overwrite=True, inputs=guard)
+    return int(out.size)
+
+
+@contextlib.contextmanager
+def _progress(args, client):
+    """A tqdm bar of the dask tasks on a terminal (nothing with --quiet, on a non-terminal or on a
+    distributed cluster, whose dashboard shows it): never a line per update in a log file."""
+    if args.quiet or client is not None or not sys.stderr.isatty():
+        yield
+        return
+    from dask.callbacks import Callback
+    from tqdm import tqdm
+
+    class Bar(Callback):
+        def _start_state(self, dsk, state):
+            self.bar = tqdm(total=sum(len(state[k]) for k in ("ready", "waiting", "running", "finished")),
+                            unit="task", leave=False, delay=1.0)
+
+        def _posttask(self, key, result, dsk, state, worker_id):
+            self.bar.update(1)
+
+        def _finish(self, dsk, state, errored):
+            self.bar.close()
+
+    with Bar():
+        yield
+
+
+LONG_FILE_PX = 4_000_000  # output pixels of a long file (seconds of work): counted, not timed
+
+
+def file_done_line(k: int, n: int, src, seconds: float, quiet: bool, pixels: int) -> None:
+    """On a non-terminal (a log file, a pipe), one line on stderr when a long file of a batch (``pixels``
+    output values, at least ``LONG_FILE_PX``) ends; a terminal has the bars instead, which are
+    off on a non-terminal."""
+    if not quiet and n > 1 and pixels >= LONG_FILE_PX and not sys.stderr.isatty():
+        print(f"napari-liif: [{k}/{n}] {src} done in {seconds:.1f} s", file=sys.stderr, flush=True)
 
 
 def cmd_upscale_dask(args) -> int:
@@ -177,8 +235,11 @@ def cmd_upscale_dask(args) -> int:
                     report.skipped.append(job.src)
                     continue
                 remove_stale_partials(job.dst)
-                _dask_one(job, args, model, client, guard)
+                t1 = time.perf_counter()
+                size = _dask_one(job, args, model, client, guard)
                 report.done.append(job.src)
+                file_done_line(len(report.done) + len(report.failed), len(jobs), job.src,
+                               time.perf_counter() - t1, args.quiet, size)
             except (ImageIOError, ValueError, TypeError, MemoryError, RuntimeError, OSError) as exc:
                 text = (str(exc).strip().splitlines() or [""])[0] or type(exc).__name__
                 report.failed.append((job.src, text.removeprefix(f"{job.src}: ")))

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .ome import multiscales
 from .outputs import ZARR_KEY, Inputs, OutputError, atomic_store, check_store
 
 DEFAULT_CHUNK = 512
-OME_VERSION = "0.4"
-_AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+SLASH_KEYS = {"name": "v2", "separator": "/"}  # chunk keys as NGFF wants them: 0/0/0, not 0.0.0
 
 
 def is_zarr(path) -> bool:
@@ -99,8 +99,10 @@ def read_ome_metadata(path) -> dict | None:
     return meta
 
 
-def guess_axes(ndim: int, *, channel_axis: int | None = None, rgb: bool = False) -> list[str] | None:
-    """OME-NGFF axis names for a layout, or None where it does not fit OME (trailing RGB)."""
+def guess_axes(ndim: int, *, channel_axis: int | None = None, rgb: bool = False,
+               any_order: bool = False) -> list[str] | None:
+    """OME-NGFF axis names for a layout, or None where it does not fit OME (trailing RGB; with
+    ``any_order`` False also a channel axis after z, which NGFF order cannot hold untransposed)."""
     if rgb:
         return None
     n_sp = ndim - (channel_axis is not None)
@@ -110,7 +112,7 @@ def guess_axes(ndim: int, *, channel_axis: int | None = None, rgb: bool = False)
     if channel_axis is not None:
         names.insert(channel_axis % ndim, "c")
     order = [n for n in "tczyx" if n in names]
-    return names if names == order else None
+    return names if names == order or any_order else None
 
 
 def upscaled_transform(scale, translate, in_hw, out_hw):
@@ -156,23 +158,17 @@ def _create(tmp: Path, a, chunks, axes, scale, translation, name, units=None, le
     import zarr
 
     if axes is None:
-        target = zarr.open_array(str(tmp), mode="w-", shape=a.shape, chunks=chunks, dtype=a.dtype, zarr_format=2)
+        target = zarr.create_array(str(tmp), shape=a.shape, chunks=chunks, dtype=a.dtype, zarr_format=2,
+                                   chunk_key_encoding=SLASH_KEYS, overwrite=False)
         return target, target, None
     root = zarr.open_group(str(tmp), mode="w-", zarr_format=2)
-    target = root.create_array("0", shape=a.shape, chunks=chunks, dtype=a.dtype)
+    target = root.create_array("0", shape=a.shape, chunks=chunks, dtype=a.dtype, chunk_key_encoding=SLASH_KEYS)
     scale = scale or [1.0] * a.ndim
-    ax = []
-    for i, n in enumerate(axes):
-        entry = {"name": n, "type": _AXIS_TYPES[n]}
-        if units is not None and units[i]:
-            entry["unit"] = units[i]
-        ax.append(entry)
-    root.attrs["multiscales"] = [{
-        "version": OME_VERSION, "name": name, "axes": ax,
-        "datasets": [{"path": str(k), "coordinateTransformations": level_transforms(scale, translation, axes, k)}
-                     for k in range(levels)],
-        "type": "mean",
-    }]
+    levels_tr = []
+    for k in range(levels):
+        tr = level_transforms(scale, translation if translation is not None else [0.0] * a.ndim, axes, k)
+        levels_tr.append((str(k), tr[0]["scale"], tr[1]["translation"]))
+    root.attrs["multiscales"] = multiscales(axes, scale, levels_tr[0][2], levels_tr, name, units)
     return target, root, root
 
 
@@ -200,7 +196,7 @@ def _write_levels(root, axes, chunks, levels: int) -> None:
     for k in range(1, levels):
         lv = _downsample(prev, axes)
         ch = tuple(min(c, n) for c, n in zip(chunks, lv.shape))
-        target = root.create_array(str(k), shape=lv.shape, chunks=ch, dtype=lv.dtype)
+        target = root.create_array(str(k), shape=lv.shape, chunks=ch, dtype=lv.dtype, chunk_key_encoding=SLASH_KEYS)
         da.store(lv.rechunk(ch), target, lock=False)
         prev = da.from_zarr(target)
 
@@ -212,7 +208,8 @@ def write_zarr(array, path, *, axes: list[str] | None = None, scale=None, transl
 
     With ``axes`` (OME-NGFF names in t, c, z, y, x order) the store is an OME-Zarr 0.4 image:
     a group holding the array as level ``0`` with ``multiscales`` metadata (``scale``,
-    ``translation`` and ``units`` per axis), and ``levels`` pyramid levels in all (None: as
+    ``translation`` and ``units`` per axis; built and validated by :func:`napari_liif.ome.multiscales`),
+    chunk keys with "/", and ``levels`` pyramid levels in all (None: as
     many as :func:`pyramid_levels` gives; each a 2 x 2 mean of the one before, module
     docstring). Without ``axes``, a plain zarr array. Chunks go to a
     hidden temporary store beside ``path``, which is marked ``napari_liif.complete = true`` and
