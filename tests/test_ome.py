@@ -101,3 +101,36 @@ def test_ngff_order_and_refusals():
         multiscales(["t", "t", "y", "x"], [1.0] * 4, [0.0] * 4, [("0", [1.0] * 4, [0.0] * 4)], "bad")
     msg = str(info.value)
     assert "\n" not in msg and msg.startswith("axes ['t', 't', 'y', 'x'] with scale [1.0, 1.0, 1.0, 1.0]")
+
+
+def test_ome_tiff_stays_ome_tiff_with_sizes_divided_and_names_kept(tmp_path, input_guard, capsys):
+    import xml.etree.ElementTree as ET
+
+    import tifffile
+
+    from napari_liif.cli import main
+    from napari_liif.readers import read_calibration
+
+    ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors")
+    src = write_hyperstack(tmp_path / "hs.ome.tif", hyperstack(), ome=True)
+    input_guard.protect(src)
+    assert main(["upscale", str(src), "--scale", "2", "--checkpoint", str(ckpt), "--quiet"]) == 0
+    dst = tmp_path / "hs_liif_x2.ome.tif"  # the default name keeps .ome.tif
+    assert capsys.readouterr().out == f"wrote {dst}\n"
+    with tifffile.TiffFile(dst) as tif:
+        assert tif.is_ome and tif.series[0].axes == "ZCYX" and tif.series[0].shape == (5, 3, 32, 36)
+        pixels = next(el for el in ET.fromstring(tif.ome_metadata).iter() if el.tag.endswith("Pixels"))
+    # what any OME reader sees: physical sizes divided by the factor, units and channel names kept
+    assert {k: pixels.get(k) for k in ("PhysicalSizeX", "PhysicalSizeY", "PhysicalSizeZ", "PhysicalSizeXUnit",
+                                       "PhysicalSizeZUnit")} == {
+        "PhysicalSizeX": "0.08125", "PhysicalSizeY": "0.08125", "PhysicalSizeZ": "0.5",
+        "PhysicalSizeXUnit": "\u00b5m", "PhysicalSizeZUnit": "\u00b5m"}
+    assert [c.get("Name") for c in pixels if c.tag.endswith("Channel")] == ["DAPI", "actin", "puncta"]
+    # and what our reader sees: the exact calibration, origin included (it overlays the input)
+    cal = read_calibration(dst)
+    assert cal.scale == (Z_UM, 1.0, PIXEL_UM / 2, PIXEL_UM / 2)
+    assert cal.translate == (0.0, 0.0, -PIXEL_UM / 4, -PIXEL_UM / 4)
+    assert cal.channel_names == ("DAPI", "actin", "puncta") and cal.axes == ("z", "c", "y", "x")
+    # a second run over the folder skips the result, which is not taken for an input itself
+    assert main(["upscale", str(tmp_path), "--scale", "2", "--checkpoint", str(ckpt), "--quiet"]) == 0
+    assert capsys.readouterr().out == f"skipped: {dst} exists (use --overwrite)\n"

@@ -28,6 +28,7 @@ import numpy as np
 
 from .io import (READ_SUFFIXES, WRITE_SUFFIXES, ImageIOError, check_writable, image_axes, image_info, read_image,
                  write_image)
+from .ome import is_ome_tiff
 from .outputs import Inputs, OutputError, check_file, check_folder_writable, check_store
 from .zarr_io import is_zarr
 
@@ -118,7 +119,9 @@ def _destinations(inputs: list[Path], items: list[str], output: str | None, tag:
     jobs = []
     for src in inputs:
         ext = ".zarr" if dask else f".{fmt.lower().lstrip('.')}" if fmt else src.suffix
-        if out is None:
+        if out is None and not dask and ext.lower() in (".tif", ".tiff") and is_ome_tiff(src):
+            dst = src.with_name(f"{_stem(src)[:-4]}{tag}.ome{ext}")  # an OME-TIFF stays one: x.ome.tif
+        elif out is None:
             dst = src.with_name(f"{_stem(src)}{tag}{ext}")
         elif dask:
             dst = out if not many and out.suffix.lower() == ".zarr" else out / f"{_stem(src)}{ext}"
@@ -153,7 +156,7 @@ def plan(items: list[str], output: str | None, *, scale=None, size=None, fmt: st
     tag = scale_tag(scale, size) if suffix is None else suffix
     if output is None:
         named = {Path(i) for i in items}
-        inputs = [p for p in inputs if p in named or not (tag and _stem(p).endswith(tag))]
+        inputs = [p for p in inputs if p in named or not (tag and _stem(p).removesuffix(".ome").endswith(tag))]
         if not inputs:
             raise BatchError(f"no inputs left: every image in {', '.join(map(str, items))} is already a "
                              f"result ({tag})")

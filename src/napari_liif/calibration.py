@@ -54,12 +54,14 @@ def unit_name(text) -> str | None:
 @dataclass(frozen=True)
 class Calibration:
     """Per-axis ``scale``, ``translate``, ``units`` (None: uncalibrated) and ``axes`` names
-    (t, c, z, y, x, or s for colour samples; None where unknown)."""
+    (t, c, z, y, x, or s for colour samples; None where unknown); the names of the channels
+    where the file gives them (OME-XML)."""
 
     scale: tuple[float, ...]
     translate: tuple[float, ...]
     units: tuple[str | None, ...]
     axes: tuple[str | None, ...]
+    channel_names: tuple[str, ...] | None = None
 
     @classmethod
     def identity(cls, ndim: int) -> "Calibration":
@@ -87,8 +89,11 @@ class Calibration:
         return replace(self, axes=tuple(axes))
 
     def to_json(self) -> dict:
-        return {"scale": list(self.scale), "translate": list(self.translate), "units": list(self.units),
-                "axes": list(self.axes)}
+        d = {"scale": list(self.scale), "translate": list(self.translate), "units": list(self.units),
+             "axes": list(self.axes)}
+        if self.channel_names:
+            d["channels"] = list(self.channel_names)
+        return d
 
     @classmethod
     def from_json(cls, d: dict, ndim: int) -> "Calibration | None":
@@ -97,13 +102,14 @@ class Calibration:
             translate = tuple(float(v) for v in d.get("translate") or [0.0] * len(scale))
             units = tuple(unit_name(u) for u in d.get("units") or [None] * len(scale))
             axes = tuple(d.get("axes") or [None] * len(scale))
+            names = tuple(str(n) for n in d["channels"]) if d.get("channels") else None
         except (KeyError, TypeError, ValueError):
             return None
         if not (len(scale) == len(translate) == len(units) == len(axes) == ndim):
             return None
         if not all(math.isfinite(v) and v > 0 for v in scale) or not all(math.isfinite(v) for v in translate):
             return None
-        return cls(scale, translate, units, axes)
+        return cls(scale, translate, units, axes, names)
 
 
 # -- TIFF --------------------------------------------------------------------------------------
@@ -176,6 +182,20 @@ def tiff_kwargs(shape, dtype, cal: Calibration | None, rgb: bool) -> dict:
     return kw
 
 
+def ome_tiff_kwargs(shape, dtype, cal: Calibration | None, rgb: bool) -> dict | None:
+    """Keyword arguments for ``tifffile.imwrite`` that write an OME-TIFF (:func:`napari_liif.ome.ome_tiff_kwargs`)
+    carrying ``cal``, exactly too: as JSON in the image's Description; None where OME cannot
+    name the axes (then :func:`tiff_kwargs`)."""
+    from .ome import ome_tiff_kwargs as ome_kwargs
+
+    cal = cal if cal is not None and cal.ndim == len(shape) else Calibration.identity(len(shape))
+    cal = cal.with_axes(guess_axes(shape, dtype, rgb, cal.axes))
+    kw = ome_kwargs(shape, cal, rgb)
+    if kw is not None:
+        kw["metadata"]["Description"] = json.dumps({KEY: cal.to_json()}, separators=(",", ":"))
+    return kw
+
+
 def _from_imagej(tif, ndim: int) -> Calibration | None:
     meta = tif.imagej_metadata or {}
     if KEY in meta:
@@ -225,19 +245,32 @@ def read_tiff_calibration(path) -> Calibration | None:
             if cal is not None:
                 return cal
         if tif.is_ome and tif.ome_metadata:
-            cal = _from_ome_xml(tif.ome_metadata, tuple(c.lower() for c in series.axes))
+            cal = _from_ome_xml(tif.ome_metadata, tuple(c.lower() for c in series.axes), ndim)
             if cal is not None:
                 return cal
         return _from_resolution(tif.pages[0], tuple(c.lower() for c in series.axes))
 
 
-def _from_ome_xml(xml: str, axes) -> Calibration | None:
+def _from_ome_xml(xml: str, axes, ndim: int) -> Calibration | None:
+    """An OME-TIFF's calibration: ours exactly (the JSON in the image's Description, which OME
+    readers show as text), else the physical sizes and units of x, y, z and the channel names."""
     import xml.etree.ElementTree as ET
+
+    from .ome import read_channel_names
 
     try:
         root = ET.fromstring(xml)
     except ET.ParseError:
         return None
+    desc = next((el.text for el in root.iter() if el.tag.endswith("Description") and el.text), None)
+    if desc and desc.lstrip().startswith("{"):
+        try:
+            ours = json.loads(desc).get(KEY)
+        except (ValueError, AttributeError):
+            ours = None
+        cal = Calibration.from_json(ours, ndim) if isinstance(ours, dict) else None
+        if cal is not None:
+            return cal
     pixels = next((el for el in root.iter() if el.tag.endswith("Pixels")), None)
     if pixels is None:
         return None
@@ -248,8 +281,9 @@ def _from_ome_xml(xml: str, axes) -> Calibration | None:
             k = axes.index(name)
             scale[k] = float(size)
             units[k] = unit_name(pixels.get(f"PhysicalSize{name.upper()}Unit", "\u00b5m"))
-    cal = Calibration(tuple(scale), (0.0,) * len(axes), tuple(units), tuple(axes))
-    return None if cal.is_identity() else cal
+    names = read_channel_names(xml) if "c" in axes else None
+    cal = Calibration(tuple(scale), (0.0,) * len(axes), tuple(units), tuple(axes), names)
+    return None if cal.is_identity() and not names else cal
 
 
 def _from_resolution(page, axes) -> Calibration | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .ome import is_ome_tiff
 from .outputs import atomic_file
 
 READ_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy")
@@ -215,7 +216,9 @@ def write_image(path: str | Path, data: np.ndarray, *, overwrite: bool = False, 
 
     A TIFF stores ``calibration`` (a :class:`napari_liif.calibration.Calibration`: pixel size,
     origin, units, z spacing) as ImageJ metadata where ImageJ can hold the layout and dtype,
-    else in the resolution tags and tifffile's JSON description; other formats ignore it.
+    else in the resolution tags and tifffile's JSON description; a name ending in ``.ome.tif``
+    gets an OME-TIFF (OME-XML: axes, physical sizes with units, channel names); other formats
+    ignore it.
 
     The file is written under a hidden temporary name in the same folder and renamed into
     place, so ``path`` never holds a half-written image. An existing ``path`` is replaced only
@@ -236,7 +239,7 @@ def write_image(path: str | Path, data: np.ndarray, *, overwrite: bool = False, 
         raise ImageIOError(f"{path}: exists; pass overwrite=True to replace it")
     try:
         with atomic_file(path, record=record) as tmp:
-            _encode(tmp, suffix, data, calibration)
+            _encode(tmp, suffix, data, calibration, is_ome_tiff(path))
     except ImageIOError:
         raise
     except Exception as exc:  # noqa: BLE001 - every writer failure becomes one clear line
@@ -251,7 +254,7 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def _encode(path: Path, suffix: str, data: np.ndarray, calibration=None) -> None:
+def _encode(path: Path, suffix: str, data: np.ndarray, calibration=None, ome: bool = False) -> None:
     if suffix == ".npy":
         if data.dtype.hasobject:
             raise ImageIOError(f"{path}: cannot write Python objects as NPY")
@@ -259,10 +262,11 @@ def _encode(path: Path, suffix: str, data: np.ndarray, calibration=None) -> None
     elif suffix in (".tif", ".tiff"):
         import tifffile
 
-        from .calibration import tiff_kwargs
+        from .calibration import ome_tiff_kwargs, tiff_kwargs
 
         rgb = data.ndim == 3 and data.shape[-1] in (3, 4)
-        tifffile.imwrite(path, data, **tiff_kwargs(data.shape, data.dtype, calibration, rgb))
+        kw = ome_tiff_kwargs(data.shape, data.dtype, calibration, rgb) if ome else None
+        tifffile.imwrite(path, data, **(kw or tiff_kwargs(data.shape, data.dtype, calibration, rgb)))
     elif suffix == ".png" and data.dtype == np.uint16 and data.ndim == 3:
         _write_png16(path, data)
     else:
