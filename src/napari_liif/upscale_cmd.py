@@ -185,7 +185,7 @@ def _progress(args, client):
     class Bar(Callback):
         def _start_state(self, dsk, state):
             self.bar = tqdm(total=sum(len(state[k]) for k in ("ready", "waiting", "running", "finished")),
-                            unit="task", leave=False, delay=1.0)
+                            unit="task", leave=False, delay=BAR_DELAY_S)
 
         def _posttask(self, key, result, dsk, state, worker_id):
             self.bar.update(1)
@@ -197,6 +197,7 @@ def _progress(args, client):
         yield
 
 
+BAR_DELAY_S = 1.0  # a dask bar shows once the write has run this long
 LONG_FILE_PX = 4_000_000  # output pixels of a long file (seconds of work): counted, not timed
 
 
