@@ -60,6 +60,17 @@ def test_zcyx_layer_each_channel_as_alone(qtbot, widget, alone, labelled):
     assert np.array_equal(out, alone)
 
 
+def test_lazy_zcyx_layer_each_channel_as_alone(qtbot, widget, alone):
+    da = pytest.importorskip("dask.array")
+    widget.viewer.add_image(da.from_array(hyperstack(), chunks=(1, 1, 8, 9)), name="lazy",
+                            axis_labels=("z", "c", "y", "x"))
+    msg = _run_layer(qtbot, widget, "lazy")
+    assert "lazy" in msg, msg
+    out = widget.viewer.layers["lazy [LIIF x2]"].data
+    out = out[0] if isinstance(out, list) or widget.viewer.layers["lazy [LIIF x2]"].multiscale else out
+    assert np.array_equal(np.asarray(out), alone)
+
+
 def test_a_displayed_axis_is_refused_as_channels(widget):
     widget.viewer.add_image(hyperstack(), name="hs")
     widget.source.value = widget.viewer.layers["hs"]

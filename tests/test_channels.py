@@ -92,8 +92,7 @@ def test_channel_axis_from_declared_axes():
 
 def test_plane_codec_float_decode_for_live_zoom():
     """What live zoom gets: float32 data units (no rounding) and alpha in [0, 1]."""
-    maps = {"rgb": IntensityMap.of(np.uint16, 100, 1100), 3: IntensityMap.alpha(np.uint16)}
-    codec = PlaneCodec("rgba", maps)
+    codec = PlaneCodec.of("rgba", IntensityMap.of(np.uint16, 100, 1100))  # alpha: the dtype range
     window = np.zeros((2, 2, 4), np.uint16)
     window[..., :3], window[..., 3] = 600, 32768
     colour_times_alpha, alpha = codec.encode(window)

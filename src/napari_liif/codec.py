@@ -105,6 +105,15 @@ def intensity_maps(a: np.ndarray, kind: str, limits=None, percentiles=None) -> d
     return maps
 
 
+def dtype_range_map(dtype, percentiles=None) -> IntensityMap | None:
+    """The map of data that is never fitted: uint8 and bool use their dtype range (unless
+    ``percentiles`` are asked for); None for every other dtype (fitted)."""
+    dtype = np.dtype(dtype)
+    if percentiles is None and (dtype == np.uint8 or dtype.kind == "b"):
+        return IntensityMap.of(dtype, 0, 255 if dtype == np.uint8 else 1)
+    return None
+
+
 def job_part(a: np.ndarray, what):
     """The part of a plane (H, W[, C]) that a job works on: all of it for gray, RGB and RGBA
     (``what`` None, "rgb", "rgba"), one channel for an integer ``what``."""
@@ -127,7 +136,8 @@ class PlaneCodec:
         straight and the alpha comes back as that constant exactly.
 
     Live zoom renders windows of one plane: ``PlaneCodec(None | "rgb" | "rgba", maps)``,
-    ``fields = codec.encode(window)``, one render (rows, cols, 3) per field,
+    or ``PlaneCodec.of(kind, value_map, alpha_map)``; ``fields = codec.encode(window)``, one render
+    (rows, cols, 3) per field,
     ``codec.decode(renders, exact=False)`` for float32 overlay values (alpha in [0, 1], as napari
     draws it), and ``codec.carry_values(near, out)`` with the raw data under each sample.
     """
@@ -137,6 +147,18 @@ class PlaneCodec:
         self.value_map: IntensityMap = maps["rgb"] if what in ("rgb", "rgba") else maps[what]
         self.alpha_map: IntensityMap | None = maps.get(3) if what == "rgba" else None
         self.premultiplied = what == "rgba" and alpha_const is None
+
+    @classmethod
+    def of(cls, kind: str, value_map: IntensityMap, alpha_map: IntensityMap | None = None) -> "PlaneCodec":
+        """The codec of one plane of ``kind`` "gray", "rgb" or "rgba" from its maps (live zoom fits
+        them from samples of a plane): ``PlaneCodec.of("rgba", colour_map, IntensityMap.alpha(dtype))``."""
+        if kind == "gray":
+            return cls(None, {None: value_map})
+        if kind == "rgb":
+            return cls("rgb", {"rgb": value_map})
+        if kind == "rgba":
+            return cls("rgba", {"rgb": value_map, 3: alpha_map or IntensityMap.alpha(value_map.dtype)})
+        raise ValueError(f"kind must be gray, rgb or rgba, got {kind!r}")
 
     @property
     def n_fields(self) -> int:

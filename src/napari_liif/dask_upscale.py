@@ -189,7 +189,7 @@ def _plane_stats(a, kind: str, limits=None, percentiles=None):
     (:func:`napari_liif.intensity.spatial_sample`, as the in-memory fit takes it)."""
     import dask.array as da
 
-    from .codec import map_keys
+    from .codec import dtype_range_map, map_keys
     from .intensity import masked, spatial_sample
 
     axes = (-2, -1) if kind == "gray" else (-3, -2)
@@ -202,8 +202,7 @@ def _plane_stats(a, kind: str, limits=None, percentiles=None):
     else:
         lo, hi = a.min(axis=axes), a.max(axis=axes)
     samples = {}
-    default_range = np.dtype(a.dtype) == np.uint8 or np.dtype(a.dtype).kind == "b"
-    if limits is None and (percentiles is not None or not default_range):
+    if limits is None and dtype_range_map(a.dtype, percentiles) is None:
         for key, (sel, colour) in map_keys(kind, a.shape[-1] if kind != "gray" else 0).items():
             if key != 3:  # alpha is never fitted
                 samples[key] = spatial_sample(a[sel], colour)
@@ -212,7 +211,7 @@ def _plane_stats(a, kind: str, limits=None, percentiles=None):
 
 def _make_stats(red: dict, kind: str, dtype, lead: tuple, n_tail: int, limits=None, percentiles=None) -> dict:
     """Intensity maps and constant planes, as ``napari_liif.upscale`` decides them."""
-    from .codec import channel_jobs, map_keys
+    from .codec import channel_jobs, dtype_range_map, map_keys
     from .intensity import IntensityMap, choose_limits, valid_values
 
     dtype = np.dtype(dtype)
@@ -225,7 +224,7 @@ def _make_stats(red: dict, kind: str, dtype, lead: tuple, n_tail: int, limits=No
         if limits is not None:
             return IntensityMap.of(dtype, *limits)
         if key not in red["samples"]:  # uint8, bool: the dtype range
-            return IntensityMap.fit(np.zeros(1, dtype))
+            return dtype_range_map(dtype, percentiles)
         lo, hi = np.asarray(fmin)[sel], np.asarray(fmax)[sel]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
