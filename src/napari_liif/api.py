@@ -31,7 +31,7 @@ from typing import Callable
 import numpy as np
 
 from . import flux
-from .codec import PlaneCodec, channel_jobs, intensity_maps, job_part, layout, looks_like_channels  # noqa: F401
+from .codec import PlaneCodec, channel_jobs, intensity_maps, job_part, layout
 from .intensity import check_options, constant_value
 
 CELL_MODES = ("on", "off", "clamp")  # as napari_liif.field.CELL_MODES (not imported: keeps torch lazy)

@@ -205,8 +205,8 @@ def run_layer_job(job: LayerJob, data, model, cell: str, progress=None, should_s
     dst = [-3, -2] if job.rgb else [-2, -1]
     moved = np.moveaxis(a, list(job.axes), dst)
     out = upscale(moved, scale=job.scale, size=job.size, model=model, cell=cell, rgb=job.rgb,
-                  channel_axis=_moved_channel_axis(job, a.ndim), progress=progress, should_stop=should_stop, preserve_flux=preserve_flux, limits=limits,
-                  percentiles=percentiles)
+                  channel_axis=_moved_channel_axis(job, a.ndim), progress=progress, should_stop=should_stop,
+                  preserve_flux=preserve_flux, limits=limits, percentiles=percentiles)
     return np.moveaxis(out, dst, list(job.axes))
 
 
@@ -220,7 +220,8 @@ def _run_lazy(job: LayerJob, data, model, cell: str, limits=None, percentiles=No
     dst = [-3, -2] if job.rgb else [-2, -1]
     moved = da.moveaxis(a, list(job.axes), dst)
     out = upscale_dask(moved, scale=job.scale, size=job.size, model=model, cell=cell, rgb=job.rgb,
-                       channel_axis=_moved_channel_axis(job, a.ndim), limits=limits, percentiles=percentiles, eager_stats=True)
+                       channel_axis=_moved_channel_axis(job, a.ndim), limits=limits, percentiles=percentiles,
+                       eager_stats=True)
     return da.moveaxis(out, dst, list(job.axes))
 
 
