@@ -101,9 +101,17 @@ def _client_from_config():
     address = dask.config.get("scheduler-address", None)
     if not address:
         return None
-    from distributed import Client
-
-    return Client(address)
+    try:
+        from distributed import Client
+    except ImportError:
+        raise BatchError(f"DASK_SCHEDULER_ADDRESS is set ({address}) but dask.distributed is not installed; "
+                         "pip install distributed, or unset DASK_SCHEDULER_ADDRESS to run locally") from None
+    try:
+        return Client(address)
+    except (OSError, TimeoutError, ValueError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BatchError(f"cannot reach the dask scheduler at {address} ({reason}); start it, or unset "
+                         "DASK_SCHEDULER_ADDRESS to run locally") from None
 
 
 def _spatial_hw(shape, channel_axis, rgb) -> tuple[int, int]:

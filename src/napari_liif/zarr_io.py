@@ -12,11 +12,13 @@
   that holds anything other than a zarr store, nor a store that was not written by napari-liif
   unless ``overwrite``.
 * :func:`open_lazy` reads TIFF (through tifffile's zarr view), NPY (memory-mapped) and zarr
-  without loading them; other formats are read whole.
+  without loading them; other formats are read whole. Its graphs hold file paths (absolute),
+  never open files, so they run on a ``dask.distributed`` cluster (:mod:`napari_liif.lazy_read`).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +44,8 @@ def _multiscales(attrs) -> list:
 def _open(path):
     import zarr
 
-    try:
-        return zarr.open(str(path), mode="r")
+    try:  # absolute: the array travels to workers that may run in another folder
+        return zarr.open(os.path.abspath(path), mode="r")
     except (OSError, ValueError, KeyError, TypeError):
         from .io import ImageIOError
 
@@ -157,11 +159,12 @@ def _create(tmp: Path, a, chunks, axes, scale, translation, name, units=None, le
     """Create the (empty) store at ``tmp``; return (target array, node carrying our marker, root)."""
     import zarr
 
+    tmp = os.path.abspath(tmp)  # absolute: workers in another folder write their chunks here too
     if axes is None:
-        target = zarr.create_array(str(tmp), shape=a.shape, chunks=chunks, dtype=a.dtype, zarr_format=2,
+        target = zarr.create_array(tmp, shape=a.shape, chunks=chunks, dtype=a.dtype, zarr_format=2,
                                    chunk_key_encoding=SLASH_KEYS, overwrite=False)
         return target, target, None
-    root = zarr.open_group(str(tmp), mode="w-", zarr_format=2)
+    root = zarr.open_group(tmp, mode="w-", zarr_format=2)
     target = root.create_array("0", shape=a.shape, chunks=chunks, dtype=a.dtype, chunk_key_encoding=SLASH_KEYS)
     scale = scale or [1.0] * a.ndim
     levels_tr = []
@@ -282,10 +285,14 @@ def _lazy_chunks(shape, chunk: int):
 
 def open_lazy(path, chunk: int = DEFAULT_CHUNK):
     """A file as a dask array without reading it all: zarr, NPY (memory-mapped), TIFF (via
-    its zarr view); other formats are read whole. Failures are one-line ImageIOErrors."""
-    import dask.array as da
+    its zarr view); other formats are read whole, once per process. Failures are one-line
+    ImageIOErrors.
 
+    The graph holds paths, not open files (:class:`napari_liif.lazy_read.LazyFile`; zarr stores
+    by absolute path), so it runs on the workers of a ``dask.distributed`` cluster, each reading
+    its chunks itself; ``chunk`` is the input chunk side (rows and cols)."""
     from .io import ImageIOError, check_signature, read_image
+    from .lazy_read import lazy_array
 
     path = Path(path)
     if is_zarr(path):
@@ -297,24 +304,21 @@ def open_lazy(path, chunk: int = DEFAULT_CHUNK):
         raise ImageIOError(f"{path}: no such file")
     if suffix in (".npy", ".tif", ".tiff"):
         check_signature(path)
+    def chunks(shape):
+        return _lazy_chunks(shape, chunk)
+
     try:
         if suffix == ".npy":
-            mm = np.load(path, mmap_mode="r", allow_pickle=False)
-            return da.from_array(mm, chunks=_lazy_chunks(mm.shape, chunk))
+            return lazy_array(path, "NPY", chunks)
         if suffix in (".tif", ".tiff"):
-            import tifffile
-            import zarr
-
             _check_tiff_extent(path)
-            z = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
-            z = z if isinstance(z, zarr.Array) else z[sorted(z.array_keys())[0]]
-            return da.from_zarr(z)
+            return lazy_array(path, "TIFF", chunks)
     except ImageIOError:
         raise
     except Exception:  # noqa: BLE001 - a reader's failure on a bad file becomes one line of ours
         raise ImageIOError(f"{path}: corrupt or truncated {suffix[1:].upper()} file") from None
-    a = read_image(path)
-    return da.from_array(a, chunks=_lazy_chunks(a.shape, chunk))
+    read_image(path)  # a bad file fails here, in the calling process, with its one line
+    return lazy_array(path, "WHOLE", chunks)
 
 
 def _check_tiff_extent(path: Path) -> None:
