@@ -143,10 +143,15 @@ def test_model_ref_ships_weights_not_the_model(model):
     assert np.array_equal(a, b)
 
 
-def test_local_cluster_equals_local(model, rng):
+def test_local_cluster_equals_local(model, rng, tmp_path):
+    import tifffile
+
+    from napari_liif.zarr_io import open_lazy
+
     distributed = pytest.importorskip("distributed")
     img = rng.integers(0, 65535, (40, 36)).astype(np.uint16)
-    lazy = upscale_dask(img, scale=2, model=model, chunks=(40, 36))
+    tifffile.imwrite(tmp_path / "in.tif", img, tile=(16, 16))  # shipped as a lazy TIFF, as the CLI reads it
+    lazy = upscale_dask(open_lazy(tmp_path / "in.tif", chunk=20), scale=2, model=model, chunks=(40, 36))
     local = lazy.compute(scheduler="threads")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
