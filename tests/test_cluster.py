@@ -84,6 +84,35 @@ def test_each_process_opens_a_file_once_and_a_changed_file_is_refused(tmp_path):
         arr.compute()
 
 
+def test_the_graph_carries_the_weights_once_and_no_pixels(tmp_path):
+    from napari_liif.dask_upscale import upscale_dask
+
+    m = tiny_model(seed=3)
+    weights = sum(p.numel() * 4 for p in m.net.state_dict().values())
+    img = np.arange(384 * 320, dtype=np.uint16).reshape(384, 320)  # 245 kB of pixels
+    tifffile.imwrite(tmp_path / "a.tif", img)
+    lazy = upscale_dask(open_lazy(tmp_path / "a.tif", chunk=128), scale=2, model=m, chunks=256)
+    sizes = sorted(len(pickle.dumps(v)) for v in dict(lazy.__dask_graph__()).values())
+    assert len(sizes) > 20 and weights < sizes[-1] < weights + 20000  # one node holds the weights
+    assert sizes[-2] < 2000  # every other task: keys, slices and numbers
+    assert len(pickle.dumps(lazy)) < weights + 100000  # not the pixels, not a copy of the weights per chunk
+
+
+def test_the_handle_cache_is_bounded_and_reopens_what_it_dropped(tmp_path):
+    from napari_liif.lazy_read import CACHE_SIZE
+
+    imgs = [np.full((8, 6), k, np.int16) for k in range(CACHE_SIZE + 2)]
+    arrays = []
+    for k, img in enumerate(imgs):
+        np.save(tmp_path / f"{k}.npy", img)
+        arrays.append(open_lazy(tmp_path / f"{k}.npy", chunk=4))
+    before = OPENED["count"]
+    assert all(np.array_equal(a.compute(), img) for a, img in zip(arrays[-CACHE_SIZE:], imgs[-CACHE_SIZE:]))
+    assert OPENED["count"] == before  # the last CACHE_SIZE files opened are still open
+    assert np.array_equal(arrays[0].compute(), imgs[0])
+    assert OPENED["count"] == before + 1  # the first was dropped, and is opened again
+
+
 def test_png_is_decoded_once_per_process_and_sliced(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 256, (40, 30, 3)).astype(np.uint8)
     write_image(tmp_path / "a.png", rgb)
