@@ -23,10 +23,12 @@ from pathlib import Path
 import numpy as np
 
 FORMATS = ("TIFF", "NPY", "WHOLE")  # WHOLE: decoded whole by napari_liif.io.read_image (PNG, JPEG)
-CACHE_SIZE = 4  # open files kept per process (a decoded PNG/JPEG counts as one)
+CACHE_SIZE = 4  # open files kept per process
+WHOLE_CACHE_SIZE = 2  # of which decoded PNG/JPEG images (they hold all their pixels)
 
 _CACHE: OrderedDict[tuple, _Handle] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
+_OPENING: dict[tuple, threading.Lock] = {}  # files being opened, one lock each
 OPENED = {"count": 0}  # files opened by this process (tests count work with it)
 
 
@@ -36,10 +38,12 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 
 class _Handle:
-    """One open image of one file; ``read(sel)`` under its own lock (file handles seek)."""
+    """One open image of one file; ``read(sel)`` under its own lock (file handles seek).
+    ``read`` gives None once the handle was closed (evicted from the cache meanwhile)."""
 
     def __init__(self, path: Path, fmt: str, key: int):
         self.lock = threading.Lock()
+        self.fmt = fmt
         self._closer = None
         if fmt == "TIFF":
             import tifffile
@@ -55,13 +59,15 @@ class _Handle:
 
             self.array = read_image(path)
 
-    def read(self, sel) -> np.ndarray:
+    def read(self, sel) -> np.ndarray | None:
         with self.lock:
-            return np.array(self.array[sel])
+            return None if self.array is None else np.array(self.array[sel])
 
     def close(self) -> None:
-        if self._closer is not None:
-            self._closer()
+        with self.lock:
+            self.array = None
+            if self._closer is not None:
+                self._closer()
 
 
 def _handle(path: Path, fmt: str, key: int, stamp: tuple[int, int]) -> _Handle:
@@ -71,13 +77,24 @@ def _handle(path: Path, fmt: str, key: int, stamp: tuple[int, int]) -> _Handle:
         if h is not None:
             _CACHE.move_to_end(ident)
             return h
-        h = _Handle(path, fmt, key)
-        OPENED["count"] += 1
-        _CACHE[ident] = h
-        while len(_CACHE) > CACHE_SIZE:
-            _, old = _CACHE.popitem(last=False)
-            old.close()
-        return h
+        opening = _OPENING.setdefault(ident, threading.Lock())
+    with opening:  # one thread opens (decodes) a file; the others of its process wait for that handle
+        with _CACHE_LOCK:
+            h = _CACHE.get(ident)
+        if h is not None:
+            return h
+        h = _Handle(path, fmt, key)  # outside the cache lock: decoding a large PNG stalls no other file
+        with _CACHE_LOCK:
+            OPENED["count"] += 1
+            _CACHE[ident] = h
+            _OPENING.pop(ident, None)
+            evict = []
+            while len(_CACHE) > CACHE_SIZE or sum(v.fmt == "WHOLE" for v in _CACHE.values()) > WHOLE_CACHE_SIZE:
+                old = next(k for k, v in _CACHE.items() if len(_CACHE) > CACHE_SIZE or v.fmt == "WHOLE")
+                evict.append(_CACHE.pop(old))
+    for old in evict:
+        old.close()
+    return h
 
 
 class LazyFile:
@@ -124,7 +141,10 @@ class LazyFile:
             raise ImageIOError(f"{self.path}: the file changed while it was being read; run again "
                                "once nothing writes to it")
         try:
-            return _handle(self.path, self.fmt, self.key, self.stamp).read(sel)
+            while True:
+                out = _handle(self.path, self.fmt, self.key, self.stamp).read(sel)
+                if out is not None:  # None: evicted and closed by another thread just now
+                    return out
         except (ImageIOError, MemoryError):
             raise
         except Exception:  # noqa: BLE001 - a reader's failure on a bad chunk becomes one line of ours

@@ -291,7 +291,7 @@ def open_lazy(path, chunk: int = DEFAULT_CHUNK):
     The graph holds paths, not open files (:class:`napari_liif.lazy_read.LazyFile`; zarr stores
     by absolute path), so it runs on the workers of a ``dask.distributed`` cluster, each reading
     its chunks itself; ``chunk`` is the input chunk side (rows and cols)."""
-    from .io import ImageIOError, check_signature, read_image
+    from .io import ImageIOError, check_signature
     from .lazy_read import lazy_array
 
     path = Path(path)
@@ -317,8 +317,7 @@ def open_lazy(path, chunk: int = DEFAULT_CHUNK):
         raise
     except Exception:  # noqa: BLE001 - a reader's failure on a bad file becomes one line of ours
         raise ImageIOError(f"{path}: corrupt or truncated {suffix[1:].upper()} file") from None
-    read_image(path)  # a bad file fails here, in the calling process, with its one line
-    return lazy_array(path, "WHOLE", chunks)
+    return lazy_array(path, "WHOLE", chunks)  # decoded here first: a bad file fails now, with its one line
 
 
 def _check_tiff_extent(path: Path) -> None:
