@@ -305,7 +305,9 @@ def open_lazy(path, chunk: int = DEFAULT_CHUNK):
             import tifffile
             import zarr
 
-            _check_tiff_extent(path)
+            if _check_tiff_extent(path).colormap is not None:  # palette: RGB through its colour map
+                a = read_image(path)
+                return da.from_array(a, chunks=_lazy_chunks(a.shape, chunk))
             z = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
             z = z if isinstance(z, zarr.Array) else z[sorted(z.array_keys())[0]]
             return da.from_zarr(z)
@@ -317,16 +319,24 @@ def open_lazy(path, chunk: int = DEFAULT_CHUNK):
     return da.from_array(a, chunks=_lazy_chunks(a.shape, chunk))
 
 
-def _check_tiff_extent(path: Path) -> None:
+def _check_tiff_extent(path: Path):
     """Refuse a TIFF whose strips or tiles reach past the end of the file: read lazily, chunk by
-    chunk, it would otherwise fail (or be zero-filled) deep inside the work."""
+    chunk, it would otherwise fail (or be zero-filled) deep inside the work. Refuse what the eager
+    reader refuses (pages or series of several shapes), and return the file's layout
+    (:func:`napari_liif.image_layout.tiff_layout`)."""
     import tifffile
 
+    from .image_layout import UnsupportedImage, tiff_layout
     from .io import ImageIOError
 
     size = path.stat().st_size
     with tifffile.TiffFile(path) as tif:
+        try:
+            layout = tiff_layout(tif)
+        except UnsupportedImage as exc:
+            raise ImageIOError(f"{path}: {exc}") from None
         for page in tif.pages:
             for off, n in zip(page.dataoffsets, page.databytecounts):
                 if off + n > size:
                     raise ImageIOError(f"{path}: corrupt or truncated TIFF file")
+    return layout
