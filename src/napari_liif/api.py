@@ -33,6 +33,7 @@ import numpy as np
 from . import flux
 from .codec import PlaneCodec, channel_jobs, intensity_maps, job_part, layout
 from .intensity import check_options, constant_value
+from .masks import is_masked, upscale_masked
 
 CELL_MODES = ("on", "off", "clamp")  # as napari_liif.field.CELL_MODES (not imported: keeps torch lazy)
 
@@ -200,7 +201,9 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
 
     Returns
     -------
-    numpy.ndarray with the input's dtype and channel layout, spatial axes resized.
+    numpy.ndarray with the input's dtype and channel layout, spatial axes resized; a masked array
+    for a masked array (:mod:`napari_liif.masks`): the mask is honoured as NaN is, and each output
+    pixel is masked where its nearest input pixel is.
 
     Notes
     -----
@@ -229,6 +232,10 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
     MemoryError
         an output (with its working memory) larger than the memory available.
     """
+    if is_masked(image):  # the mask is honoured as NaN is (napari_liif.masks)
+        return upscale_masked(upscale, image, scale=scale, size=size, model=model, cell=cell,
+                              channel_axis=channel_axis, rgb=rgb, limits=limits, percentiles=percentiles,
+                              progress=progress, should_stop=should_stop, preserve_flux=preserve_flux)
     a = _as_array(image)
     for name, fn in (("progress", progress), ("should_stop", should_stop)):
         if fn is not None and not callable(fn):

@@ -281,7 +281,8 @@ def upscale_dask(array, scale=None, *, size=None, model=None, cell: str = "on", 
     Returns
     -------
     dask.array.Array
-        Lazy; the input's dtype and channel layout, spatial axes resized. Each chunk reads an
+        Lazy; the input's dtype and channel layout, spatial axes resized (masked chunks for a
+        masked input, whose mask is honoured as NaN is: :mod:`napari_liif.masks`). Each chunk reads an
         input window of about chunk / scale pixels plus ``receptive_radius + 2`` on each side.
         The intensity maps need one pass over the input (min/max, and the regular sample of the
         robust range or of ``percentiles``) before the first chunk.
@@ -294,6 +295,12 @@ def upscale_dask(array, scale=None, *, size=None, model=None, cell: str = "on", 
     from .field import CELL_MODES
     from .intensity import check_options
 
+    from .masks import is_masked, upscale_masked
+
+    if is_masked(array):  # the mask is honoured as NaN is (napari_liif.masks)
+        return upscale_masked(upscale_dask, array, lazy=True, scale=scale, size=size, model=model, cell=cell,
+                              chunks=chunks, channel_axis=channel_axis, rgb=rgb, limits=limits,
+                              percentiles=percentiles, eager_stats=eager_stats)
     a = array if isinstance(array, da.Array) else da.from_array(array, chunks="auto")
     if a.dtype.kind not in "biuf":
         raise TypeError(f"cannot upscale data of dtype {a.dtype}; expected integer, float or bool data")
