@@ -38,6 +38,7 @@ from .masks import is_masked, upscale_masked
 CELL_MODES = ("on", "off", "clamp")  # as napari_liif.field.CELL_MODES (not imported: keeps torch lazy)
 
 Progress = Callable[[int, int], None]
+MAX_SIDE = 2**31 - 1  # pixels along one output axis (TIFF, zarr and torch index limits)
 
 
 @functools.lru_cache(maxsize=4)
@@ -94,6 +95,9 @@ def output_hw(hw: tuple[int, int], scale=None, size=None) -> tuple[int, int]:
         vals = [_number(s, "size") for s in pair]
         if any(v != int(v) or v < 1 for v in vals):
             raise ValueError(f"size must be two positive integers (rows, cols), got {size!r}")
+        if max(vals) > MAX_SIDE:
+            raise MemoryError(f"size {size!r} is too large to allocate (more than {MAX_SIDE:,} pixels along an "
+                              "axis); give a smaller size")
         return int(vals[0]), int(vals[1])
     pair = _pair(scale, "scale")
     out = []
@@ -102,8 +106,9 @@ def output_hw(hw: tuple[int, int], scale=None, size=None) -> tuple[int, int]:
         if f <= 0:
             raise ValueError(f"scale must be a positive number, got {s!r}")
         px = n * f
-        if not math.isfinite(px):
-            raise MemoryError(f"scale {s!r} gives an output too large to allocate ({n} x {s!r} pixels)")
+        if not px <= MAX_SIDE:
+            raise MemoryError(f"scale {f:g} would make an axis of {n} pixels {px:.3g} pixels long, too large to "
+                              f"allocate (at most {MAX_SIDE:,}); give a smaller scale")
         out.append(max(1, round(px)))
     return out[0], out[1]
 

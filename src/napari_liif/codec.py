@@ -50,6 +50,10 @@ def layout(a, rgb=None, channel_axis=None):
         if isinstance(channel_axis, (bool, np.bool_)) or not isinstance(channel_axis, (int, np.integer)):
             raise ValueError(f"channel_axis must be an integer, got {channel_axis!r}")
         ax = int(channel_axis)
+        if a.ndim < 3:
+            raise ValueError(f"channel_axis={channel_axis} on an image of shape {tuple(a.shape)}: a {a.ndim}-D image "
+                             "has no channel axis besides its two spatial ones; drop channel_axis "
+                             "(on the command line --channel-axis)")
         if not -a.ndim <= ax < a.ndim:
             raise ValueError(f"channel_axis={channel_axis} is out of range for data of shape {a.shape} "
                              f"({a.ndim} dimensions)")
