@@ -380,7 +380,7 @@ def test_a_weight_of_the_wrong_dtype_is_refused_before_use(capsys, tmp_path, fmt
                                               "channel axis besides its two spatial ones; drop channel_axis (on the "
                                               "command line --channel-axis)"),
     (["--scale", "1e300"], "{src}: scale 1e+300 would make an axis of 10 pixels 1e+301 pixels long, too large to "
-                           "allocate (at most 2,147,483,647); give a smaller scale"),
+                           "allocate (at most 1,099,511,627,776); give a smaller scale"),
 ])
 def test_argument_messages_are_one_line_of_ours(capsys, tmp_path, ckpt, user_file, args, why):
     src = user_file("a.npy", np.arange(120, dtype=np.uint16).reshape(10, 12))

@@ -38,7 +38,7 @@ from .masks import is_masked, upscale_masked
 CELL_MODES = ("on", "off", "clamp")  # as napari_liif.field.CELL_MODES (not imported: keeps torch lazy)
 
 Progress = Callable[[int, int], None]
-MAX_SIDE = 2**31 - 1  # pixels along one output axis (TIFF, zarr and torch index limits)
+MAX_SIDE = 2**40  # pixels along one output axis: a row of a terabyte; past it, sizes are typos (e.g. 1e300)
 
 
 @functools.lru_cache(maxsize=4)
