@@ -99,12 +99,8 @@ def tiff_layout(tif) -> Layout:
         raise UnsupportedImage(f"the TIFF holds {len(series)} images (series) of shapes "
                                f"{_shapes(s.shape for s in series)}; napari-liif reads one image or one "
                                "stack of equal pages per file: save each image as its own file")
-    pages = [p for p in tif.pages if not int(getattr(p, "subfiletype", 0) or 0) & 1]  # not reduced copies
-    shapes = list(dict.fromkeys((tuple(p.shape), np.dtype(p.dtype).str) for p in pages if p.shape))
-    if len(shapes) > 1:
-        raise UnsupportedImage(f"the TIFF's pages have {len(shapes)} different shapes "
-                               f"({_shapes(s for s, _ in shapes)}); napari-liif reads one image or one stack "
-                               "of equal pages per file: save each shape as its own file")
+    if len(series[0]) != len(tif.pages):  # pages outside the series: look at each (else: none, and fast)
+        _check_pages(tif)
     s = series[0]
     shape, dtype = tuple(int(n) for n in s.shape), np.dtype(s.dtype)
     page = s.pages[0] if s.pages else tif.pages[0]
@@ -118,6 +114,16 @@ def tiff_layout(tif) -> Layout:
     if np.all(cmap % 257 == 0):
         cmap = (cmap // 257).astype(np.uint8)
     return Layout(shape + (3,), cmap.dtype, colormap=cmap)
+
+
+def _check_pages(tif) -> None:
+    """Refuse a TIFF whose pages (other than reduced-resolution copies) have several shapes."""
+    pages = [p for p in tif.pages if not int(getattr(p, "subfiletype", 0) or 0) & 1]
+    shapes = list(dict.fromkeys((tuple(p.shape), np.dtype(p.dtype).str) for p in pages if p.shape))
+    if len(shapes) > 1:
+        raise UnsupportedImage(f"the TIFF's pages have {len(shapes)} different shapes "
+                               f"({_shapes(s for s, _ in shapes)}); napari-liif reads one image or one stack "
+                               "of equal pages per file: save each shape as its own file")
 
 
 def apply_colormap(indices: np.ndarray, layout: Layout) -> np.ndarray:
