@@ -120,13 +120,15 @@ def test_a_16_bit_colour_key_becomes_an_alpha_channel(tmp_path, rgb):
     assert np.array_equal(read_image(tmp_path / "k.png"), expected)
 
 
-@pytest.mark.parametrize("scale, dtype", [(257, np.uint8), (80, np.uint16)])
-def test_a_palette_tiff_reads_through_its_colour_map(tmp_path, scale, dtype):
+@pytest.mark.parametrize("bits, scale, dtype", [(8, 257, np.uint8), (8, 80, np.uint16), (16, 1, np.uint16)])
+def test_a_palette_tiff_reads_through_its_colour_map(tmp_path, bits, scale, dtype):
     from napari_liif.zarr_io import open_lazy
 
-    cmap = (np.arange(3 * 256, dtype=np.uint32).reshape(3, 256) % 256 * scale).astype(np.uint16)
-    tifffile.imwrite(tmp_path / "p.tif", IDX, photometric="palette", colormap=cmap)
-    expected = np.stack([cmap[c][IDX] // (257 if dtype == np.uint8 else 1) for c in range(3)], -1).astype(dtype)
+    n = 2**bits
+    cmap = ((np.arange(3 * n, dtype=np.uint32).reshape(3, n) * 7 + 5) % 256 * scale).astype(np.uint16)
+    idx = IDX.astype(np.uint16) * 20000 if bits == 16 else IDX
+    tifffile.imwrite(tmp_path / "p.tif", idx, photometric="palette", colormap=cmap)
+    expected = np.stack([cmap[c][idx] // (257 if dtype == np.uint8 else 1) for c in range(3)], -1).astype(dtype)
     a = read_image(tmp_path / "p.tif")
     assert image_info(tmp_path / "p.tif") == ((4, 6, 3), np.dtype(dtype))
     assert a.dtype == dtype and np.array_equal(a, expected)
@@ -338,6 +340,19 @@ def test_dask_honours_the_mask_of_numpy_and_dask_masked_arrays(bmodel):
         got = upscale_dask(arr, scale=2, model=bmodel, chunks=7).compute()
         assert isinstance(got, np.ma.MaskedArray)
         assert np.array_equal(got.mask, expected.mask) and np.array_equal(got.data, expected.data)
+
+
+def test_masks_follow_channels_and_colour_and_an_empty_mask_changes_nothing(bmodel):
+    gen = np.random.default_rng(9)
+    ch = gen.integers(0, 4000, (3, 8, 9)).astype(np.uint16)
+    mask = np.zeros(ch.shape, bool)
+    mask[1, 2, 3] = True
+    out = upscale(np.ma.MaskedArray(ch, mask=mask), scale=2, model=bmodel, channel_axis=0)
+    assert out.dtype == np.uint16 and np.array_equal(np.argwhere(out.mask), [[1, r, c] for r in (4, 5) for c in (6, 7)])
+    rgba = gen.integers(0, 256, (8, 9, 4)).astype(np.uint8)
+    assert np.array_equal(upscale(np.ma.array(rgba), scale=2, model=bmodel).data, upscale(rgba, scale=2, model=bmodel))
+    with pytest.raises(ValueError, match=r"^preserve_flux needs every pixel, and 1 are masked; fill them"):
+        upscale(np.ma.MaskedArray(ch[0], mask=mask[1]), scale=2, model=bmodel, preserve_flux=True)
 
 
 def test_masked_64_bit_integers_beyond_float64_are_refused(bmodel):

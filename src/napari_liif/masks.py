@@ -99,6 +99,12 @@ def upscale_masked(fn, image, lazy: bool = False, **kw):
     """``fn(data, **kw)`` (``upscale`` or, ``lazy``, ``upscale_dask``) of a masked array, honouring its
     mask (module docstring); a masked array (numpy), or a dask array of masked chunks."""
     data, mask = _split(image, lazy)
+    if not lazy and not mask.any():  # nothing masked: the plain array's result, exactly
+        out = fn(data, **kw)
+        return np.ma.MaskedArray(out, mask=np.zeros(out.shape, bool))
+    if kw.get("preserve_flux"):
+        raise ValueError(f"preserve_flux needs every pixel, and {int(mask.sum())} are masked; fill them "
+                         "(a.filled(...)) or upscale without preserve_flux")
     filled, kw = _as_nan_float(data, mask, kw, lazy)
     out = fn(filled, **kw)
     raw, near = _nearest(data, data.shape, out.shape), _nearest(mask, mask.shape, out.shape)
