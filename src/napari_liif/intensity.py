@@ -346,12 +346,14 @@ def user_map(imap: IntensityMap, vmin, vmax, limits=None, percentiles=None) -> I
     else:
         occupancy = (float(b) / 2 - float(a) / 2) / (float(hi) / 2 - float(lo) / 2)  # halves: never overflows
     if occupancy < MIN_OCCUPANCY:
-        given = (f"percentiles ({_show(percentiles[0])}, {_show(percentiles[1])}) give limits" if percentiles is not None
-                 else "limits")
+        given = "limits"
+        if percentiles is not None:
+            given = f"percentiles ({_show(percentiles[0])}, {_show(percentiles[1])}) give limits"
         inside = f"span only {occupancy:.3g} of" if b > a else "lie outside"
-        raise ValueError(f"{given} ({_show(lo)}, {_show(hi)}) on data ranging from {_show(vmin)} to {_show(vmax)}: the "
-                         f"data would {inside} the model's [0, 1] range (it needs at least 1/{round(1 / MIN_OCCUPANCY)} "
-                         f"to survive); give limits close to the data's range (e.g. {_show(vmin)},{_show(vmax)}) "
+        data = f"{_show(vmin)} to {_show(vmax)}"
+        raise ValueError(f"{given} ({_show(lo)}, {_show(hi)}) on data ranging from {data}: the data would {inside} "
+                         f"the model's [0, 1] range (it needs at least 1/{round(1 / MIN_OCCUPANCY)} to survive); "
+                         f"give limits close to the data's range (e.g. {_show(vmin)},{_show(vmax)}) "
                          "or none (the robust range)")
     if imap.dtype.kind in "iu":
         a, b = math.ceil(a), math.floor(b)

@@ -98,10 +98,10 @@ def read_image(path: str | Path) -> np.ndarray:
     becomes an alpha channel; TIFF and NPY give whatever they hold (a palette TIFF through its
     colour map, as RGB). A file holding images napari-liif cannot read whole (frames of an animated
     PNG, TIFF pages or series of several shapes) is refused with a line that names them
-    (:mod:`napari_liif.image_layout`); ``image_info`` reports exactly the shape and dtype read here. The file's first bytes must
-    match its name's format. Every failure is an :class:`ImageIOError` whose one-line message
-    starts with the path and is ours, not a reader library's ("not a PNG file", "corrupt or
-    truncated TIFF file").
+    (:mod:`napari_liif.image_layout`); ``image_info`` reports exactly the shape and dtype read
+    here. The file's first bytes must match its name's format. Every failure is an
+    :class:`ImageIOError` whose one-line message starts with the path and is ours, not a reader
+    library's ("not a PNG file", "corrupt or truncated TIFF file").
     """
     path = Path(path)
     fmt = _check_path(path)
