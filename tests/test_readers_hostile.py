@@ -135,6 +135,23 @@ def test_a_palette_tiff_reads_through_its_colour_map(tmp_path, bits, scale, dtyp
     assert np.array_equal(open_lazy(tmp_path / "p.tif").compute(), expected)
 
 
+def test_associated_alpha_is_read_as_straight_alpha(tmp_path):
+    from napari_liif.zarr_io import open_lazy
+
+    alpha = np.array([0, 255, 51, 85, 255, 51], np.uint8)[None, :].repeat(4, 0)
+    straight = (np.arange(4 * 6 * 3).reshape(4, 6, 3) % 17 * 15).astype(np.uint8)  # multiples of 15
+    straight[alpha == 0] = 0
+    stored = np.concatenate([(straight.astype(np.int64) * alpha[..., None] // 255).astype(np.uint8),
+                             alpha[..., None]], -1)  # exact: 15 * 51 and 15 * 85 are multiples of 255
+    tifffile.imwrite(tmp_path / "a.tif", stored, photometric="rgb", extrasamples=["assocalpha"])
+    expected = np.concatenate([straight, alpha[..., None]], -1)
+    assert image_info(tmp_path / "a.tif") == ((4, 6, 4), np.dtype(np.uint8))
+    assert np.array_equal(read_image(tmp_path / "a.tif"), expected)
+    assert np.array_equal(open_lazy(tmp_path / "a.tif").compute(), expected)
+    tifffile.imwrite(tmp_path / "u.tif", stored, photometric="rgb", extrasamples=["unassalpha"])
+    assert np.array_equal(read_image(tmp_path / "u.tif"), stored)  # straight alpha already: as stored
+
+
 def _mixed_series(path):
     with tifffile.TiffWriter(path) as w:
         w.write(np.ones((10, 12), np.uint16))

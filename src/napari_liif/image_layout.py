@@ -30,12 +30,14 @@ class UnsupportedImage(ValueError):
 @dataclass(frozen=True)
 class Layout:
     """``shape`` and ``dtype`` of the array a file is read as; ``convert``: the Pillow mode it is
-    converted to (None: as stored); ``colormap``: a TIFF palette's (3, N) colour map."""
+    converted to (None: as stored); ``colormap``: a TIFF palette's (3, N) colour map;
+    ``premultiplied``: RGBA stored with associated alpha, read as straight alpha."""
 
     shape: tuple
     dtype: np.dtype
     convert: str | None = None
     colormap: np.ndarray | None = None
+    premultiplied: bool = False
 
 
 # Pillow mode -> (mode to convert to, trailing axes, dtype); a mode with a transparent colour
@@ -105,7 +107,10 @@ def tiff_layout(tif) -> Layout:
     shape, dtype = tuple(int(n) for n in s.shape), np.dtype(s.dtype)
     page = s.pages[0] if s.pages else tif.pages[0]
     if int(page.photometric) != 3:  # not PALETTE
-        return Layout(shape, dtype)
+        extra = tuple(int(e) for e in (page.extrasamples or ()))
+        premultiplied = (int(page.photometric) == 2 and extra[:1] == (1,) and s.axes.endswith("S")
+                         and shape[-1] == 4)  # RGB + associated alpha, samples last
+        return Layout(shape, dtype, premultiplied=premultiplied)
     cmap = page.colormap
     if cmap is None or int(page.samplesperpixel) != 1 or dtype.kind != "u":
         raise UnsupportedImage("a palette TIFF with extra samples or without a colour map is not supported; "
@@ -124,6 +129,18 @@ def _check_pages(tif) -> None:
         raise UnsupportedImage(f"the TIFF's pages have {len(shapes)} different shapes "
                                f"({_shapes(s for s, _ in shapes)}); napari-liif reads one image or one stack "
                                "of equal pages per file: save each shape as its own file")
+
+
+def straight_alpha(a: np.ndarray) -> np.ndarray:
+    """RGBA with associated (premultiplied) alpha as straight alpha, the convention of PNG, napari and
+    ``upscale``: colour divided by alpha (0 where alpha is 0), rounded and clipped for integers."""
+    top = float(np.iinfo(a.dtype).max) if a.dtype.kind in "iu" else 1.0
+    rgb, alpha = a[..., :3].astype(np.float64), a[..., 3:].astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rgb = np.where(alpha > 0, rgb * (top / alpha), 0.0)
+    out = a.copy()
+    out[..., :3] = np.clip(np.rint(rgb), 0, top) if a.dtype.kind in "iu" else rgb
+    return out
 
 
 def apply_colormap(indices: np.ndarray, layout: Layout) -> np.ndarray:

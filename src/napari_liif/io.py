@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .image_layout import Layout, UnsupportedImage, apply_colormap, pillow_layout, pillow_pixels, tiff_layout
+from .image_layout import (Layout, UnsupportedImage, apply_colormap, pillow_layout, pillow_pixels, straight_alpha,
+                           tiff_layout)
 from .ome import is_ome_tiff
 from .outputs import atomic_file
 
@@ -168,6 +169,8 @@ def _read_tiff(path: Path) -> np.ndarray:
         a = tif.asarray(series=0)  # raises on pixel data cut short ("failed to read ... bytes")
     if layout.colormap is not None:
         a = apply_colormap(a, layout)
+    if layout.premultiplied:
+        a = straight_alpha(np.asarray(a))
     return _as_laid_out(np.asarray(a), layout)
 
 

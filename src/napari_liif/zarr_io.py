@@ -305,7 +305,8 @@ def open_lazy(path, chunk: int = DEFAULT_CHUNK):
             import tifffile
             import zarr
 
-            if _check_tiff_extent(path).colormap is not None:  # palette: RGB through its colour map
+            layout = _check_tiff_extent(path)
+            if layout.colormap is not None or layout.premultiplied:  # converted as read: read whole
                 a = read_image(path)
                 return da.from_array(a, chunks=_lazy_chunks(a.shape, chunk))
             z = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
