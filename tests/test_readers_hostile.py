@@ -372,6 +372,31 @@ def test_masks_follow_channels_and_colour_and_an_empty_mask_changes_nothing(bmod
         upscale(np.ma.MaskedArray(ch[0], mask=mask[1]), scale=2, model=bmodel, preserve_flux=True)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_masked_rgba_keeps_its_alpha_and_dask_agrees(bmodel, dtype):
+    from napari_liif.dask_upscale import upscale_dask
+
+    top = np.iinfo(dtype).max
+    rgba = np.random.default_rng(10).integers(0, top, (8, 9, 4), endpoint=True).astype(dtype)
+    rgba[..., 3] = top
+    mask = np.zeros(rgba.shape, bool)
+    mask[2, 3, :] = True
+    out = upscale(np.ma.MaskedArray(rgba, mask=mask), scale=2, model=bmodel)
+    assert out.dtype == dtype and np.array_equal(out.mask, nearest(mask, (16, 18)))
+    assert np.all(out.data[..., 3][~out.mask[..., 3]] == top)  # opaque stays opaque around the hole
+    got = upscale_dask(np.ma.MaskedArray(rgba, mask=mask), scale=2, model=bmodel, chunks=5).compute()
+    assert np.array_equal(got.data, out.data) and np.array_equal(got.mask, out.mask)
+
+
+def test_a_masked_uint8_value_never_drags_its_neighbours(bmodel):
+    a = np.full((6, 7), 100, np.uint8)
+    a[0, 0], a[3, 3] = 101, 7
+    out = upscale(np.ma.masked_equal(a, 7), scale=2, model=bmodel)
+    assert out.dtype == np.uint8 and out.mask.sum() == 4 and np.all(out.data[out.mask] == 7)
+    assert set(np.unique(out.data[~out.mask])) <= {100, 101}  # the plain array pulls 7 in
+    assert upscale(a, scale=2, model=bmodel).min() < 100
+
+
 def test_masked_64_bit_integers_beyond_float64_are_refused(bmodel):
     a = np.ma.masked_equal(np.array([[2**60, 1, 0], [4, 5, 6]], np.int64), 0)
     with pytest.raises(ValueError) as info:

@@ -5,8 +5,11 @@ A masked value neither widens the intensity range nor reaches the model as itsel
 NaN does: as the map's low end), and is never interpolated into a valid pixel. The result is a
 masked array: an output pixel is masked where its nearest input pixel is, and holds that input
 pixel's raw value there (as NaN is carried). Float data is upscaled in its own dtype with the
-masked values set to NaN; integer and bool data is upscaled as float64 (the dtype-range map of
-uint8 and bool kept) and rounded back, so 64-bit integers beyond 2^53 cannot be masked.
+masked values set to NaN; uint8 and bool data (at their dtype range) in their own dtype with the
+masked values at their channel's least valid value (a NaN enters at the range's low end, which
+for these is the dtype's, not the data's); other integer data (and uint8
+or bool under user limits) as float64 with NaN, rounded back (an RGBA alpha keeps its dtype
+range), so 64-bit integers beyond 2^53 cannot be masked.
 """
 
 from __future__ import annotations
@@ -40,20 +43,42 @@ def _split(image, lazy: bool):
     return np.ma.getdata(image), np.ma.getmaskarray(image)
 
 
-def _as_nan_float(data, mask, kw: dict, lazy: bool):
-    """The data as float with NaN where masked, and the keyword arguments that keep integer data's
-    intensity map (uint8 and bool: the dtype range)."""
+def _is_rgba(shape, kw: dict) -> bool:
+    return (kw.get("channel_axis") is None and kw.get("rgb") is not False and len(shape) >= 3 and shape[-1] == 4)
+
+
+def _lowest_valid(data, mask, kw: dict, xp):
+    """The least valid value of each channel (colour, or ``channel_axis``), broadcastable to ``data``:
+    what a masked uint8 or bool value becomes, so that it neither widens nor drags down the
+    valid values around it."""
+    axis = kw.get("channel_axis")
+    if axis is None and data.ndim >= 3 and kw.get("rgb") is not False and data.shape[-1] in (3, 4):
+        axis = -1
+    others = tuple(k for k in range(data.ndim) if axis is None or k != int(axis) % data.ndim)
+    top = np.array(np.iinfo(data.dtype).max if data.dtype.kind == "u" else True, data.dtype)
+    return xp.where(mask, top, data).min(axis=others, keepdims=True)
+
+
+def _prepare(data, mask, kw: dict, lazy: bool):
+    """``(data to upscale, keyword arguments, alpha scale)``: floats with NaN where masked; uint8
+    and bool at their dtype range with masked values at their channel's least valid value;
+    other integers as float64 with NaN, an RGBA alpha divided by ``alpha scale`` (float alpha is
+    mapped from [0, 1])."""
     dtype = np.dtype(data.dtype)
     if dtype.kind not in "biuf":
         raise TypeError(f"cannot upscale data of dtype {dtype}; expected integer, float or bool data")
-    where = _dask().where if lazy else np.where
+    xp = _dask() if lazy else np
     if dtype.kind == "f":
-        return where(mask, np.array(np.nan, dtype), data), kw
+        return xp.where(mask, np.array(np.nan, dtype), data), kw, None
+    if kw.get("limits") is None and kw.get("percentiles") is None and (dtype == np.uint8 or dtype.kind == "b"):
+        return xp.where(mask, _lowest_valid(data, mask, kw, xp), data), kw, None
     if dtype.kind in "iu" and dtype.itemsize == 8:
         _check_exact(data, mask, lazy)
-    if kw.get("limits") is None and kw.get("percentiles") is None and (dtype == np.uint8 or dtype.kind == "b"):
-        kw = {**kw, "limits": (0, 255 if dtype == np.uint8 else 1)}
-    return where(mask, np.nan, data.astype(np.float64)), kw
+    filled = xp.where(mask, np.nan, data.astype(np.float64))
+    if not _is_rgba(data.shape, kw):
+        return filled, kw, None
+    top = float(np.iinfo(dtype).max) if dtype.kind in "iu" else 1.0
+    return xp.concatenate([filled[..., :3], filled[..., 3:] / top], axis=-1), kw, top
 
 
 def _check_exact(data, mask, lazy: bool) -> None:
@@ -80,11 +105,15 @@ def _nearest(a, in_shape, out_shape):
     return a
 
 
-def _finish(values, raw, mask, dtype):
-    """Upscaled float ``values`` back in ``dtype``, with ``raw`` (the nearest input values) where
-    ``mask`` is set."""
+def _finish(values, raw, mask, dtype, top=None):
+    """Upscaled ``values`` back in ``dtype`` (an alpha times ``top``), with ``raw`` (the nearest input
+    values) where ``mask`` is set."""
     dtype = np.dtype(dtype)
-    if dtype.kind == "b":
+    if top is not None:
+        values = np.concatenate([values[..., :3], values[..., 3:] * top], axis=-1)
+    if values.dtype == dtype:
+        out = values.copy()
+    elif dtype.kind == "b":
         out = np.nan_to_num(values) >= 0.5
     elif dtype.kind in "iu":
         info = np.iinfo(dtype)
@@ -105,13 +134,13 @@ def upscale_masked(fn, image, lazy: bool = False, **kw):
     if kw.get("preserve_flux"):
         raise ValueError(f"preserve_flux needs every pixel, and {int(mask.sum())} are masked; fill them "
                          "(a.filled(...)) or upscale without preserve_flux")
-    filled, kw = _as_nan_float(data, mask, kw, lazy)
+    filled, kw, top = _prepare(data, mask, kw, lazy)
     out = fn(filled, **kw)
     raw, near = _nearest(data, data.shape, out.shape), _nearest(mask, mask.shape, out.shape)
     if not lazy:
-        return np.ma.MaskedArray(_finish(out, raw, near, data.dtype), mask=near)
+        return np.ma.MaskedArray(_finish(out, raw, near, data.dtype, top), mask=near)
     da = _dask()
     raw, near = raw.rechunk(out.chunks), near.rechunk(out.chunks)
-    values = da.map_blocks(_finish, out, raw, near, data.dtype, dtype=data.dtype,
+    values = da.map_blocks(_finish, out, raw, near, data.dtype, top, dtype=data.dtype,
                            meta=np.empty((0,) * out.ndim, data.dtype))
     return da.ma.masked_array(values, mask=near)
