@@ -33,10 +33,12 @@ import numpy as np
 from . import flux
 from .codec import PlaneCodec, channel_jobs, intensity_maps, job_part, layout
 from .intensity import check_options, constant_value
+from .masks import is_masked, upscale_masked
 
 CELL_MODES = ("on", "off", "clamp")  # as napari_liif.field.CELL_MODES (not imported: keeps torch lazy)
 
 Progress = Callable[[int, int], None]
+MAX_SIDE = 2**40  # pixels along one output axis: a row of a terabyte; past it, sizes are typos (e.g. 1e300)
 
 
 @functools.lru_cache(maxsize=4)
@@ -93,6 +95,9 @@ def output_hw(hw: tuple[int, int], scale=None, size=None) -> tuple[int, int]:
         vals = [_number(s, "size") for s in pair]
         if any(v != int(v) or v < 1 for v in vals):
             raise ValueError(f"size must be two positive integers (rows, cols), got {size!r}")
+        if max(vals) > MAX_SIDE:
+            raise MemoryError(f"size {size!r} is too large to allocate (more than {MAX_SIDE:,} pixels along an "
+                              "axis); give a smaller size")
         return int(vals[0]), int(vals[1])
     pair = _pair(scale, "scale")
     out = []
@@ -101,8 +106,9 @@ def output_hw(hw: tuple[int, int], scale=None, size=None) -> tuple[int, int]:
         if f <= 0:
             raise ValueError(f"scale must be a positive number, got {s!r}")
         px = n * f
-        if not math.isfinite(px):
-            raise MemoryError(f"scale {s!r} gives an output too large to allocate ({n} x {s!r} pixels)")
+        if not px <= MAX_SIDE:
+            raise MemoryError(f"scale {f:g} would make an axis of {n} pixels {px:.3g} pixels long, too large to "
+                              f"allocate (at most {MAX_SIDE:,}); give a smaller scale")
         out.append(max(1, round(px)))
     return out[0], out[1]
 
@@ -200,7 +206,9 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
 
     Returns
     -------
-    numpy.ndarray with the input's dtype and channel layout, spatial axes resized.
+    numpy.ndarray with the input's dtype and channel layout, spatial axes resized; a masked array
+    for a masked array (:mod:`napari_liif.masks`): the mask is honoured as NaN is, and each output
+    pixel is masked where its nearest input pixel is.
 
     Notes
     -----
@@ -229,6 +237,10 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
     MemoryError
         an output (with its working memory) larger than the memory available.
     """
+    if is_masked(image):  # the mask is honoured as NaN is (napari_liif.masks)
+        return upscale_masked(upscale, image, scale=scale, size=size, model=model, cell=cell,
+                              channel_axis=channel_axis, rgb=rgb, limits=limits, percentiles=percentiles,
+                              progress=progress, should_stop=should_stop, preserve_flux=preserve_flux)
     a = _as_array(image)
     for name, fn in (("progress", progress), ("should_stop", should_stop)):
         if fn is not None and not callable(fn):

@@ -136,6 +136,9 @@ def _destinations(inputs: list[Path], items: list[str], output: str | None, tag:
     return jobs
 
 
+_NOT_IN_NAMES = ("/", "\\", "\0")  # characters a suffix cannot add to a file name
+
+
 def plan(items: list[str], output: str | None, *, scale=None, size=None, fmt: str | None = None,
          suffix: str | None = None, overwrite: bool = False, dask: bool = False,
          channel_axis: int | None = None, check_memory: bool = True) -> list[Job]:
@@ -152,6 +155,9 @@ def plan(items: list[str], output: str | None, *, scale=None, size=None, fmt: st
     if fmt and f".{fmt.lower().lstrip('.')}" not in WRITE_SUFFIXES:
         raise BatchError(f"unsupported output format {fmt!r}; "
                          f"expected one of {', '.join(s[1:] for s in WRITE_SUFFIXES)}")
+    if suffix is not None and (not isinstance(suffix, str) or any(c in suffix for c in _NOT_IN_NAMES)):
+        raise BatchError(f"output suffix {suffix!r} must be part of a file name (no '/', '\\' or NUL): it is added "
+                         "to each input's name, as in photo_big.png for --suffix _big; use -o to write elsewhere")
     inputs = find_inputs(items, stores=dask)
     tag = scale_tag(scale, size) if suffix is None else suffix
     if output is None:

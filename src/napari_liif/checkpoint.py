@@ -104,7 +104,8 @@ def build(spec: dict, state_dict: dict[str, torch.Tensor], path: Any = "<memory>
     Nothing is allocated before the spec has been checked against the weights: its numbers
     must be plausible layer sizes for these tensors (:func:`check_spec_sizes`), and the model it
     describes, built first on the ``meta`` device (shapes only, no memory), must have exactly the
-    file's tensor names and shapes, all finite.
+    file's tensor names, shapes and kinds of dtype (floating-point weights stay floating-point: any
+    float width; integer buffers their own dtype), all finite.
     """
     if not isinstance(spec, dict) or spec.get("name") not in FAMILIES:
         name = spec.get("name") if isinstance(spec, dict) else spec
@@ -142,7 +143,7 @@ def check_spec_sizes(spec: dict, state_dict: dict, path: Any = "<memory>") -> No
 
 
 def _check_weights(shell: torch.nn.Module, state_dict: dict, path: Any) -> None:
-    """The file's tensors must be exactly the spec's (names and shapes), real and finite."""
+    """The file's tensors must be exactly the spec's (names, shapes and dtypes), real and finite."""
     want = shell.state_dict()
     missing, unexpected = sorted(set(want) - set(state_dict)), sorted(set(state_dict) - set(want))
     if missing or unexpected:
@@ -158,6 +159,10 @@ def _check_weights(shell: torch.nn.Module, state_dict: dict, path: Any) -> None:
                               f"{tuple(got.shape)}, the spec asks for {tuple(t.shape)}")
         if got.is_complex() or got.dtype == torch.bool:
             raise _fail(path, f"weights are broken: {k} has dtype {got.dtype}, not a real number type")
+        if t.is_floating_point() != got.is_floating_point() or (not t.is_floating_point() and got.dtype != t.dtype):
+            want_dtype = f"a floating-point dtype ({t.dtype})" if t.is_floating_point() else str(t.dtype)
+            raise _fail(path, f"weights do not match the spec: {k} has dtype {got.dtype}, the spec asks for "
+                              f"{want_dtype}; the file is damaged or was not saved from this model")
         if got.is_floating_point() and not bool(torch.isfinite(got).all()):
             raise _fail(path, f"weights are broken: {k} holds non-finite values (NaN or inf)")
 

@@ -68,7 +68,8 @@ def _intensity_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--limits", type=_pair("limits"), metavar="LOW,HIGH",
                    help="data values mapped to the model's 0 and 1 (default: the robust range: the data range, "
                         "trimmed where hot pixels or other outliers lie far beyond the 0.1st/99.9th percentiles); "
-                        "values outside are kept as they are, by nearest neighbour; negative: --limits=-5,100")
+                        "values outside are kept as they are, by nearest neighbour; limits under which the data "
+                        "would span less than 1/100 of them are refused; negative: --limits=-5,100")
     g.add_argument("--percentiles", type=_pair("percentiles"), metavar="PLOW,PHIGH",
                    help="percentiles of the valid values (per channel) mapped to 0 and 1 instead, e.g. 0.5,99.5")
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .intensity import IntensityMap, carry
+from .intensity import IntensityMap, carry, user_map, valid_values
 
 CHANNEL_NAMES = ("c", "channel", "channels", "ch")  # axis labels that mean independent channels
 
@@ -50,6 +50,10 @@ def layout(a, rgb=None, channel_axis=None):
         if isinstance(channel_axis, (bool, np.bool_)) or not isinstance(channel_axis, (int, np.integer)):
             raise ValueError(f"channel_axis must be an integer, got {channel_axis!r}")
         ax = int(channel_axis)
+        if a.ndim < 3:
+            raise ValueError(f"channel_axis={channel_axis} on an image of shape {tuple(a.shape)}: a {a.ndim}-D image "
+                             "has no channel axis besides its two spatial ones; drop channel_axis "
+                             "(on the command line --channel-axis)")
         if not -a.ndim <= ax < a.ndim:
             raise ValueError(f"channel_axis={channel_axis} is out of range for data of shape {a.shape} "
                              f"({a.ndim} dimensions)")
@@ -93,15 +97,23 @@ def map_keys(kind: str, n: int) -> dict:
 
 def intensity_maps(a: np.ndarray, kind: str, limits=None, percentiles=None) -> dict:
     """The intensity maps of a channels-last array, by :func:`map_keys`: each channel its own,
-    fitted over that channel in every plane (alpha: its dtype range)."""
+    fitted over that channel in every plane (alpha: its dtype range). Maps from user ``limits`` or
+    ``percentiles`` are checked against the data (:func:`napari_liif.intensity.user_map`: a
+    ValueError where they would destroy it)."""
     maps = {}
     for key, (sel, colour) in map_keys(kind, a.shape[-1] if kind != "gray" else 0).items():
         if key == 3:
             maps[key] = IntensityMap.alpha(a.dtype)
-        elif limits is not None:
-            maps[key] = IntensityMap.of(a.dtype, *limits)
+            continue
+        if limits is not None:
+            imap = IntensityMap.of(a.dtype, *limits)
         else:
-            maps[key] = IntensityMap.fit(a[sel], percentiles=percentiles, colour=colour)
+            imap = IntensityMap.fit(a[sel], percentiles=percentiles, colour=colour)
+        if limits is not None or percentiles is not None:
+            vals = valid_values(a[sel])
+            imap = user_map(imap, vals.min() if vals.size else None, vals.max() if vals.size else None,
+                            limits, percentiles)
+        maps[key] = imap
     return maps
 
 

@@ -212,7 +212,7 @@ def _plane_stats(a, kind: str, limits=None, percentiles=None):
 def _make_stats(red: dict, kind: str, dtype, lead: tuple, n_tail: int, limits=None, percentiles=None) -> dict:
     """Intensity maps and constant planes, as ``napari_liif.upscale`` decides them."""
     from .codec import channel_jobs, dtype_range_map, map_keys
-    from .intensity import IntensityMap, choose_limits, valid_values
+    from .intensity import IntensityMap, choose_limits, user_map, valid_values
 
     dtype = np.dtype(dtype)
     fmin = red["fmin"] if red["fmin"] is not None else red["min"]
@@ -221,18 +221,20 @@ def _make_stats(red: dict, kind: str, dtype, lead: tuple, n_tail: int, limits=No
     def fit(key, sel) -> IntensityMap:
         if key == 3:
             return IntensityMap.alpha(dtype)
-        if limits is not None:
-            return IntensityMap.of(dtype, *limits)
-        if key not in red["samples"]:  # uint8, bool: the dtype range
-            return dtype_range_map(dtype, percentiles)
         lo, hi = np.asarray(fmin)[sel], np.asarray(fmax)[sel]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             lo, hi = np.nanmin(lo) if lo.size else np.nan, np.nanmax(hi) if hi.size else np.nan
-        if not (np.isfinite(lo) and np.isfinite(hi)):
+        valid = bool(np.isfinite(lo) and np.isfinite(hi))
+        if limits is not None:
+            return user_map(IntensityMap.of(dtype, *limits), lo if valid else None, hi if valid else None, limits)
+        if key not in red["samples"]:  # uint8, bool: the dtype range
+            return dtype_range_map(dtype, percentiles)
+        if not valid:
             return IntensityMap.fit(np.zeros(0, dtype))  # no finite value: the (0, 1) range
         sample = valid_values(np.asarray(red["samples"][key]))
-        return IntensityMap.of(dtype, *choose_limits(dtype, lo, hi, sample, percentiles))
+        imap = IntensityMap.of(dtype, *choose_limits(dtype, lo, hi, sample, percentiles))
+        return imap if percentiles is None else user_map(imap, lo, hi, None, percentiles)
 
     keys = map_keys(kind, n_tail)
     maps = {key: fit(key, sel) for key, (sel, _) in keys.items()}
@@ -279,7 +281,8 @@ def upscale_dask(array, scale=None, *, size=None, model=None, cell: str = "on", 
     Returns
     -------
     dask.array.Array
-        Lazy; the input's dtype and channel layout, spatial axes resized. Each chunk reads an
+        Lazy; the input's dtype and channel layout, spatial axes resized (masked chunks for a
+        masked input, whose mask is honoured as NaN is: :mod:`napari_liif.masks`). Each chunk reads an
         input window of about chunk / scale pixels plus ``receptive_radius + 2`` on each side.
         The intensity maps need one pass over the input (min/max, and the regular sample of the
         robust range or of ``percentiles``) before the first chunk.
@@ -292,6 +295,12 @@ def upscale_dask(array, scale=None, *, size=None, model=None, cell: str = "on", 
     from .field import CELL_MODES
     from .intensity import check_options
 
+    from .masks import is_masked, upscale_masked
+
+    if is_masked(array):  # the mask is honoured as NaN is (napari_liif.masks)
+        return upscale_masked(upscale_dask, array, lazy=True, scale=scale, size=size, model=model, cell=cell,
+                              chunks=chunks, channel_axis=channel_axis, rgb=rgb, limits=limits,
+                              percentiles=percentiles, eager_stats=eager_stats)
     a = array if isinstance(array, da.Array) else da.from_array(array, chunks="auto")
     if a.dtype.kind not in "biuf":
         raise TypeError(f"cannot upscale data of dtype {a.dtype}; expected integer, float or bool data")

@@ -42,7 +42,7 @@ integer outputs are rounded and clipped, float outputs keep their dtype.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -173,9 +173,14 @@ def choose_limits(dtype, vmin, vmax, sample: np.ndarray, percentiles=None) -> tu
 
 @dataclass(frozen=True)
 class IntensityMap:
+    """``[lo, hi]`` -> [0, 1] for data of ``dtype``; results of :meth:`inverse` are clipped to
+    ``[floor, ceil]`` where set (:func:`user_map`: the valid data's range inside user limits)."""
+
     lo: float
     hi: float
     dtype: np.dtype
+    floor: float | None = None
+    ceil: float | None = None
 
     @classmethod
     def fit(cls, data: np.ndarray, lo: float | None = None, hi: float | None = None, *, percentiles=None,
@@ -278,7 +283,14 @@ class IntensityMap:
         return lo, hi
 
     def inverse(self, u: np.ndarray) -> np.ndarray:
-        """Float in [0, 1] -> the original dtype and range (a constant map gives its constant)."""
+        """Float in [0, 1] -> the original dtype and range (a constant map gives its constant),
+        clipped to ``[floor, ceil]`` where set."""
+        v = self._inverse(u)
+        if self.floor is None or self.dtype.kind == "b":
+            return v
+        return np.clip(v, self.floor, self.ceil).astype(self.dtype, copy=False)
+
+    def _inverse(self, u: np.ndarray) -> np.ndarray:
         u = np.clip(np.asarray(u, np.float64), 0.0, 1.0)
         if self.dtype.kind == "b":
             return u * (self.span if self.hi > self.lo else 0.0) + self.lo >= 0.5
@@ -304,6 +316,48 @@ class IntensityMap:
             off[u >= 1.0] = hi_b - lo_b  # the top exactly (float64 cannot hold 64-bit ends)
         res = off + np.uint64(lo_b % 2**64)  # modular: exact, and inside [lo_b, hi_b]
         return (res.view(np.int64) if self.dtype.kind == "i" else res).astype(self.dtype)
+
+
+MIN_OCCUPANCY = 0.01  # the least part of [0, 1] the data may span under user limits (module docstring)
+
+
+def _show(v) -> str:
+    return str(int(v)) if isinstance(v, (int, np.integer)) else f"{float(v):.6g}"
+
+
+def user_map(imap: IntensityMap, vmin, vmax, limits=None, percentiles=None) -> IntensityMap:
+    """``imap`` (made from user ``limits`` or ``percentiles``) checked against the data it maps,
+    whose valid values range from ``vmin`` to ``vmax`` (None: no valid value), with its results
+    bounded to the valid data's range inside ``[lo, hi]``.
+
+    The rule: the valid values inside ``[lo, hi]`` must span at least ``MIN_OCCUPANCY`` (1/100) of
+    it, i.e. of the model's [0, 1], unless the data is constant; else a ValueError names the data's
+    range, the limits and the fix. Below that the model's own error (about 1e-3 of [0, 1]) is
+    stretched over the data: at 1/1000 single pixels are off by the whole data range."""
+    if vmin is None or vmax is None or not vmax > vmin:
+        return imap  # constant (or no valid value): returned as it is, the model never sees it
+    vmin, vmax = _exact(vmin, imap.dtype), _exact(vmax, imap.dtype)
+    lo, hi = imap.lo, imap.hi
+    a, b = max(lo, vmin), min(hi, vmax)
+    if not (b > a and hi > lo):
+        occupancy = 0.0
+    elif all(isinstance(v, int) for v in (a, b, lo, hi)):
+        occupancy = (b - a) / (hi - lo)  # exact integers: 64-bit ends keep their small differences
+    else:
+        occupancy = (float(b) / 2 - float(a) / 2) / (float(hi) / 2 - float(lo) / 2)  # halves: never overflows
+    if occupancy < MIN_OCCUPANCY:
+        given = "limits"
+        if percentiles is not None:
+            given = f"percentiles ({_show(percentiles[0])}, {_show(percentiles[1])}) give limits"
+        inside = f"span only {occupancy:.3g} of" if b > a else "lie outside"
+        data = f"{_show(vmin)} to {_show(vmax)}"
+        raise ValueError(f"{given} ({_show(lo)}, {_show(hi)}) on data ranging from {data}: the data would {inside} "
+                         f"the model's [0, 1] range (it needs at least 1/{round(1 / MIN_OCCUPANCY)} to survive); "
+                         f"give limits close to the data's range (e.g. {_show(vmin)},{_show(vmax)}) "
+                         "or none (the robust range)")
+    if imap.dtype.kind in "iu":
+        a, b = math.ceil(a), math.floor(b)
+    return replace(imap, floor=a, ceil=b)
 
 
 def nearest_index(n_in: int, n_out: int) -> np.ndarray:

@@ -1,8 +1,9 @@
 """Reading and writing image files: PNG, JPEG, TIFF (16-bit and float kept) and NPY.
 
 TIFF goes through tifffile, NPY through numpy (never unpickling), PNG and JPEG through
-imageio/Pillow, except 16-bit colour PNG (RGB, RGBA, gray + alpha): Pillow reads those as
-8-bit and cannot write them, so a small PNG codec here keeps their 16 bits.
+Pillow (writing through imageio), except 16-bit colour PNG (RGB, RGBA, gray + alpha, and keyed
+gray): Pillow reads those as 8-bit and cannot write them, so a small PNG codec here keeps their 16
+bits. What a file is read as is decided once, from its header (:mod:`napari_liif.image_layout`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .image_layout import (Layout, UnsupportedImage, apply_colormap, pillow_layout, pillow_pixels, straight_alpha,
+                           tiff_layout)
 from .ome import is_ome_tiff
 from .outputs import atomic_file
 
@@ -91,11 +94,15 @@ def _npy_header(path: Path) -> tuple[tuple, np.dtype]:
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file into a numpy array, keeping its dtype and channels.
 
-    PNG/JPEG give (H, W), (H, W, 2) gray + alpha, (H, W, 3) or (H, W, 4) (palette images
-    are expanded to RGB(A)); TIFF and NPY give whatever they hold. The file's first bytes must
-    match its name's format. Every failure is an :class:`ImageIOError` whose one-line message
-    starts with the path and is ours, not a reader library's ("not a PNG file", "corrupt or
-    truncated TIFF file").
+    PNG/JPEG give (H, W), (H, W, 2) gray + alpha, (H, W, 3) or (H, W, 4): palette images are
+    expanded to RGB, or RGBA when the palette has a transparent entry, and a transparent colour key
+    becomes an alpha channel; TIFF and NPY give whatever they hold (a palette TIFF through its
+    colour map, as RGB). A file holding images napari-liif cannot read whole (frames of an animated
+    PNG, TIFF pages or series of several shapes) is refused with a line that names them
+    (:mod:`napari_liif.image_layout`); ``image_info`` reports exactly the shape and dtype read
+    here. The file's first bytes must match its name's format. Every failure is an
+    :class:`ImageIOError` whose one-line message starts with the path and is ours, not a reader
+    library's ("not a PNG file", "corrupt or truncated TIFF file").
     """
     path = Path(path)
     fmt = _check_path(path)
@@ -108,12 +115,14 @@ def read_image(path: str | Path) -> np.ndarray:
             a = np.load(path, allow_pickle=False)
         elif fmt == "TIFF":
             a = _read_tiff(path)
-        elif fmt == "PNG" and _is_png16_colour(path):
+        elif fmt == "PNG" and _png16_header(path) is not None:
             a = _read_png16(path)
         else:
             a = _read_pillow(path)
     except (ImageIOError, MemoryError):
         raise
+    except UnsupportedImage as exc:
+        raise ImageIOError(f"{path}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - a reader's failure on a bad file becomes one line of ours
         if type(exc).__name__ == "DecompressionBombError":  # Pillow's guard against huge images
             raise ImageIOError(f"{path}: the {fmt} image is too large to decode safely; "
@@ -125,16 +134,20 @@ def read_image(path: str | Path) -> np.ndarray:
     return a
 
 
-_TO_RGB = ("CMYK", "YCbCr", "LAB", "HSV")  # colour models that are not RGB: converted, never taken as RGBA
-
-
 def _read_pillow(path: Path) -> np.ndarray:
-    import imageio.v3 as iio
     from PIL import Image
 
     with Image.open(path) as im:
-        mode = im.mode
-    return iio.imread(path, plugin="pillow", mode="RGB" if mode in _TO_RGB else None)
+        layout = pillow_layout(im)
+        return _as_laid_out(pillow_pixels(im, layout), layout)
+
+
+def _as_laid_out(a: np.ndarray, layout: Layout) -> np.ndarray:
+    """``a``, checked against the layout ``image_info`` reports for its file (they must agree)."""
+    if a.shape != layout.shape or a.dtype != layout.dtype:
+        raise UnsupportedImage(f"the pixels read ({a.shape}, {a.dtype}) are not the layout its header "
+                               f"describes ({layout.shape}, {layout.dtype}); convert the file to TIFF")
+    return a
 
 
 def check_writable(path: str | Path, shape, dtype) -> None:
@@ -151,13 +164,20 @@ def check_writable(path: str | Path, shape, dtype) -> None:
 def _read_tiff(path: Path) -> np.ndarray:
     import tifffile
 
-    return tifffile.imread(path)  # raises on pixel data cut short ("failed to read ... bytes")
+    with tifffile.TiffFile(path) as tif:
+        layout = tiff_layout(tif)
+        a = tif.asarray(series=0)  # raises on pixel data cut short ("failed to read ... bytes")
+    if layout.colormap is not None:
+        a = apply_colormap(a, layout)
+    if layout.premultiplied:
+        a = straight_alpha(np.asarray(a))
+    return _as_laid_out(np.asarray(a), layout)
 
 
 def image_info(path: str | Path) -> tuple[tuple[int, ...], np.dtype] | None:
     """``(shape, dtype)`` of an image file from its header, without reading the pixels
-    (PNG/JPEG: the shape ``read_image`` will give, palette images counted as RGBA);
-    None if the header cannot be read (``read_image`` then says why)."""
+    (the layout ``read_image`` reads it by: :mod:`napari_liif.image_layout`); None if the header
+    cannot be read or the file holds what napari-liif does not read (``read_image`` then says why)."""
     path = Path(path)
     try:
         fmt = _check_path(path)
@@ -168,27 +188,18 @@ def image_info(path: str | Path) -> tuple[tuple[int, ...], np.dtype] | None:
             import tifffile
 
             with tifffile.TiffFile(path) as tif:
-                s = tif.series[0]
-                return tuple(int(n) for n in s.shape), np.dtype(s.dtype)
-        if fmt == "PNG" and _is_png16_colour(path):
-            head = path.read_bytes()[:29]
-            w, h, _, ctype = struct.unpack(">IIBB", head[16:26])
-            return (h, w, _PNG_CHANNELS[ctype]), np.dtype(np.uint16)
-        from PIL import Image
+                layout = tiff_layout(tif)
+        elif fmt == "PNG" and _png16_header(path) is not None:
+            h, w, ch, _ = _png16_header(path)
+            return (h, w, ch), np.dtype(np.uint16)
+        else:
+            from PIL import Image
 
-        with Image.open(path) as im:
-            w, h = im.size
-            mode = im.mode
+            with Image.open(path) as im:
+                layout = pillow_layout(im)
     except Exception:  # noqa: BLE001 - unreadable headers are reported when the file is read
         return None
-    modes = {"1": ((), np.bool_), "L": ((), np.uint8), "LA": ((2,), np.uint8), "P": ((4,), np.uint8),
-             "PA": ((4,), np.uint8), "RGB": ((3,), np.uint8), "RGBA": ((4,), np.uint8),
-             "CMYK": ((3,), np.uint8), "YCbCr": ((3,), np.uint8), "I;16": ((), np.uint16),
-             "I;16B": ((), np.uint16), "I;16L": ((), np.uint16), "I": ((), np.int32), "F": ((), np.float32)}
-    if mode not in modes:
-        return None
-    tail, dtype = modes[mode]
-    return (h, w) + tail, np.dtype(dtype)
+    return layout.shape, layout.dtype
 
 
 def image_axes(path: str | Path) -> str | None:
@@ -296,15 +307,38 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # colour type -> samples per pixel
 
 
-def _is_png16_colour(path: Path) -> bool:
+def _png16_header(path: Path) -> tuple[int, int, int, bytes | None] | None:
+    """``(rows, cols, channels, tRNS colour key or None)`` of a 16-bit PNG that this codec reads
+    (colour, gray + alpha, or gray with a transparent colour key, which becomes an alpha channel),
+    from the chunks before the pixels; None for every other file."""
     with open(path, "rb") as f:
-        head = f.read(29)
-    return (len(head) == 29 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR"
-            and head[24] == 16 and head[25] in (2, 4, 6))
+        head = f.read(33)
+        if not (len(head) == 33 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR" and head[24] == 16):
+            return None
+        w, h, _, ctype = struct.unpack(">IIBB", head[16:26])
+        if ctype not in _PNG_CHANNELS:
+            return None
+        key = None
+        while True:  # the chunks between IHDR and the first IDAT (tRNS must come before it)
+            top = f.read(8)
+            if len(top) < 8 or top[4:] in (b"IDAT", b"IEND"):
+                break
+            n = struct.unpack(">I", top[:4])[0]
+            if top[4:] == b"tRNS" and ctype in (0, 2):
+                key = f.read(n)
+                f.seek(4, 1)
+            else:
+                f.seek(n + 4, 1)
+    if ctype == 0 and key is None:
+        return None  # plain 16-bit gray: Pillow reads it whole
+    return h, w, _PNG_CHANNELS[ctype] + (key is not None), key
 
 
 def _read_png16(path: Path) -> np.ndarray:
-    """Decode a non-interlaced 16-bit RGB, RGBA or gray + alpha PNG to uint16 (H, W, C)."""
+    """Decode a non-interlaced 16-bit RGB, RGBA, gray + alpha, or keyed gray or RGB PNG to
+    uint16 (H, W, C); a transparent colour key becomes an alpha channel (0 where the pixel is
+    the key, 65535 elsewhere)."""
+    _, _, _, key = _png16_header(path)
     data = path.read_bytes()
     w, h, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
     if interlace:
@@ -340,7 +374,13 @@ def _read_png16(path: Path) -> np.ndarray:
             raise ValueError(f"unknown PNG filter type {kind} in row {y}")
         out[y] = cur
         prev = out[y]
-    return out.view(">u2").reshape(h, w, ch).astype(np.uint16)
+    img = out.view(">u2").reshape(h, w, ch).astype(np.uint16)
+    if key is None:
+        return img
+    if len(key) != 2 * ch:
+        raise ValueError(f"a tRNS chunk of {len(key)} bytes for {ch} samples")
+    opaque = np.any(img != np.frombuffer(key, ">u2").astype(np.uint16), axis=-1)
+    return np.concatenate([img, np.where(opaque, np.uint16(65535), np.uint16(0))[..., None]], axis=-1)
 
 
 def _unfilter_sequential(kind: int, line: np.ndarray, prev: np.ndarray, bpp: int) -> np.ndarray:

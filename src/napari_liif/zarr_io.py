@@ -311,7 +311,9 @@ def open_lazy(path, chunk: int = DEFAULT_CHUNK):
         if suffix == ".npy":
             return lazy_array(path, "NPY", chunks)
         if suffix in (".tif", ".tiff"):
-            _check_tiff_extent(path)
+            layout = _check_tiff_extent(path)
+            if layout.colormap is not None or layout.premultiplied:  # converted as read: decoded whole
+                return lazy_array(path, "WHOLE", chunks)
             return lazy_array(path, "TIFF", chunks)
     except ImageIOError:
         raise
@@ -320,16 +322,24 @@ def open_lazy(path, chunk: int = DEFAULT_CHUNK):
     return lazy_array(path, "WHOLE", chunks)  # decoded here first: a bad file fails now, with its one line
 
 
-def _check_tiff_extent(path: Path) -> None:
+def _check_tiff_extent(path: Path):
     """Refuse a TIFF whose strips or tiles reach past the end of the file: read lazily, chunk by
-    chunk, it would otherwise fail (or be zero-filled) deep inside the work."""
+    chunk, it would otherwise fail (or be zero-filled) deep inside the work. Refuse what the eager
+    reader refuses (pages or series of several shapes), and return the file's layout
+    (:func:`napari_liif.image_layout.tiff_layout`)."""
     import tifffile
 
+    from .image_layout import UnsupportedImage, tiff_layout
     from .io import ImageIOError
 
     size = path.stat().st_size
     with tifffile.TiffFile(path) as tif:
+        try:
+            layout = tiff_layout(tif)
+        except UnsupportedImage as exc:
+            raise ImageIOError(f"{path}: {exc}") from None
         for page in tif.pages:
             for off, n in zip(page.dataoffsets, page.databytecounts):
                 if off + n > size:
                     raise ImageIOError(f"{path}: corrupt or truncated TIFF file")
+    return layout
