@@ -1,9 +1,9 @@
 """A slow, obvious LIIF written straight from the paper's equations (Chen et al., CVPR 2021).
 
-Everything here is float64 NumPy and shares no code with napari_liif's fast path (it never
-imports ``napari_liif.models.liif`` or ``napari_liif.field``). It borrows from the model
-only its *weights*: the encoder module (run in float64 on a copy) and the matrices of the
-decoder MLP. The query procedure itself is written out plainly:
+Everything here is float64 NumPy and imports no code of napari_liif. It borrows from the
+model only its *weights*: the encoder's state dict, run by the independent EDSR / RDN of
+``reference_encoders``, and the matrices of the decoder MLP. The query procedure itself is
+written out plainly:
 
 for every query x_q and each of the four latents z_t around it (t = 00, 01, 10, 11)::
 
@@ -17,10 +17,10 @@ neighbourhood of the latent (zero-padded, channel-major) when features are unfol
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
+
+import reference_encoders as E
 
 
 def to_input(image01: np.ndarray) -> np.ndarray:
@@ -28,13 +28,20 @@ def to_input(image01: np.ndarray) -> np.ndarray:
     return (np.asarray(image01, np.float64).transpose(2, 0, 1) - 0.5) / 0.5
 
 
-def encode(encoder: torch.nn.Module, image01: np.ndarray, dtype=torch.float64) -> np.ndarray:
-    """Latent grid z of an (H, W, 3) image in [0, 1], the encoder run at ``dtype`` on a copy
-    (float32 for the big encoders, whose float64 convolutions are slow): float64 (C, H, W)."""
-    enc = copy.deepcopy(encoder).to(dtype).eval()
-    x = torch.from_numpy(to_input(image01)).to(dtype)[None]
-    with torch.no_grad():
-        return enc(x)[0].double().numpy()
+def encoder_weights(encoder: torch.nn.Module) -> dict[str, np.ndarray]:
+    """The encoder's state dict as float64 arrays (name -> array)."""
+    return {k: v.detach().double().numpy() for k, v in encoder.state_dict().items()}
+
+
+def encode(encoder_spec: dict, weights: dict[str, np.ndarray], image01: np.ndarray) -> np.ndarray:
+    """Latent grid z of an (H, W, 3) image in [0, 1] by the reference encoder of ``encoder_spec``
+    (the spec's ``{'name', 'args'}``) with ``weights`` from ``encoder_weights``: float64 (C, H, W)."""
+    return E.encode(encoder_spec, weights, to_input(image01))
+
+
+def encode_net(net: torch.nn.Module, spec: dict, image01: np.ndarray) -> np.ndarray:
+    """``encode`` with the encoder spec and weights of a LIIF / LM-LIIF network built from ``spec``."""
+    return encode(spec["args"]["encoder_spec"], encoder_weights(net.encoder), image01)
 
 
 def mlp_weights(imnet: torch.nn.Module) -> list[tuple[np.ndarray, np.ndarray]]:

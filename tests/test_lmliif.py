@@ -42,7 +42,7 @@ def points(shape, n=250, seed=2) -> np.ndarray:
 def reference(net, spec, image, coord, cell, bilinear=False):
     a = spec["args"]
     ia = a["imnet_spec"]["args"]
-    z = R.encode(net.encoder, image)
+    z = R.encode_net(net, spec, image)
     return RL.query(z, RL.linears(net.hypernet), RL.linears(net.imnet), coord.astype(np.float64), cell,
                     hidden_dim=ia["hidden_dim"], hidden_depth=ia["hidden_depth"],
                     local_ensemble=a["local_ensemble"], feat_unfold=a["feat_unfold"],

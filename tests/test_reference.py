@@ -59,7 +59,7 @@ def query_points(shape, n_random=300, seed=3) -> np.ndarray:
     return np.concatenate([rnd, centres, corners]).astype(np.float32)
 
 
-def check_forward(net, image, *, switches, bilinear=False, z=None, seed=3) -> float:
+def check_forward(net, image, *, switches, z, bilinear=False, seed=3) -> float:
     """``net(inp, coord, cell)`` against the reference at ``query_points`` with random,
     per-query anisotropic cells; returns the largest difference."""
     coord = query_points(image.shape[:2], seed=seed)
@@ -67,17 +67,16 @@ def check_forward(net, image, *, switches, bilinear=False, z=None, seed=3) -> fl
     inp = torch.from_numpy((image.transpose(2, 0, 1)[None] - 0.5) / 0.5)
     with torch.no_grad():
         got = net(inp, torch.from_numpy(coord)[None], torch.from_numpy(cell)[None])[0].double().numpy()
-    z = R.encode(net.encoder, image) if z is None else z
     ref = R.query(z, R.mlp_weights(net.imnet), coord.astype(np.float64), cell.astype(np.float64),
                   image=R.to_input(image) if bilinear else None, **switches)
     assert np.abs(ref).max() > 0.3  # outputs are not trivially small
     return float(np.abs(got - ref).max())
 
 
-def reference_render(net, image, region, shape, cell, *, switches, bilinear=False, z=None):
-    """The reference evaluated where ``render(region, shape)`` samples, with a constant cell."""
+def reference_render(net, image, region, shape, cell, *, switches, z, bilinear=False):
+    """The reference evaluated where ``render(region, shape)`` samples, with a constant cell;
+    ``z`` the reference latents (``R.encode_net``)."""
     coord = R.grid_coords(region, shape, image.shape[:2])
-    z = R.encode(net.encoder, image) if z is None else z
     ref = R.query(z, R.mlp_weights(net.imnet), coord, np.tile(cell, (len(coord), 1)),
                   image=R.to_input(image) if bilinear else None, **switches)
     return ref.reshape(shape + (-1,))
@@ -92,7 +91,7 @@ def switches_of(le, fu, cd):
 def test_every_switch_combination_matches_reference(make_liif, as_model, image, encoder, le, fu, cd):
     sw = switches_of(le, fu, cd)
     net, spec = make_liif(encoder, **sw)
-    z = R.encode(net.encoder, image)
+    z = R.encode_net(net, spec, image)
     # the whole image on a 30 x 70 grid: the official demo's convention, cell = 2 / output size
     got = as_model(net, spec).encode(image).render(None, OUT_SHAPE)
     ref = reference_render(net, image, (0, 0) + IMAGE_SHAPE, OUT_SHAPE, [2 / OUT_SHAPE[0], 2 / OUT_SHAPE[1]],
@@ -118,7 +117,8 @@ def test_region_render_matches_reference(make_liif, as_model, image, encoder, re
     h, w = IMAGE_SHAPE
     step = ((region[2] - region[0]) / shape[0], (region[3] - region[1]) / shape[1])
     cell = [2 * step[0] / h, 2 * step[1] / w]  # one output sample, in [-1, 1] units
-    assert render_diff(got, reference_render(net, image, region, shape, cell, switches=sw)) < TOL
+    z = R.encode_net(net, spec, image)
+    assert render_diff(got, reference_render(net, image, region, shape, cell, switches=sw, z=z)) < TOL
 
 
 @pytest.mark.parametrize("mode", ["on", "off", "clamp"])
@@ -133,11 +133,12 @@ def test_cell_modes_match_reference(make_liif, as_model, image, mode):
             "off": [2 / h, 2 / w],
             "clamp": [2 / (h * 4), 2 / (w * 4)]}[mode]
     got = as_model(net, spec).encode(image).render(region, shape, cell=mode)
-    ref = reference_render(net, image, region, shape, cell, switches=sw)
+    z = R.encode_net(net, spec, image)
+    ref = reference_render(net, image, region, shape, cell, switches=sw, z=z)
     assert render_diff(got, ref) < TOL
     # and the modes really differ from each other
     other = reference_render(net, image, region, shape, [2 / h, 2 / w] if mode != "off" else
-                             [2 / (h * 10), 2 / (w * 8)], switches=sw)
+                             [2 / (h * 10), 2 / (w * 8)], switches=sw, z=z)
     assert np.abs(ref - other).max() > 1e-3
 
 
@@ -145,7 +146,7 @@ def test_cell_modes_match_reference(make_liif, as_model, image, mode):
 def test_bilinear_residual_matches_reference(make_liif, as_model, image, le, fu, cd):
     sw = switches_of(le, fu, cd)
     net, spec = make_liif("edsr-baseline", bilinear_residual=True, **sw)
-    z = R.encode(net.encoder, image)
+    z = R.encode_net(net, spec, image)
     model = as_model(net, spec)
     for region, shape in [((0, 0) + IMAGE_SHAPE, OUT_SHAPE), REGIONS[1]]:
         got = model.encode(image, tile=8).render(region, shape)
@@ -163,11 +164,10 @@ def test_bilinear_residual_matches_reference(make_liif, as_model, image, le, fu,
                          ids=["edsr-baseline-16x64", "rdn-A"])
 def test_official_size_models_match_reference(make_liif, as_model, image, encoder, args):
     """The published architecture sizes: EDSR-baseline (16 blocks, 64 features) and an RDN of
-    the official configuration A, with the official 4 x 256 decoder. The reference runs the
-    encoder in float32 here (its float64 convolutions are slow); the query is still float64."""
+    the official configuration A, with the official 4 x 256 decoder."""
     sw = switches_of(True, True, True)
     net, spec = make_liif(encoder, hidden=(256, 256, 256, 256), encoder_args=args, **sw)
-    z = R.encode(net.encoder, image, dtype=torch.float32)
+    z = R.encode_net(net, spec, image)
     got = as_model(net, spec).encode(image).render(REGIONS[0][0], REGIONS[0][1])
     region, shape = REGIONS[0]
     cell = [2 * (region[2] - region[0]) / shape[0] / IMAGE_SHAPE[0],
@@ -182,7 +182,7 @@ def test_comparison_can_fail(make_liif, as_model, image):
     instead of the opposite one is caught by three orders of magnitude above the tolerance."""
     sw = switches_of(True, True, True)
     net, spec = make_liif("edsr-baseline", **sw)
-    z = R.encode(net.encoder, image)
+    z = R.encode_net(net, spec, image)
     got = as_model(net, spec).encode(image).render(None, OUT_SHAPE)
     cell = np.tile([2 / OUT_SHAPE[0], 2 / OUT_SHAPE[1]], (OUT_SHAPE[0] * OUT_SHAPE[1], 1))
     coord = R.grid_coords((0, 0) + IMAGE_SHAPE, OUT_SHAPE, IMAGE_SHAPE)
