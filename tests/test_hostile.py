@@ -15,7 +15,6 @@ import json
 import os
 import random
 import struct
-import time
 
 import numpy as np
 import pytest
@@ -73,10 +72,51 @@ def run(capsys, *argv):
     return rc, out, err
 
 
-def timed(capsys, *argv):
-    t0 = time.perf_counter()
-    rc, out, err = run(capsys, *argv)
-    return rc, out, err, time.perf_counter() - t0
+class Work:
+    """Counts the work done inside a ``with`` block: forward calls of torch modules, parameter
+    elements allocated (models built) and the peak of bytes traced by tracemalloc (NumPy arrays
+    and Python objects; torch tensors are counted by the first two). ``none`` is true when the
+    block ran no module, built no parameter and allocated under ``small`` bytes."""
+
+    small = 8 << 20  # far below one float32 copy of any image these tests would upscale
+
+    def __enter__(self):
+        import tracemalloc
+
+        self.forwards = self.params = 0
+        mm = torch.nn.modules.module
+        self._hooks = [mm.register_module_forward_hook(self._forward),
+                       mm.register_module_parameter_registration_hook(self._param)]
+        tracemalloc.start()
+        return self
+
+    def _forward(self, *_):
+        self.forwards += 1
+
+    def _param(self, _module, _name, param):
+        self.params += 0 if param is None else param.numel()
+
+    def __exit__(self, *exc):
+        import tracemalloc
+
+        self.peak_bytes = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        for h in self._hooks:
+            h.remove()
+
+    @property
+    def none(self) -> bool:
+        return self.forwards == 0 and self.params == 0 and self.peak_bytes < self.small
+
+    def __repr__(self):
+        return f"Work(forwards={self.forwards}, params={self.params}, peak_bytes={self.peak_bytes})"
+
+
+def counted(capsys, *argv):
+    """``run``, and the ``Work`` it did."""
+    with Work() as work:
+        rc, out, err = run(capsys, *argv)
+    return rc, out, err, work
 
 
 def one_line(err: str) -> str:
@@ -243,12 +283,13 @@ def test_an_existing_file_not_ours_is_refused_unless_overwrite(capsys, tmp_path,
     keep = tmp_path / "keep.png"
     os.link(dst, keep)  # a hard link: replacing dst must not write into this file
     before = keep.read_bytes()
-    rc, out, err, secs = timed(capsys, "upscale", src, "--scale", "2", "-o", dst, "--checkpoint", ckpt)
-    assert rc == 2 and secs < 1.0
+    rc, out, err, work = counted(capsys, "upscale", src, "--scale", "2", "-o", dst, "--checkpoint", ckpt)
+    assert rc == 2 and work.none, work
     assert one_line(err) == (f"napari-liif: error: {dst}: exists and was not written by napari-liif (or was changed "
                              "since); pass --overwrite to replace it, or choose another -o")
-    rc, out, err = run(capsys, "upscale", src, "--scale", "2", "-o", dst, "--checkpoint", ckpt, "--overwrite")
+    rc, out, err, work = counted(capsys, "upscale", src, "--scale", "2", "-o", dst, "--checkpoint", ckpt, "--overwrite")
     assert (rc, out, err) == (0, f"wrote {dst}\n", "")
+    assert work.forwards > 0 and work.params > 0  # the counter sees real work (so its zeros mean something)
     assert np.array_equal(read_image(dst), upscale(a, scale=2, model=model)) and keep.read_bytes() == before
 
 
@@ -383,9 +424,9 @@ def test_write_image_never_replaces_without_overwrite(tmp_path, user_file):
 
 def test_an_unwritable_output_folder_is_refused_before_the_work(capsys, tmp_path, ckpt, user_file, gen):
     src = user_file("a.png", gen.integers(0, 256, (6, 7), dtype=np.uint8))
-    rc, _, err, secs = timed(capsys, "upscale", src, "--scale", "2", "-o", "/proc/napari-liif-test/out/",
-                             "--checkpoint", ckpt)
-    assert rc == 2 and secs < 1.0
+    rc, _, err, work = counted(capsys, "upscale", src, "--scale", "2", "-o", "/proc/napari-liif-test/out/",
+                               "--checkpoint", ckpt)
+    assert rc == 2 and work.none, work
     assert one_line(err).startswith("napari-liif: error: /proc/napari-liif-test/out: cannot write in /proc (")
     rc, _, err = run(capsys, "upscale", src, "--scale", "2", "-o", src.parent / "a.png" / "sub" / "x.png",
                      "--checkpoint", ckpt)
@@ -436,8 +477,9 @@ def test_run_folders(tmp_path, user_file):
 
 def test_train_data_and_evaluate_refuse_foreign_outputs_before_the_work(capsys, tmp_path, user_file, ckpt):
     notes = user_file("runs/notes.txt", "mine")
-    rc, _, err, secs = timed(capsys, "train", tmp_path / "user", "-o", notes.parent, "--steps", "1")
-    assert rc == 2 and secs < 1.0 and "is not empty and is not a napari-liif run folder" in one_line(err)
+    rc, _, err, work = counted(capsys, "train", tmp_path / "user", "-o", notes.parent, "--steps", "1")
+    assert rc == 2 and work.none, work
+    assert "is not empty and is not a napari-liif run folder" in one_line(err)
     other = user_file("model.safetensors", b"not a model")
     rc, _, err = run(capsys, "train", tmp_path / "user", "-o", tmp_path / "run", "--steps", "1", "--export", other)
     assert rc == 2 and "exists and is not a napari-liif model file; --export never replaces" in one_line(err)
@@ -451,11 +493,11 @@ def test_train_data_and_evaluate_refuse_foreign_outputs_before_the_work(capsys, 
 
 
 # == 2. problems found before the work ===========================================================
-def test_an_output_too_large_for_memory_is_refused_within_a_second(capsys, tmp_path, ckpt, user_file, gen):
+def test_an_output_too_large_for_memory_is_refused_before_the_work(capsys, tmp_path, ckpt, user_file, gen):
     src = user_file("a.png", gen.integers(0, 256, (6, 7, 3), dtype=np.uint8))
     for flag, value in (("--size", "2000000,3000000"), ("--scale", "1e200")):
-        rc, out, err, secs = timed(capsys, "upscale", src, flag, value, "-o", tmp_path / "o.png", "--checkpoint", ckpt)
-        assert rc == 2 and out == "" and secs < 1.0
+        rc, out, err, work = counted(capsys, "upscale", src, flag, value, "-o", tmp_path / "o.png", "--checkpoint", ckpt)
+        assert rc == 2 and out == "" and work.none, work
         line = one_line(err)
         assert line.startswith(f"napari-liif: error: {src}: ") and ("of memory is available" in line
                                                                     or "too large to allocate" in line)
@@ -469,8 +511,8 @@ def test_an_absurd_checkpoint_spec_is_refused_before_allocating(capsys, tmp_path
     spec["args"]["encoder_spec"]["args"][key] = value
     path = save_safetensors(tmp_path / "absurd.safetensors", m.net, spec)
     src = user_file("a.png", np.zeros((6, 7), np.uint8) + 9)
-    rc, _, err, secs = timed(capsys, "upscale", src, "--scale", "2", "-o", tmp_path / "o.png", "--checkpoint", path)
-    assert rc == 2 and secs < 1.0
+    rc, _, err, work = counted(capsys, "upscale", src, "--scale", "2", "-o", tmp_path / "o.png", "--checkpoint", path)
+    assert rc == 2 and work.none, work
     assert one_line(err) == (f"napari-liif: error: {path}: the spec asks for args.encoder_spec.args.{key}={value}, "
                              "an absurd layer size for these weights (largest tensor dimension 148, 22 tensors; "
                              "at most 296); refused before allocating anything")
@@ -526,17 +568,20 @@ def test_random_checkpoint_specs_give_one_line_or_a_model(tmp_path):
     m = tiny_model(seed=3)
     path = tmp_path / "fuzz.safetensors"
     outcomes = {"refused": 0, "loaded": 0}
+    n_weights = sum(p.numel() for p in m.net.parameters())
     for spec in _mutations(m.spec, random.Random(9), 40):
         save_safetensors(path, m.net, spec)
-        t0 = time.perf_counter()
-        try:
-            load_model(path, device="cpu")
-            outcomes["loaded"] += 1
-        except CheckpointError as exc:
-            msg = str(exc)
-            assert msg.startswith(f"{path}: ") and "\n" not in msg and "Traceback" not in msg
-            outcomes["refused"] += 1
-        assert time.perf_counter() - t0 < 2.0, spec
+        with Work() as work:
+            try:
+                load_model(path, device="cpu")
+                outcomes["loaded"] += 1
+            except CheckpointError as exc:
+                msg = str(exc)
+                assert msg.startswith(f"{path}: ") and "\n" not in msg and "Traceback" not in msg
+                outcomes["refused"] += 1
+        # sizes of 10**9 or 2**70 are refused before allocating; a module renamed to an encoder may
+        # build that encoder at its default size (1.2 M weights) before the weights fail to match
+        assert work.params <= 100 * n_weights and work.forwards == 0, (spec, work)
     assert outcomes["refused"] >= 30
 
 

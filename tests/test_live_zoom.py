@@ -343,8 +343,6 @@ def test_scaled_and_translated_layer_aligns(viewer, identity):
 
 
 def test_8192_uint16_layer_encodes_only_what_is_visible(viewer, detail):
-    import resource
-
     img = np.zeros((8192, 8192), np.uint16)
     img[::7] = 40000
     img[:, ::5] += 2000
@@ -353,13 +351,11 @@ def test_8192_uint16_layer_encodes_only_what_is_visible(viewer, detail):
     live = napari_liif.attach(viewer, layer, detail, tile=64)
     try:
         live.wait_idle(120)
-        peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         print(f"8192^2 uint16: {live.encoded_tiles} encoder tiles of 32^2 encoded (of 65536), "
-              f"{live.encoded_pixels} input pixels through the encoder, process peak {peak_gb:.2f} GB")
+              f"{live.encoded_pixels} input pixels through the encoder")
         # 40 x 50 pixels on screen, one latent of margin: at most 3 x 3 tiles of 32 x 32
         assert 1 <= live.encoded_tiles <= 9
         assert live.encoded_pixels < 8192 * 8192 / 1000
-        assert peak_gb < 3.0
         plan = live.plan
         for t, want in engine_tiles(detail, viewer, layer, plan)[:2]:
             assert np.abs(live.overlay.data[plan.slot(t)] - want).max() < 0.05  # uint16 units
@@ -486,11 +482,9 @@ def test_liif_beats_every_napari_interpolation_at_zoom_4(make_napari_viewer):
     import torch
     from skimage import data as skdata
 
-    from napari_liif.engine import DEFAULT_WEIGHTS, load_model
+    from napari_liif.engine import load_model
     from napari_liif.train.patches import downsample
 
-    if not DEFAULT_WEIGHTS.is_file():
-        pytest.skip("no bundled default model in this checkout")
     hr = skdata.camera()  # 512 x 512 uint8
     lr = downsample(torch.from_numpy(hr / 255.0).float()[None].expand(3, -1, -1), (128, 128))[0].numpy()
     lr = np.round(lr * 255).astype(np.uint8)
