@@ -22,25 +22,15 @@ def only_cpu(monkeypatch):
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
 
 
-def test_auto_picks_cuda_then_mps_then_cpu():
-    expected = "cuda" if HAS_CUDA else "mps" if HAS_MPS else "cpu"
-    assert resolve_device("auto") == torch.device(expected)
-    assert resolve_device(None) == torch.device(expected)
+@pytest.mark.parametrize("cuda,mps,expected", [(True, True, "cuda"), (True, False, "cuda"), (False, True, "mps"),
+                                               (False, False, "cpu")])
+def test_auto_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert dev.available_devices() == [d for d, on in (("cuda", cuda), ("mps", mps), ("cpu", True)) if on]
+    for choice in ("auto", None):
+        assert resolve_device(choice) == torch.device(expected)
     assert resolve_device() == torch.device(expected)
-
-
-def test_auto_is_cpu_without_accelerators(only_cpu):
-    assert dev.available_devices() == ["cpu"]
-    assert resolve_device("auto") == torch.device("cpu")
-
-
-def test_auto_preference_order(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
-    assert dev.available_devices() == ["cuda", "mps", "cpu"]
-    assert resolve_device("auto") == torch.device("cuda")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert resolve_device("auto") == torch.device("mps")
 
 
 def test_explicit_cpu():
@@ -121,11 +111,40 @@ def test_exact_fp32_switches_tf32_only_while_a_cuda_fp32_call_runs():
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
 
 
-def test_bf16_speedup_is_a_real_measurement():
-    from napari_liif.device import cpu_bf16_speedup
+def test_bf16_speedup_is_fp32_time_over_bf16_time(monkeypatch):
+    """With a clock that charges 4 units per fp32 product and 1 per bf16 one, the speed-up is 4:
+    best of five timed products of each dtype after one warm-up, measured once, then cached."""
+    calls = {torch.float32: 0, torch.bfloat16: 0}
+    clock = [0.0]
+    real_linear = torch.nn.functional.linear
 
-    ratio = cpu_bf16_speedup()
-    assert 0.0 <= ratio < 20.0 and cpu_bf16_speedup() == ratio  # measured once, then cached
+    def linear(x, w, *a):
+        calls[x.dtype] += 1
+        clock[0] += 4.0 if x.dtype is torch.float32 else 1.0
+        return real_linear(x, w, *a)
+
+    class Time:
+        @staticmethod
+        def perf_counter():
+            return clock[0]
+
+    monkeypatch.setattr(torch.nn.functional, "linear", linear)
+    monkeypatch.setattr(dev, "time", Time)
+    dev.cpu_bf16_speedup.cache_clear()
+    try:
+        assert dev.cpu_bf16_speedup() == 4.0 and dev.cpu_bf16_speedup() == 4.0
+        assert calls == {torch.float32: 6, torch.bfloat16: 6}  # the second call was cached
+
+        def no_bf16(x, w, *a):
+            if x.dtype is torch.bfloat16:
+                raise RuntimeError("no bf16 kernel")
+            return real_linear(x, w, *a)
+
+        monkeypatch.setattr(torch.nn.functional, "linear", no_bf16)
+        dev.cpu_bf16_speedup.cache_clear()
+        assert dev.cpu_bf16_speedup() == 0.0  # a build without bf16 kernels: auto never picks bf16
+    finally:
+        dev.cpu_bf16_speedup.cache_clear()
 
 
 def test_model_takes_the_resolved_device_and_dtype(make_liif, as_model):
