@@ -11,8 +11,8 @@ import threading
 import numpy as np
 import pytest
 
-pytest.importorskip("napari")
-da = pytest.importorskip("dask.array")
+import napari  # noqa: F401
+import dask.array as da
 if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
     pytest.skip("the widget GUI tests need a display: run them under xvfb-run -a", allow_module_level=True)
 

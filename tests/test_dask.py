@@ -13,7 +13,7 @@ from napari_liif.dask_upscale import ModelRef, _grid, _window, upscale_dask
 from napari_liif.outputs import OutputError
 from napari_liif.zarr_io import guess_axes, is_complete, read_ome_metadata, read_zarr, upscaled_transform, write_zarr
 
-da = pytest.importorskip("dask.array")
+import dask.array as da
 
 
 @pytest.fixture(scope="module")
@@ -144,11 +144,11 @@ def test_model_ref_ships_weights_not_the_model(model):
 
 
 def test_local_cluster_equals_local(model, rng, tmp_path):
+    import distributed
     import tifffile
 
     from napari_liif.zarr_io import open_lazy
 
-    distributed = pytest.importorskip("distributed")
     img = rng.integers(0, 65535, (40, 36)).astype(np.uint16)
     tifffile.imwrite(tmp_path / "in.tif", img, tile=(16, 16))  # shipped as a lazy TIFF, as the CLI reads it
     lazy = upscale_dask(open_lazy(tmp_path / "in.tif", chunk=20), scale=2, model=model, chunks=(40, 36))

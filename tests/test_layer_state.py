@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-napari = pytest.importorskip("napari")
-da = pytest.importorskip("dask.array")
+import napari
+import dask.array as da
 
 from gui_helpers import bilinear_at  # noqa: E402
 
@@ -60,7 +60,7 @@ def test_slices_outside_the_layer_show_nothing_as_in_napari(viewer):
 
 
 def test_chunk_cache_reads_each_chunk_once():
-    zarr = pytest.importorskip("zarr")
+    import zarr
     a = stack(shape=(100, 90))
     z = zarr.create_array(store={}, shape=a.shape, chunks=(32, 32), dtype=a.dtype)
     z[:] = a

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("napari")
+import napari  # noqa: F401
 if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
     pytest.skip("the widget GUI tests need a display: run them under xvfb-run -a", allow_module_level=True)
 

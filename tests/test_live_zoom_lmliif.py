@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("napari")
+import napari  # noqa: F401
 
 import napari_liif  # noqa: E402
 from gui_helpers import bilinear_at, screen_coords, screenshot_gray, set_canvas  # noqa: E402
