@@ -15,6 +15,39 @@ def test_visible_rect_matches_napari_formula():
     assert cam.visible_rect() == (100 - 300 / 8, 50 - 400 / 8, 100 + 300 / 8, 50 + 400 / 8)
 
 
+# Hand-worked example from napari's conventions (DESIGN.md, "napari facts"): camera centre (20, 10),
+# zoom 4, canvas 8 x 16 -> visible world rect (20 - 8/8, 10 - 16/8, 20 + 8/8, 10 + 16/8) = (19, 8, 21, 12);
+# screen pixel (i, j) is centred at world (19, 8) + ((i, j) + 0.5) / 4; a layer of scale (0.5, 0.25) and
+# translate (10, 4) maps world w to data (w - translate) / scale, pixel centres at integers.
+HAND_CAM = Camera2D((20.0, 10.0), 4.0, (8, 16))
+
+
+def test_screen_to_data_by_hand():
+    geom = LayerGeometry((100, 100), (0.5, 0.25), (10.0, 4.0))
+    assert HAND_CAM.visible_rect() == (19.0, 8.0, 21.0, 12.0)
+    assert screen_to_data(HAND_CAM, geom, 0, 0) == (18.25, 16.5)      # world (19.125, 8.125)
+    assert screen_to_data(HAND_CAM, geom, 7, 15) == (21.75, 31.5)     # world (20.875, 11.875)
+
+
+@pytest.mark.parametrize("shape,plan_shape", [((100, 100), (8, 16)), ((20, 30), (3, 13))],
+                         ids=["whole-view", "clipped"])
+def test_plan_by_hand(shape, plan_shape):
+    """The overlay frame and engine regions, worked out by hand. Data rows 18.25, 18.75, ... and
+    columns 16.5, 17.5, ... are on screen; a 20 x 30 layer keeps only centres below 19.5 (3 rows)
+    and 29.5 (13 columns). Overlay: scale 1 / zoom, translate = the first screen pixel's centre.
+    Engine region in pixel-edge units (data + 0.5), one sample per (0.5, 1.0) data pixels:
+    from (18.75 - 0.25, 17.0 - 0.5) = (18.5, 16.5) to (18.5 + 0.5 rows, 16.5 + 1.0 cols)."""
+    geom = LayerGeometry(shape, (0.5, 0.25), (10.0, 4.0))
+    plan = plan_view(HAND_CAM, geom, tile=8)
+    assert plan.shape == plan_shape
+    assert plan.scale == (0.25, 0.25) and plan.translate == (19.125, 8.125)
+    regions = [plan.region(t) for t in plan.tiles]
+    top, left = min(r[0] for r in regions), min(r[1] for r in regions)
+    bottom, right = max(r[2] for r in regions), max(r[3] for r in regions)
+    assert (top, left, bottom, right) == (18.5, 16.5, 18.5 + 0.5 * plan_shape[0], 16.5 + 1.0 * plan_shape[1])
+    assert sum(t.shape[0] * t.shape[1] for t in plan.tiles) == plan_shape[0] * plan_shape[1]
+
+
 @pytest.mark.parametrize("center", [(63.5, 63.5), (10.3, 7.77), (-3.2, 40.01)])
 @pytest.mark.parametrize("zoom", [1.5, 4.0, 7.3])
 def test_lattice_sample_k_sits_on_screen_pixel_centre(center, zoom):
@@ -61,7 +94,8 @@ def test_plan_covers_exactly_the_visible_image_pixels_once():
     lat, (o_r, o_c) = Lattice.for_camera(cam)
     for i in range(cam.canvas[0]):
         for j in range(0, cam.canvas[1], 7):
-            y, x = screen_to_data(cam, geom, i, j)
+            # scale 1, translate 0: data = world = centre - canvas / (2 zoom) + (i + 0.5) / zoom
+            y, x = 20.3 - 90 / 8 + (i + 0.5) / 4, 60.1 - 130 / 8 + (j + 0.5) / 4
             inside = -0.5 <= y < 49.5 and -0.5 <= x < 69.5
             r, c = o_r + i - plan.rows[0], o_c + j - plan.cols[0]
             covered = 0 <= r < plan.shape[0] and 0 <= c < plan.shape[1] and cover[r, c] == 1
