@@ -116,21 +116,23 @@ def test_size_gives_exactly_that_grid_with_the_official_cell(model, gen):
 
 
 def test_channel_axis_equals_per_channel_gray_upscales(model, gen):
-    # three channels with very different ranges: each gets its own intensity map
+    # five channels with very different ranges: each gets its own intensity map (the fourth too:
+    # it is a channel like the others, not an alpha)
     a = np.stack([gen.integers(0, 200, (H, W)), gen.integers(1000, 4000, (H, W)),
-                  gen.integers(30000, 60000, (H, W))]).astype(np.uint16)
+                  gen.integers(30000, 60000, (H, W)), gen.integers(100, 300, (H, W)),
+                  gen.integers(5000, 9000, (H, W))]).astype(np.uint16)
     out = upscale(a, scale=2, model=model, channel_axis=0)
-    assert out.shape == (3, 24, 34) and out.dtype == np.uint16
-    for c in range(3):
-        assert np.array_equal(out[c], upscale(a[c], scale=2, model=model))
+    assert out.shape == (5, 24, 34) and out.dtype == np.uint16
+    for c in range(5):
+        assert np.array_equal(out[c], upscale(a[c], scale=2, model=model)), c
     assert out[0].max() <= 199 and 1000 <= out[1].min() and out[1].max() <= 3999 and 30000 <= out[2].min()
     # the same data with channels last, and in the middle of a (z, c, y, x) stack
     last = upscale(np.moveaxis(a, 0, -1), scale=2, model=model, channel_axis=-1)
     assert np.array_equal(np.moveaxis(last, -1, 0), out)
-    zc = np.stack([a, a[::-1]])  # (2, 3, H, W)
+    zc = np.stack([a, a[::-1]])  # (2, 5, H, W)
     mid = upscale(zc, scale=2, model=model, channel_axis=1)
-    assert mid.shape == (2, 3, 24, 34)
-    for c in range(3):
+    assert mid.shape == (2, 5, 24, 34)
+    for c in range(5):
         assert np.array_equal(mid[:, c], upscale(zc[:, c], scale=2, model=model))
 
 

@@ -759,13 +759,17 @@ def test_the_api_refuses_channels_it_would_resample(model, gen):
     assert upscale(a, scale=2, model=model, rgb=False).shape == (16, 28, 10)  # asked for: planes
 
 
-def test_dask_command_detects_channels_too(capsys, tmp_path, ckpt, user_file, gen):
-    src = user_file("six.npy", gen.random((16, 18, 6)).astype(np.float32))
+def test_dask_command_detects_channels_too(capsys, tmp_path, ckpt, user_file, gen, model):
+    a = gen.random((16, 18, 6)).astype(np.float32)
+    src = user_file("six.npy", a)
     rc, _, _ = run(capsys, "upscale", src, "--scale", "2", "--dask", "-o", tmp_path / "o.zarr", "--checkpoint", ckpt,
                    "--quiet")
     # an OME-Zarr image: the channels first, as NGFF orders axes (c, y, x)
-    assert rc == 0 and read_zarr(tmp_path / "o.zarr").shape == (6, 32, 36)
+    res = np.asarray(read_zarr(tmp_path / "o.zarr"))
+    assert rc == 0 and res.shape == (6, 32, 36)
     assert read_ome_metadata(tmp_path / "o.zarr")["axes"] == ["c", "y", "x"]
+    for c in range(6):  # each channel is that channel upscaled on its own, in memory
+        assert np.array_equal(res[c], upscale(a[..., c], scale=2, model=model)), c
 
 
 # == 5. API and messages =========================================================================

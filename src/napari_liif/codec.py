@@ -84,14 +84,15 @@ def channel_jobs(kind: str, n: int) -> list:
 
 def map_keys(kind: str, n: int) -> dict:
     """``{map key: (selection of a channels-last array, colour)}`` of the maps a layout needs:
-    None (gray), each channel, "rgb" (and 3, the alpha, for RGBA)."""
+    None (gray), each channel (its index), "rgb" (and "alpha" for RGBA: an index 3 is the fourth
+    independent channel, fitted like the others)."""
     if kind == "gray":
         return {None: ((Ellipsis,), False)}
     if kind == "channels":
         return {c: ((Ellipsis, c), False) for c in range(n)}
     keys = {"rgb": ((Ellipsis, slice(0, 3)), True)}
     if kind == "rgba":
-        keys[3] = ((Ellipsis, 3), False)
+        keys["alpha"] = ((Ellipsis, 3), False)
     return keys
 
 
@@ -102,7 +103,7 @@ def intensity_maps(a: np.ndarray, kind: str, limits=None, percentiles=None) -> d
     ValueError where they would destroy it)."""
     maps = {}
     for key, (sel, colour) in map_keys(kind, a.shape[-1] if kind != "gray" else 0).items():
-        if key == 3:
+        if key == "alpha":
             maps[key] = IntensityMap.alpha(a.dtype)
             continue
         if limits is not None:
@@ -157,7 +158,7 @@ class PlaneCodec:
     def __init__(self, what, maps: dict, alpha_const=None):
         self.what, self.maps, self.alpha_const = what, maps, alpha_const
         self.value_map: IntensityMap = maps["rgb"] if what in ("rgb", "rgba") else maps[what]
-        self.alpha_map: IntensityMap | None = maps.get(3) if what == "rgba" else None
+        self.alpha_map: IntensityMap | None = maps.get("alpha") if what == "rgba" else None
         self.premultiplied = what == "rgba" and alpha_const is None
 
     @classmethod
@@ -169,7 +170,7 @@ class PlaneCodec:
         if kind == "rgb":
             return cls("rgb", {"rgb": value_map})
         if kind == "rgba":
-            return cls("rgba", {"rgb": value_map, 3: alpha_map or IntensityMap.alpha(value_map.dtype)})
+            return cls("rgba", {"rgb": value_map, "alpha": alpha_map or IntensityMap.alpha(value_map.dtype)})
         raise ValueError(f"kind must be gray, rgb or rgba, got {kind!r}")
 
     @property

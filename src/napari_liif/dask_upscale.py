@@ -204,7 +204,7 @@ def _plane_stats(a, kind: str, limits=None, percentiles=None):
     samples = {}
     if limits is None and dtype_range_map(a.dtype, percentiles) is None:
         for key, (sel, colour) in map_keys(kind, a.shape[-1] if kind != "gray" else 0).items():
-            if key != 3:  # alpha is never fitted
+            if key != "alpha":  # alpha is never fitted
                 samples[key] = spatial_sample(a[sel], colour)
     return {"min": lo, "max": hi, "fmin": lo, "fmax": hi, "first": lo, "samples": samples}
 
@@ -219,7 +219,7 @@ def _make_stats(red: dict, kind: str, dtype, lead: tuple, n_tail: int, limits=No
     fmax = red["fmax"] if red["fmax"] is not None else red["max"]
 
     def fit(key, sel) -> IntensityMap:
-        if key == 3:
+        if key == "alpha":
             return IntensityMap.alpha(dtype)
         lo, hi = np.asarray(fmin)[sel], np.asarray(fmax)[sel]
         with warnings.catch_warnings():
