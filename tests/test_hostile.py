@@ -514,7 +514,8 @@ def test_train_data_and_evaluate_refuse_foreign_outputs_before_the_work(capsys, 
 def test_an_output_too_large_for_memory_is_refused_before_the_work(capsys, tmp_path, ckpt, user_file, gen):
     src = user_file("a.png", gen.integers(0, 256, (6, 7, 3), dtype=np.uint8))
     for flag, value in (("--size", "2000000,3000000"), ("--scale", "1e200")):
-        rc, out, err, work = counted(capsys, "upscale", src, flag, value, "-o", tmp_path / "o.png", "--checkpoint", ckpt)
+        rc, out, err, work = counted(capsys, "upscale", src, flag, value, "-o", tmp_path / "o.png",
+                                     "--checkpoint", ckpt)
         assert rc == 2 and out == "" and work.none, work
         line = one_line(err)
         assert line.startswith(f"napari-liif: error: {src}: ") and ("of memory is available" in line
