@@ -180,12 +180,12 @@ def _upscale_in(python: Path, tmp_path: Path) -> None:
     from napari_liif import upscale
     from napari_liif.io import read_image, write_image
 
-    where = _run([python, "-c", "import napari_liif; print(napari_liif.__file__)"]).stdout.strip()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}  # (a PYTHONPATH to src/ too)
+    where = _run([python, "-c", "import napari_liif; print(napari_liif.__file__)"], env=env).stdout.strip()
     assert Path(where).is_relative_to(python.parents[1]), where  # the wheel's copy, not this checkout's
     img = (np.random.default_rng(0).random((12, 16, 3)) * 255).astype(np.uint8)
     src, dst = tmp_path / "in.png", tmp_path / "out.png"
     write_image(src, img)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     _run([python.parent / "napari-liif", "upscale", src, "--scale", "2", "-o", dst, "--device", "cpu"],
          env=env, timeout=600)
     out = read_image(dst)
