@@ -61,7 +61,7 @@ def test_zcyx_layer_each_channel_as_alone(qtbot, widget, alone, labelled):
 
 
 def test_lazy_zcyx_layer_each_channel_as_alone(qtbot, widget, alone):
-    da = pytest.importorskip("dask.array")
+    import dask.array as da
     widget.viewer.add_image(da.from_array(hyperstack(), chunks=(1, 1, 8, 9)), name="lazy",
                             axis_labels=("z", "c", "y", "x"))
     msg = _run_layer(qtbot, widget, "lazy")

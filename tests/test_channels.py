@@ -56,7 +56,6 @@ def test_api_channel_equals_the_channel_alone(stack, alone):
 
 
 def test_dask_channel_equals_the_channel_alone(stack, alone):
-    pytest.importorskip("dask")
     from napari_liif.dask_upscale import upscale_dask
 
     out = upscale_dask(stack, scale=2, model=tiny_model(3), channel_axis=1, chunks=16).compute()

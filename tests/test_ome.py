@@ -13,8 +13,6 @@ from napari_liif.api import upscale
 from napari_liif.ome import multiscales, ngff_order, validate_store
 from napari_liif.zarr_io import read_levels, write_zarr
 
-pytest.importorskip("dask")
-
 
 @pytest.fixture(scope="module")
 def alone():
@@ -60,7 +58,7 @@ def test_dask_hyperstack_store_validates_with_zcyx_axes_typed(tmp_path, input_gu
 
 
 def test_napari_ome_zarr_reopens_the_store_at_the_right_scale(tmp_path, input_guard, capsys):
-    reader = pytest.importorskip("napari_ome_zarr._reader")
+    from napari_ome_zarr import _reader as reader
     from napari_liif.cli import main
 
     ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors")

@@ -45,7 +45,6 @@ def test_a_log_gets_one_line_per_long_file(files, tmp_path, capsys, monkeypatch)
 
 
 def test_dask_bar_on_a_terminal_only(files, tmp_path, capsys, monkeypatch):
-    pytest.importorskip("dask")
     ckpt, src = files
     term = Terminal()
     monkeypatch.setattr(sys, "stderr", term)
