@@ -23,8 +23,8 @@ from napari_liif.io import ImageIOError, read_image, write_image
 from napari_liif.lazy_read import OPENED, LazyFile
 from napari_liif.zarr_io import open_lazy, read_zarr, write_zarr
 
-da = pytest.importorskip("dask.array")
-tifffile = pytest.importorskip("tifffile")
+import dask.array as da  # noqa: E402
+import tifffile  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -146,12 +146,12 @@ def _stop(proc: subprocess.Popen) -> None:
 def cluster(tmp_path_factory):
     """``tcp://127.0.0.1:P`` of a scheduler with two single-threaded worker processes, started with
     the ``dask`` command as a user would, in a folder of their own, importing the code under test."""
-    distributed = pytest.importorskip("distributed")
+    import distributed  # the testing extra installs it, and with it the dask command
+
     exe = Path(sys.executable).parent / "dask"
     if not exe.exists():
         exe = shutil.which("dask")
-    if not exe:
-        pytest.skip("the dask command (distributed) is not installed")
+    assert exe, f"the dask command of distributed is neither beside {sys.executable} nor on PATH"
     home = tmp_path_factory.mktemp("cluster-home")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
