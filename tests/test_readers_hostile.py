@@ -24,8 +24,8 @@ from napari_liif.engine import default_checkpoint, load_model
 from napari_liif.intensity import nearest_index
 from napari_liif.io import ImageIOError, image_info, read_image, write_image
 
-da = pytest.importorskip("dask.array")
-tifffile = pytest.importorskip("tifffile")
+import dask.array as da  # noqa: E402
+import tifffile  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
