@@ -219,8 +219,36 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"upscale": "napari_liif.upscale_cmd:cmd_upscale", "info": cmd_info, "models": cmd_models, "view": cmd_view,
                 "sample": cmd_sample, "train": "napari_liif.train.cli:cmd_train", "data": "napari_liif.train.cli:cmd_data",
                 "evaluate": "napari_liif.train.cli:cmd_evaluate"}
-    with _quiet_libraries():
+    with _quiet_libraries(), _terminate_as_interrupt():
         return _run(handlers[args.command], args)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (or SIGHUP), raised like Ctrl-C so that every temporary output is removed."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """While a command runs, SIGTERM and SIGHUP end it as Ctrl-C does (its temporary outputs
+    removed, one line, a non-zero status) instead of killing it on the spot; a signal someone
+    chose to ignore (nohup) stays ignored."""
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        raise Terminated(signum)
+
+    saved = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGTERM", "SIGHUP"):
+            sig = getattr(signal, name, None)
+            if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:
+                saved[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old)
 
 
 @contextlib.contextmanager
@@ -259,7 +287,13 @@ def _run(handler, args) -> int:
     except (MemoryError, OSError, RuntimeError) as exc:
         _error(exc)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Terminated):
+            import signal
+
+            sig = signal.Signals(exc.args[0])
+            print(f"napari-liif: stopped by {sig.name} (outputs not finished were not written)", file=sys.stderr)
+            return 128 + sig.value
         print("napari-liif: interrupted (outputs not finished were not written)", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - a bug of ours: still one line, never a traceback
