@@ -223,34 +223,6 @@ def main(argv: list[str] | None = None) -> int:
         return _run(handlers[args.command], args)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (or SIGHUP), raised like Ctrl-C so that every temporary output is removed."""
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt():
-    """While a command runs, SIGTERM and SIGHUP end it as Ctrl-C does (its temporary outputs
-    removed, one line, a non-zero status) instead of killing it on the spot; a signal someone
-    chose to ignore (nohup) stays ignored."""
-    import signal
-    import threading
-
-    def handler(signum, frame):
-        raise Terminated(signum)
-
-    saved = {}
-    if threading.current_thread() is threading.main_thread():
-        for name in ("SIGTERM", "SIGHUP"):
-            sig = getattr(signal, name, None)
-            if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:
-                saved[sig] = signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, old in saved.items():
-            signal.signal(sig, old)
-
-
 @contextlib.contextmanager
 def _quiet_libraries():
     """Library warnings (torch, numpy, dask) and log records (tifffile) are not ours to print:
@@ -265,6 +237,38 @@ def _quiet_libraries():
             yield
     finally:
         root.removeHandler(null)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (or SIGHUP), raised like Ctrl-C so that every temporary output is removed."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """While a command runs, Ctrl-C, SIGTERM and SIGHUP end it the same way (its temporary
+    outputs removed, one line, a non-zero status), never in the middle of a step that must not
+    be cut in two (:func:`napari_liif.owners.signals_held`); a signal someone chose to ignore
+    (nohup) stays ignored."""
+    import signal
+    import threading
+
+    from .owners import interrupt
+
+    def handler(signum, frame):
+        interrupt(KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum))
+
+    saved = {}
+    if threading.current_thread() is threading.main_thread():
+        for name, default in (("SIGINT", signal.default_int_handler), ("SIGTERM", signal.SIG_DFL),
+                              ("SIGHUP", signal.SIG_DFL)):
+            sig = getattr(signal, name, None)
+            if sig is not None and signal.getsignal(sig) is default:
+                saved[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old)
 
 
 def _run(handler, args) -> int:

@@ -36,7 +36,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .owners import Owned, create_owned, folder_lock, lock_owned, take_if_abandoned
+from .owners import Owned, create_owned, folder_lock, lock_owned, signals_held, take_if_abandoned
 from .provenance import content_digest, normalize
 
 LOG_NAME = ".napari-liif-outputs"  # per folder: one JSON line per file we wrote
@@ -446,19 +446,23 @@ def atomic_file(dst: str | Path, *, record: bool | Claim = True) -> Iterator[Pat
     removed. A full disk is a :class:`DiskFullError`. The caller checks ``dst`` first."""
     dst = Path(dst)
     claim = record if isinstance(record, Claim) else Claim()
-    owned = _own_temp(dst, _create_file)
+    owned = None
     try:
+        with signals_held():  # an interrupt here is taken inside the try, with the temporary known
+            owned = _own_temp(dst, _create_file)
         yield owned.path
         _commit_file(dst, owned.path, claim, bool(record))
     except BaseException as exc:
         full = _disk_full(exc, dst.parent)
-        with contextlib.suppress(OSError):
-            owned.path.unlink()
+        if owned is not None:
+            with contextlib.suppress(OSError):
+                owned.path.unlink()
         if full:
             raise DiskFullError(dst) from None
         raise
     finally:
-        owned.release()
+        if owned is not None:
+            owned.release()
 
 
 def _changed(claim: Claim, now) -> bool:
@@ -466,7 +470,7 @@ def _changed(claim: Claim, now) -> bool:
 
 
 def _commit_file(dst: Path, tmp: Path, claim: Claim, record: bool) -> None:
-    with folder_lock(dst.parent):
+    with signals_held(), folder_lock(dst.parent):
         if _changed(claim, fingerprint(dst)):
             rec = our_record(dst)
             same = rec is not None and _same(rec.get("made"), claim.made)
@@ -514,26 +518,29 @@ def atomic_store(dst: str | Path, claim: Claim | None = None) -> Iterator[Path]:
     failure it is removed. The caller checks ``dst`` first (:func:`check_store`)."""
     dst = Path(dst)
     claim = claim or Claim()
-    owned = _own_temp(dst, os.mkdir)
+    owned = None
     try:
+        with signals_held():  # as in atomic_file
+            owned = _own_temp(dst, os.mkdir)
         yield owned.path
         _commit_store(dst, owned.path, claim)
     except BaseException as exc:
         full = _disk_full(exc, dst.parent)
-        if os.path.lexists(owned.path):
+        if owned is not None and os.path.lexists(owned.path):
             _remove_store(owned.path)
         if full:
             raise DiskFullError(dst) from None
         raise
     finally:
-        owned.release()
+        if owned is not None:
+            owned.release()
 
 
 def _commit_store(dst: Path, tmp: Path, claim: Claim) -> None:
     if store_state(tmp) != "ours":
         raise OutputError(f"{dst}: the finished temporary store {tmp.name} is not complete; nothing was replaced")
     old = None
-    with folder_lock(dst.parent):
+    with signals_held(), folder_lock(dst.parent):  # the swap is never cut in two
         if _changed(claim, fingerprint(dst)):
             ours = store_state(dst) == "ours"
             same = ours and _same(store_mark(dst).get("made"), claim.made)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -23,6 +24,36 @@ try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no owner locks (module docstring)
     fcntl = None
+
+
+_HELD: dict = {"depth": 0, "pending": None}  # the main thread's held steps, and a signal that came meanwhile
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """A step that must not be cut in two (a temporary created but not yet known to its
+    cleanup, a swap half done): a signal whose handler goes through :func:`interrupt` (the
+    command line's Ctrl-C, SIGTERM, SIGHUP) takes effect when the step ends. Handlers run in
+    the main thread, so only its steps are held."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _HELD["depth"] += 1
+    try:
+        yield
+    finally:
+        _HELD["depth"] -= 1
+        if not _HELD["depth"] and _HELD["pending"] is not None:
+            exc, _HELD["pending"] = _HELD["pending"], None
+            raise exc
+
+
+def interrupt(exc: BaseException) -> None:
+    """For a signal handler: raise ``exc`` now, or when the held step in progress ends."""
+    if _HELD["depth"]:
+        _HELD["pending"] = exc
+        return
+    raise exc
 
 
 def _try_lock(fd: int) -> bool | None:

@@ -27,6 +27,7 @@ import numpy as np
 
 from .ome import multiscales
 from .outputs import ZARR_KEY, Claim, Inputs, OutputError, atomic_store, check_store, store_state
+from .owners import signals_held
 
 DEFAULT_CHUNK = 512
 SLASH_KEYS = {"name": "v2", "separator": "/"}  # chunk keys as NGFF wants them: 0/0/0, not 0.0.0
@@ -229,6 +230,7 @@ class _Writes:
             self.cond.wait_for(lambda: self.busy == 0, timeout)
 
     def done(self) -> None:
+        """Forget a store written to the end (a stopped one stays, to refuse late writes)."""
         _WRITES.pop(self.token, None)
 
 
@@ -301,15 +303,17 @@ def write_zarr(array, path, *, axes: list[str] | None = None, scale=None, transl
         a = a.rechunk(chunks)
     n_levels = 1 if axes is None else (pyramid_levels(a.shape, axes, chunks) if levels is None else max(1, int(levels)))
     swap = atomic_store(path, claim)
-    tmp = swap.__enter__()
     writes = _Writes()
+    tmp = None
 
     def give_up(exc: BaseException):
-        writes.stop()
-        writes.done()
-        swap.__exit__(type(exc), exc, exc.__traceback__)  # removes the temporary store; may raise another
+        writes.stop()  # stays registered, stopped: a late chunk write from a dask thread is refused
+        if tmp is not None:
+            swap.__exit__(type(exc), exc, exc.__traceback__)  # removes the temporary store; may raise another
 
     try:
+        with signals_held():  # the temporary is known to give_up before any interrupt is taken
+            tmp = swap.__enter__()
         target, marker, root = _create(tmp, a, chunks, axes, scale, translation, name or path.stem, units, n_levels)
         marker.attrs[ZARR_KEY] = {"complete": False}
         stored = da.store(a, writes.into(target), lock=False, compute=False)
