@@ -93,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "processed), 2 bad arguments or refusals found before any work (missing input, an "
                                "unsafe or unwritable output, an output too large for memory, unusable checkpoint "
                                "or device). Inputs are never overwritten; an existing output is skipped if "
-                               "napari-liif wrote it, else refused unless --overwrite. Results are written under a "
-                               "hidden temporary name and renamed when complete.")
+                               "napari-liif wrote it from the same input and parameters (recomputed if not), else "
+                               "refused unless --overwrite. Results are written under a hidden temporary name and "
+                               "renamed when complete.")
     up.add_argument("inputs", nargs="+", help=f"files, folders or globs ({', '.join(READ_SUFFIXES)})")
     g = up.add_mutually_exclusive_group(required=True)
     g.add_argument("--scale", type=_scale, help="S or SY,SX (any positive number)")

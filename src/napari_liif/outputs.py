@@ -8,14 +8,21 @@ Rules (every writer follows them: files and folders, ``--dask`` zarr stores, the
   with an input inside, at any depth) or lies inside an input store is refused, even with
   ``overwrite``.
 * **Only our own outputs are replaced or skipped.** A file we wrote is recorded in the hidden log
-  ``.napari-liif-outputs`` of its folder (name, size, modification time); a zarr store we wrote
-  carries the attribute ``napari_liif`` and holds nothing but zarr files. An existing destination
-  that is neither is refused unless ``overwrite``; a folder that holds anything other than a zarr
-  store is refused even then (``overwrite`` replaces files and zarr stores, never other folders).
-* **Atomic writes.** A file is written under a hidden temporary name in its own folder and renamed
-  into place (``os.replace``); a store is written as a hidden temporary store and swapped in once
-  complete. An interrupted run leaves nothing under a final name, and replacing never writes into
-  the old file (another hard link to it keeps its bytes).
+  ``.napari-liif-outputs`` of its folder (name, size, modification time, SHA-256, and ``made``:
+  what made it, :mod:`napari_liif.provenance`); a zarr store we wrote carries the attribute
+  ``napari_liif`` (``complete``, ``made``) and holds nothing but zarr files. An output of ours
+  is skipped only when its ``made`` equals the run's (same input bytes, same parameters), else
+  recomputed. An existing destination that is neither is refused unless ``overwrite``; a folder
+  that holds anything other than a zarr store is refused even then (``overwrite`` replaces
+  files and zarr stores, never other folders).
+* **Atomic, owned writes.** A file is written under a hidden temporary name in its own folder and
+  renamed into place (``os.replace``); a store is written as a hidden temporary store and swapped
+  in once complete. Each temporary is owned (locked) by its writer (:mod:`napari_liif.owners`)
+  and removed only by it, or by a later run once the owner is gone. The rename is the only
+  commit and replaces only what the run checked (:class:`Claim`): a run that lost a race to
+  another keeps the other's result (``identical``, or an :class:`OutputError`). An interrupted
+  run leaves nothing under a final name, and replacing never writes into the old file (another
+  hard link to it keeps its bytes). A full disk is a :class:`DiskFullError`.
 
 Every refusal is an :class:`OutputError` whose one-line message starts with the path.
 """
