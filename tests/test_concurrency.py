@@ -33,6 +33,7 @@ import pytest
 from batch_helpers import tiny_checkpoint
 from helpers_models import one_torch_thread
 
+import napari_liif
 from napari_liif import outputs
 from napari_liif.api import upscale
 from napari_liif.cli import main
@@ -461,8 +462,9 @@ def test_the_record_names_the_input_bytes_and_parameters(capsys, tmp_path, ckpt,
     made = rec["made"]
     assert rec["name"] == "o.tif" and rec["sha256"] == "sha256:" + sha(dst) and rec["size"] == dst.stat().st_size
     assert made["input"] == "sha256:" + sha(src)
-    assert (made["scale"], made["size"], made["cell"], made["precision"], made["limits"], made["dask"]
-            if "dask" in made else None) == (2.0, None, "clamp", "float32", None, None)
+    assert (made["scale"], made["size"], made["cell"], made["precision"], made["limits"], made["percentiles"],
+            made["preserve_flux"], made["channel_axis"]) == (2.0, None, "clamp", "float32", None, None, False, None)
+    assert "dask" not in made and made["napari_liif"] == napari_liif.__version__
     assert made["model"].startswith("sha256:") and len(made["model"]) == 71
 
 
