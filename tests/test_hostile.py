@@ -393,7 +393,9 @@ def test_a_write_that_fails_halfway_leaves_nothing(tmp_path, user_file, gen, mon
 
     monkeypatch.setattr(io, "_encode", full_disk)
     report = run_batch(plan([str(tmp_path / "user")], str(tmp_path / "out"), scale=2), lambda a: a)
-    assert [(p.name, why) for p, why in report.failed] == [("a.png", "cannot write PNG (No space left on device)")]
+    out = tmp_path / "out" / "a.png"
+    assert [(p.name, why) for p, why in report.failed] == [
+        ("a.png", f"no space left on device writing {out}: free space or choose another -o")]
     assert listing(tmp_path / "out") == []
 
 

@@ -9,7 +9,10 @@ Shared by the command line and the batch widget. Rules:
 * with no ``output``, results go beside the input as ``<stem>_liif_x<S><suffix>``;
 * every destination goes through :mod:`napari_liif.outputs`: an output that is, holds or is
   another name for an input is refused, always; an existing output of ours is skipped
-  (resumable) unless ``overwrite``; anything else that exists is refused unless ``overwrite``;
+  (resumable) only if it was made from the same input bytes and parameters (its recorded
+  ``made``: :mod:`napari_liif.provenance`), else recomputed; anything else that exists is
+  refused unless ``overwrite``; a result another run committed meanwhile is kept (the race
+  rules of :class:`napari_liif.outputs.Claim`);
 * problems that can be seen before the work (names, unwritable folders, layouts, outputs too
   large for memory) raise before any file is read in full;
 * a file that fails is reported with its reason and the batch goes on.
@@ -17,6 +20,7 @@ Shared by the command line and the batch widget. Rules:
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import math
 import time
@@ -29,7 +33,8 @@ import numpy as np
 from .io import (READ_SUFFIXES, WRITE_SUFFIXES, ImageIOError, check_writable, image_axes, image_info, read_image,
                  write_image)
 from .ome import is_ome_tiff
-from .outputs import Inputs, OutputError, check_file, check_folder_writable, check_store
+from .outputs import Claim, Inputs, OutputError, check_file, check_folder_writable, check_store, remove_stale_in
+from .provenance import base_recipe, content_digest, normalize
 from .zarr_io import is_zarr
 
 
@@ -44,6 +49,11 @@ class Job:
     action: str = "write"  # or "skip": an output of ours exists (decided when planned)
     channel_axis: int | None = None  # decided from the file's header when planned
     problem: str | None = None  # why this file will fail, seen from its header (reported, not computed)
+    recipe: dict = field(default_factory=dict)  # the parameters recorded with the output (provenance)
+
+    def made(self) -> dict:
+        """What the output of this job is made from: the input's digest (hashed now) and the recipe."""
+        return normalize({"input": content_digest(self.src), **self.recipe})
 
 
 @dataclass
@@ -52,9 +62,11 @@ class BatchReport:
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     seconds: float = 0.0
+    same: list[Path] = field(default_factory=list)  # another run wrote the identical result meanwhile
 
     def summary(self) -> str:
-        lines = [f"{len(self.done)} upscaled, {len(self.skipped)} skipped (output exists), "
+        same = f"{len(self.same)} identical to another run's, " if self.same else ""
+        lines = [f"{len(self.done)} upscaled, {len(self.skipped)} skipped (output exists), {same}"
                  f"{len(self.failed)} failed in {self.seconds:.1f} s"]
         lines += [f"  failed: {p}: {why}" for p, why in self.failed]
         return "\n".join(lines)
@@ -141,7 +153,7 @@ _NOT_IN_NAMES = ("/", "\\", "\0")  # characters a suffix cannot add to a file na
 
 def plan(items: list[str], output: str | None, *, scale=None, size=None, fmt: str | None = None,
          suffix: str | None = None, overwrite: bool = False, dask: bool = False,
-         channel_axis: int | None = None, check_memory: bool = True) -> list[Job]:
+         channel_axis: int | None = None, check_memory: bool = True, recipe: dict | None = None) -> list[Job]:
     """Pair each input with its output and decide, before any work, whether it may be written.
 
     With no ``output``, results go beside their inputs as ``<stem><suffix><ext>``, and files
@@ -149,6 +161,9 @@ def plan(items: list[str], output: str | None, *, scale=None, size=None, fmt: st
     not taken as inputs again. ``dask`` plans zarr stores (``<stem>.zarr``). Each job's
     ``action`` is ``"write"`` or ``"skip"`` (our own output exists; see :mod:`napari_liif.outputs`),
     and its ``channel_axis`` is decided from the file's header (:func:`file_channel_axis`).
+    Each job's ``recipe`` is the scale or size and channel axis given, plus ``recipe`` (the
+    model and rendering options, :func:`napari_liif.provenance.model_recipe`; also passed to
+    :func:`run_batch`, which decides again).
     Raises :class:`BatchError` naming the offending path, also for an output larger than the
     memory available (``check_memory``).
     """
@@ -171,9 +186,11 @@ def plan(items: list[str], output: str | None, *, scale=None, size=None, fmt: st
         raise BatchError("several inputs map to the same output name; use distinct names or separate runs")
     guard = Inputs(j.src for j in jobs)
     check = check_store if dask else check_file
+    base = base_recipe(scale=scale, size=size, channel_axis=channel_axis)
     for j in jobs:
+        j.recipe = {**base, **(recipe or {})}
         try:
-            j.action = check(j.dst, guard, overwrite=overwrite)
+            j.action = check(j.dst, guard, overwrite=overwrite, made=j.made)
         except OutputError as exc:
             raise BatchError(str(exc)) from None
     for folder in dict.fromkeys(j.dst.parent for j in jobs if j.action == "write"):
@@ -255,14 +272,17 @@ def _header(src: Path, dask: bool):
 
 def run_batch(jobs: list[Job], upscale_one: Callable, *, overwrite: bool = False,
               on_file: Callable[[int, int, Path], None] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> BatchReport:
+              should_stop: Callable[[], bool] | None = None, recipe: dict | None = None) -> BatchReport:
     """Upscale each job's file with ``upscale_one(array) -> array``; never stop on one failure.
 
-    Each result is written under a hidden partial name and renamed when complete, so an
-    interrupted run never leaves a half-written file under the real name; our own outputs
-    that exist are skipped unless ``overwrite``; a destination that became unsafe since it
-    was planned (a file appeared there) is reported as that file's failure. A failure is
-    recorded as ``(src, reason)``, the reason being one line without the path.
+    Each result is written under a hidden partial name owned by this process and renamed when
+    complete, so an interrupted run never leaves a half-written file under the real name (the
+    partial files of runs that ended are removed first); our own outputs made from the same
+    input and parameters (the job's recipe, updated with ``recipe``) are skipped unless
+    ``overwrite``; a destination that became unsafe since it was planned (a file appeared
+    there) is reported as that file's failure; one that another run wrote meanwhile is kept
+    (``same`` if identical, else a failure). A failure is recorded as ``(src, reason)``, the
+    reason being one line without the path.
     ``upscale_one`` may take a second argument, the :class:`Job`.
     """
     import inspect
@@ -270,11 +290,19 @@ def run_batch(jobs: list[Job], upscale_one: Callable, *, overwrite: bool = False
     report, t0 = BatchReport(), time.perf_counter()
     guard = Inputs(j.src for j in jobs)
     with_job = len(inspect.signature(upscale_one).parameters) >= 2
+    folders: dict[Path, list[str]] = {}
+    for job in jobs:
+        job.recipe = {**job.recipe, **(recipe or {})}
+        folders.setdefault(job.dst.parent, []).append(job.dst.name)
+    for folder, names in folders.items():
+        with contextlib.suppress(OSError):
+            remove_stale_in(folder, names)
     for k, job in enumerate(jobs):
         if should_stop is not None and should_stop():
             break
+        claim = Claim().look(job.dst)
         try:
-            action = check_file(job.dst, guard, overwrite=overwrite)
+            action = check_file(job.dst, guard, overwrite=overwrite, made=job.made)
         except OutputError as exc:
             report.failed.append((job.src, _one_line(exc, job)))
             action = None
@@ -284,11 +312,12 @@ def run_batch(jobs: list[Job], upscale_one: Callable, *, overwrite: bool = False
             report.failed.append((job.src, _one_line(ImageIOError(job.problem), job)))
         elif action == "write":
             try:
+                claim.made = job.made()  # the input's bytes hashed before they are read
                 a = read_image(job.src)
                 result = upscale_one(a, job) if with_job else upscale_one(a)
-                write_image(job.dst, result, overwrite=True, record=True,
+                write_image(job.dst, result, overwrite=True, record=claim,
                             calibration=output_calibration(job, a.shape, result.shape))
-                report.done.append(job.src)
+                (report.same if claim.outcome == "identical" else report.done).append(job.src)
             except (ImageIOError, ValueError, TypeError, MemoryError, RuntimeError, OSError) as exc:
                 report.failed.append((job.src, _one_line(exc, job)))
         if on_file is not None:

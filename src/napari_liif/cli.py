@@ -93,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "processed), 2 bad arguments or refusals found before any work (missing input, an "
                                "unsafe or unwritable output, an output too large for memory, unusable checkpoint "
                                "or device). Inputs are never overwritten; an existing output is skipped if "
-                               "napari-liif wrote it, else refused unless --overwrite. Results are written under a "
-                               "hidden temporary name and renamed when complete.")
+                               "napari-liif wrote it from the same input and parameters (recomputed if not), else "
+                               "refused unless --overwrite. Results are written under a hidden temporary name and "
+                               "renamed when complete.")
     up.add_argument("inputs", nargs="+", help=f"files, folders or globs ({', '.join(READ_SUFFIXES)})")
     g = up.add_mutually_exclusive_group(required=True)
     g.add_argument("--scale", type=_scale, help="S or SY,SX (any positive number)")
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"upscale": "napari_liif.upscale_cmd:cmd_upscale", "info": cmd_info, "models": cmd_models, "view": cmd_view,
                 "sample": cmd_sample, "train": "napari_liif.train.cli:cmd_train", "data": "napari_liif.train.cli:cmd_data",
                 "evaluate": "napari_liif.train.cli:cmd_evaluate"}
-    with _quiet_libraries():
+    with _quiet_libraries(), _terminate_as_interrupt():
         return _run(handlers[args.command], args)
 
 
@@ -237,6 +238,38 @@ def _quiet_libraries():
             yield
     finally:
         root.removeHandler(null)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (or SIGHUP), raised like Ctrl-C so that every temporary output is removed."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """While a command runs, Ctrl-C, SIGTERM and SIGHUP end it the same way (its temporary
+    outputs removed, one line, a non-zero status), never in the middle of a step that must not
+    be cut in two (:func:`napari_liif.owners.signals_held`); a signal someone chose to ignore
+    (nohup) stays ignored."""
+    import signal
+    import threading
+
+    from .owners import interrupt
+
+    def handler(signum, frame):
+        interrupt(KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum))
+
+    saved = {}
+    if threading.current_thread() is threading.main_thread():
+        for name, default in (("SIGINT", signal.default_int_handler), ("SIGTERM", signal.SIG_DFL),
+                              ("SIGHUP", signal.SIG_DFL)):
+            sig = getattr(signal, name, None)
+            if sig is not None and signal.getsignal(sig) is default:
+                saved[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old)
 
 
 def _run(handler, args) -> int:
@@ -259,7 +292,13 @@ def _run(handler, args) -> int:
     except (MemoryError, OSError, RuntimeError) as exc:
         _error(exc)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Terminated):
+            import signal
+
+            sig = signal.Signals(exc.args[0])
+            print(f"napari-liif: stopped by {sig.name} (outputs not finished were not written)", file=sys.stderr)
+            return 128 + sig.value
         print("napari-liif: interrupted (outputs not finished were not written)", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - a bug of ours: still one line, never a traceback

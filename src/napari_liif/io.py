@@ -18,7 +18,7 @@ import numpy as np
 from .image_layout import (Layout, UnsupportedImage, apply_colormap, pillow_layout, pillow_pixels, straight_alpha,
                            tiff_layout)
 from .ome import is_ome_tiff
-from .outputs import atomic_file
+from .outputs import DiskFullError, OutputError, atomic_file
 
 READ_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy")
 WRITE_SUFFIXES = READ_SUFFIXES
@@ -234,8 +234,9 @@ def write_image(path: str | Path, data: np.ndarray, *, overwrite: bool = False, 
     The file is written under a hidden temporary name in the same folder and renamed into
     place, so ``path`` never holds a half-written image. An existing ``path`` is replaced only
     with ``overwrite``; a folder never. ``record`` notes the file as napari-liif's own in the
-    folder's log (:mod:`napari_liif.outputs`), which lets a batch skip it when resumed.
-    Every failure is an :class:`ImageIOError` whose message starts with the path.
+    folder's log (:mod:`napari_liif.outputs`), which lets a batch skip it when resumed; a
+    :class:`napari_liif.outputs.Claim` records what made it and guards the commit against
+    another run's. A full disk is a :class:`napari_liif.outputs.DiskFullError`; every other failure is an :class:`ImageIOError` whose message starts with the path.
     """
     path = Path(path)
     data = np.asarray(data)
@@ -251,7 +252,7 @@ def write_image(path: str | Path, data: np.ndarray, *, overwrite: bool = False, 
     try:
         with atomic_file(path, record=record) as tmp:
             _encode(tmp, suffix, data, calibration, is_ome_tiff(path))
-    except ImageIOError:
+    except (ImageIOError, DiskFullError, OutputError):  # a full disk, or another run's result: said as is
         raise
     except Exception as exc:  # noqa: BLE001 - every writer failure becomes one clear line
         raise ImageIOError(f"{path}: cannot write {suffix[1:].upper()} ({_reason(exc)})") from None

@@ -8,14 +8,21 @@ Rules (every writer follows them: files and folders, ``--dask`` zarr stores, the
   with an input inside, at any depth) or lies inside an input store is refused, even with
   ``overwrite``.
 * **Only our own outputs are replaced or skipped.** A file we wrote is recorded in the hidden log
-  ``.napari-liif-outputs`` of its folder (name, size, modification time); a zarr store we wrote
-  carries the attribute ``napari_liif`` and holds nothing but zarr files. An existing destination
-  that is neither is refused unless ``overwrite``; a folder that holds anything other than a zarr
-  store is refused even then (``overwrite`` replaces files and zarr stores, never other folders).
-* **Atomic writes.** A file is written under a hidden temporary name in its own folder and renamed
-  into place (``os.replace``); a store is written as a hidden temporary store and swapped in once
-  complete. An interrupted run leaves nothing under a final name, and replacing never writes into
-  the old file (another hard link to it keeps its bytes).
+  ``.napari-liif-outputs`` of its folder (name, size, modification time, SHA-256, and ``made``:
+  what made it, :mod:`napari_liif.provenance`); a zarr store we wrote carries the attribute
+  ``napari_liif`` (``complete``, ``made``) and holds nothing but zarr files. An output of ours
+  is skipped only when its ``made`` equals the run's (same input bytes, same parameters), else
+  recomputed. An existing destination that is neither is refused unless ``overwrite``; a folder
+  that holds anything other than a zarr store is refused even then (``overwrite`` replaces
+  files and zarr stores, never other folders).
+* **Atomic, owned writes.** A file is written under a hidden temporary name in its own folder and
+  renamed into place (``os.replace``); a store is written as a hidden temporary store and swapped
+  in once complete. Each temporary is owned (locked) by its writer (:mod:`napari_liif.owners`)
+  and removed only by it, or by a later run once the owner is gone. The rename is the only
+  commit and replaces only what the run checked (:class:`Claim`): a run that lost a race to
+  another keeps the other's result (``identical``, or an :class:`OutputError`). An interrupted
+  run leaves nothing under a final name, and replacing never writes into the old file (another
+  hard link to it keeps its bytes). A full disk is a :class:`DiskFullError`.
 
 Every refusal is an :class:`OutputError` whose one-line message starts with the path.
 """
@@ -23,14 +30,21 @@ Every refusal is an :class:`OutputError` whose one-line message starts with the 
 from __future__ import annotations
 
 import contextlib
+import errno
+import filecmp
+import hashlib
 import json
 import os
 import re
 import secrets
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from .owners import Owned, create_owned, folder_lock, lock_owned, signals_held, take_if_abandoned
+from .provenance import content_digest, normalize
 
 LOG_NAME = ".napari-liif-outputs"  # per folder: one JSON line per file we wrote
 _LOG_HEADER = {"napari_liif_outputs": 1}
@@ -117,10 +131,10 @@ def _log_path(folder: Path) -> Path:
 _LOGS: dict[Path, tuple[tuple, dict | None]] = {}  # parsed logs by folder, with the stat they were read at
 
 
-def _read_log(folder: Path) -> dict[str, dict] | None:
-    """{name: record} from the folder's log; {} when there is none; None when a file of that name
-    exists that is not ours (it is then never written). Parsed once per version of the log, so
-    planning a folder of many files reads it once."""
+def _read_log(folder: Path) -> dict[str, list[dict]] | None:
+    """{name: [records, oldest first]} from the folder's log; {} when there is none; None when a
+    file of that name exists that is not ours (it is then never written). Parsed once per
+    version of the log, so planning a folder of many files reads it once."""
     path = _log_path(folder)
     try:
         st = os.stat(path)
@@ -139,7 +153,7 @@ def _read_log(folder: Path) -> dict[str, dict] | None:
     return records
 
 
-def _parse_log(path: Path) -> dict[str, dict] | None:
+def _parse_log(path: Path) -> dict[str, list[dict]] | None:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError):
@@ -149,28 +163,36 @@ def _parse_log(path: Path) -> dict[str, dict] | None:
             return None
     except (IndexError, json.JSONDecodeError):
         return None
-    records = {}
+    records: dict[str, list[dict]] = {}
     for line in lines[1:]:
         try:
             rec = json.loads(line)
-            records[str(rec["name"])] = rec
+            records.setdefault(str(rec["name"]), []).append(rec)
         except (json.JSONDecodeError, KeyError, TypeError):
             continue  # a line torn by an interrupted append: ignored
     return records
 
 
-def record_file(path: str | Path) -> None:
-    """Note in the folder's log that napari-liif wrote ``path`` (its size and modification time)."""
+def record_file(path: str | Path, *, made: dict | None = None, source: str | Path | None = None) -> None:
+    """Note in the folder's log that napari-liif wrote ``path``: its size, modification time and
+    SHA-256, and ``made`` (what made it: :mod:`napari_liif.provenance`). ``source``: the file
+    that holds those bytes now and is about to be renamed to ``path`` (the default: ``path``)."""
     path = Path(path)
     log = _log_path(path.parent)
     new = not os.path.lexists(log)
     if not new and not _log_is_ours(log):
         return  # someone else's file under our log's name: left alone (the output counts as theirs)
-    st = os.lstat(path)
+    src = Path(source) if source is not None else path
+    st = os.lstat(src)
+    rec = {"name": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": content_digest(src)}
+    if made is not None:
+        rec["made"] = made
     with open(log, "a", encoding="utf-8") as f:
         if new:
             f.write(json.dumps(_LOG_HEADER) + "\n")
-        f.write(json.dumps({"name": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}) + "\n")
+        f.write(json.dumps(rec) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _log_is_ours(log: Path) -> bool:
@@ -181,16 +203,27 @@ def _log_is_ours(log: Path) -> bool:
         return False
 
 
-def made_by_us(path: str | Path) -> bool:
-    """True if ``path`` is a regular file that napari-liif wrote and nobody changed since."""
+def our_record(path: str | Path) -> dict | None:
+    """The log record of ``path`` if it is a regular file that napari-liif wrote and nobody
+    changed since (same size, time and bytes), else None."""
     path = Path(path)
     try:
         st = os.lstat(path)
     except OSError:
-        return False
-    rec = (_read_log(path.parent) or {}).get(path.name)
-    return (rec is not None and path.is_file() and not path.is_symlink()
-            and rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns)
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    for rec in reversed((_read_log(path.parent) or {}).get(path.name, [])):
+        if rec.get("size") != st.st_size or rec.get("mtime_ns") != st.st_mtime_ns:
+            continue
+        if "sha256" not in rec or rec["sha256"] == content_digest(path):
+            return rec  # records of earlier versions have no digest: size and time decide
+    return None
+
+
+def made_by_us(path: str | Path) -> bool:
+    """True if ``path`` is a regular file that napari-liif wrote and nobody changed since."""
+    return our_record(path) is not None
 
 
 # -- zarr stores -----------------------------------------------------------------------------
@@ -221,6 +254,12 @@ def _zarr_attrs(store: Path) -> dict | None:
     return None
 
 
+def store_mark(store: str | Path) -> dict:
+    """Our attribute of a store (``{"complete": bool, "made": {...}}``), or {}."""
+    mark = (_zarr_attrs(Path(store)) or {}).get(ZARR_KEY)
+    return mark if isinstance(mark, dict) else {}
+
+
 def store_state(store: str | Path) -> str:
     """``absent``, ``empty`` (an empty folder), ``ours`` (a complete store we wrote), ``ours-partial``,
     ``foreign-store`` (a zarr store, not ours), ``folder`` (holds other things) or ``file``."""
@@ -241,9 +280,18 @@ def store_state(store: str | Path) -> str:
 
 
 # -- the decision ------------------------------------------------------------------------------
-def check_file(dst: str | Path, inputs: Inputs | None = None, *, overwrite: bool = False) -> str:
-    """Whether the file ``dst`` may be written: ``"write"``, ``"skip"`` (an output of ours that
-    exists; resumable) or an :class:`OutputError`."""
+def _same(recorded, made) -> bool:
+    """Whether a recorded ``made`` equals the one a run would write (``made``: a dict or a
+    callable giving one, called only here); never for a record without one."""
+    if recorded is None or made is None:
+        return False
+    return normalize(recorded) == normalize(made() if callable(made) else made)
+
+
+def check_file(dst: str | Path, inputs: Inputs | None = None, *, overwrite: bool = False, made=None) -> str:
+    """Whether the file ``dst`` may be written: ``"write"``, ``"skip"`` (an output of ours made
+    from the same input and parameters: ``made``, a dict or a callable giving one) or an
+    :class:`OutputError`. An output of ours made otherwise is ``"write"``: recomputed."""
     dst = Path(dst)
     refuse_inputs(dst, inputs)
     if not os.path.lexists(dst):
@@ -253,24 +301,25 @@ def check_file(dst: str | Path, inputs: Inputs | None = None, *, overwrite: bool
     if not dst.is_symlink() and not dst.is_file():
         raise OutputError(f"{dst}: is not a regular file (a device, pipe or socket); napari-liif never replaces "
                           "it, even with --overwrite: choose another -o")
-    if made_by_us(dst):
-        return "write" if overwrite else "skip"
+    rec = our_record(dst)
+    if rec is not None:
+        return "skip" if not overwrite and _same(rec.get("made"), made) else "write"
     if overwrite:
         return "write"
     raise OutputError(f"{dst}: exists and was not written by napari-liif (or was changed since); "
                       "pass --overwrite to replace it, or choose another -o")
 
 
-def check_store(dst: str | Path, inputs: Inputs | None = None, *, overwrite: bool = False) -> str:
+def check_store(dst: str | Path, inputs: Inputs | None = None, *, overwrite: bool = False, made=None) -> str:
     """Whether the zarr store ``dst`` may be written: ``"write"``, ``"skip"`` (a complete store of
-    ours) or an :class:`OutputError`."""
+    ours made from the same input and parameters, ``made``) or an :class:`OutputError`."""
     dst = Path(dst)
     refuse_inputs(dst, inputs)
     state = store_state(dst)
     if state in ("absent", "empty", "ours-partial"):
         return "write"
     if state == "ours":
-        return "write" if overwrite else "skip"
+        return "skip" if not overwrite and _same(store_mark(dst).get("made"), made) else "write"
     if state == "folder":
         what = foreign_entry(dst) if _zarr_attrs(dst) is not None else None
         detail = f"holds {what.relative_to(dst)}, which is not part of a zarr store" if what else \
@@ -301,72 +350,267 @@ def check_folder_writable(folder: str | Path) -> None:
 
 
 # -- writing -----------------------------------------------------------------------------------
+_UNSEEN = object()
+
+
+class DiskFullError(OSError):
+    """The disk (or quota) filled up while writing an output; nothing was left under its name."""
+
+    def __init__(self, dst: Path):
+        self.message = f"no space left on device writing {dst}: free space or choose another -o"
+        super().__init__(errno.ENOSPC, self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+_SHORT_WRITE = re.compile(r"(\d+) requested and (\d+) written")
+
+
+def _disk_full(exc: BaseException, folder: Path) -> bool:
+    """Whether ``exc`` (or what caused it) says the device is full: ENOSPC, EDQUOT, or a short
+    write (numpy's "N requested and M written") with less than N bytes free."""
+    seen = 0
+    while exc is not None and seen < 8 and not isinstance(exc, DiskFullError):
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        m = _SHORT_WRITE.search(str(exc))
+        if m:
+            with contextlib.suppress(OSError, AttributeError):
+                st = os.statvfs(folder)
+                return st.f_bavail * st.f_frsize < int(m[1])
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+class Claim:
+    """What a run knows about a destination it is about to write: ``made`` (the record to write
+    with it) and ``seen`` (its state when it was checked, :func:`fingerprint`). The commit
+    replaces only that state; if another run committed meanwhile, the outcome is
+    ``"identical"`` (the same record and bytes: kept, this one dropped) or an
+    :class:`OutputError`. ``outcome``: ``"written"`` or ``"identical"`` once committed."""
+
+    def __init__(self, made: dict | None = None):
+        self.made = None if made is None else normalize(made)
+        self.seen = _UNSEEN
+        self.outcome: str | None = None
+
+    def look(self, dst: str | Path) -> Claim:
+        """Note the state of ``dst`` now (before it is checked)."""
+        self.seen = fingerprint(dst)
+        return self
+
+
+def fingerprint(dst: str | Path) -> tuple | None:
+    """The identity and version of what is at ``dst`` (None: nothing): device, inode, size,
+    times, and for a store those of its root metadata."""
+    def one(p):
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+    dst = Path(dst)
+    top = one(dst)
+    if top is None or not dst.is_dir() or dst.is_symlink():
+        return top
+    return top + tuple(one(dst / f) for f in (".zattrs", ".zgroup", ".zarray", "zarr.json"))
+
+
 def _temp_name(dst: Path, kind: str) -> Path:
-    return dst.with_name(f".{dst.name}.{kind}-{secrets.token_hex(4)}{dst.suffix}")
+    """``.NAME.KIND-TOKEN.SUFFIX``: the token's second half checks its first (a file a user named
+    so by chance is never taken for one of ours)."""
+    head = secrets.token_hex(4)
+    return dst.with_name(f".{dst.name}.{kind}-{head}{_check(head, dst.name)}{dst.suffix}")
+
+
+def _check(head: str, name: str) -> str:
+    return hashlib.sha256(f"{head}/{name}".encode()).hexdigest()[:8]
+
+
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<kind>partial|old)-(?P<head>[0-9a-f]{8})(?P<check>[0-9a-f]{8})?(?P<suf>.*)$")
+
+
+def _create_file(path: Path) -> None:
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+
+
+def _own_temp(dst: Path, make) -> Owned:
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        return create_owned(lambda: _temp_name(dst, "partial"), make)
+    except OSError as exc:
+        if _disk_full(exc, dst.parent):
+            raise DiskFullError(dst) from None
+        raise
 
 
 @contextlib.contextmanager
-def atomic_file(dst: str | Path, *, record: bool = True) -> Iterator[Path]:
-    """Yield a temporary path beside ``dst`` to write; on success it is renamed to ``dst``
-    (and recorded as ours), on any failure or interrupt removed. The caller checks ``dst`` first."""
+def atomic_file(dst: str | Path, *, record: bool | Claim = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``dst`` to write, owned (locked) by this process; on
+    success it is renamed to ``dst`` and recorded as ours (with ``record.made`` when ``record``
+    is a :class:`Claim`, whose ``seen`` state the commit checks); on any failure or interrupt
+    removed. A full disk is a :class:`DiskFullError`. The caller checks ``dst`` first."""
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(dst, "partial")
+    claim = record if isinstance(record, Claim) else Claim()
+    owned = None
     try:
-        yield tmp
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        with signals_held():  # an interrupt here is taken inside the try, with the temporary known
+            owned = _own_temp(dst, _create_file)
+        yield owned.path
+        _commit_file(dst, owned.path, claim, bool(record))
+    except BaseException as exc:
+        full = _disk_full(exc, dst.parent)
+        if owned is not None:
+            with contextlib.suppress(OSError):
+                owned.path.unlink()
+        if full:
+            raise DiskFullError(dst) from None
         raise
-    if record:
-        record_file(dst)
+    finally:
+        if owned is not None:
+            owned.release()
+
+
+def _changed(claim: Claim, now) -> bool:
+    return claim.seen is not _UNSEEN and now is not None and now != claim.seen
+
+
+def _commit_file(dst: Path, tmp: Path, claim: Claim, record: bool) -> None:
+    with signals_held(), folder_lock(dst.parent):
+        if _changed(claim, fingerprint(dst)):
+            rec = our_record(dst)
+            same = rec is not None and _same(rec.get("made"), claim.made)
+            _lost_race(dst, tmp, claim, rec is not None, same and filecmp.cmp(tmp, dst, shallow=False))
+            return
+        if record:
+            record_file(dst, made=claim.made, source=tmp)  # first: a failed record leaves nothing committed
+        os.replace(tmp, dst)
+    claim.outcome = "written"
+
+
+def _lost_race(dst: Path, tmp: Path, claim: Claim, ours: bool, identical: bool) -> None:
+    """Another run committed ``dst`` while this one worked: keep its result, drop ours."""
+    _remove_store(tmp)
+    if identical:
+        claim.outcome = "identical"
+        return
+    if not ours:
+        raise OutputError(f"{dst}: appeared while this run worked and was not written by napari-liif; "
+                          "left it as it is: choose another -o")
+    raise OutputError(f"{dst}: another napari-liif run wrote it while this one worked, "
+                      f"{'with other values' if _same_made(dst, claim) else 'from another input or parameters'}; "
+                      "kept that result: run again to redo this one")
+
+
+def _same_made(dst: Path, claim: Claim) -> bool:
+    rec = store_mark(dst) if dst.is_dir() else (our_record(dst) or {})
+    return _same(rec.get("made"), claim.made)
 
 
 def _remove_store(path: Path) -> None:
-    """Remove a store of ours (or a link to one: the link only)."""
+    """Remove a store or file of ours (or a link to one: the link only)."""
     if path.is_symlink() or not path.is_dir():
-        path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
     else:
-        shutil.rmtree(path)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def atomic_store(dst: str | Path) -> Iterator[Path]:
-    """Yield a temporary store path beside ``dst``; when the block ends normally it replaces
-    ``dst`` (moved aside first, removed after the swap); on any failure it is removed.
-    The caller checks ``dst`` first (:func:`check_store`)."""
+def atomic_store(dst: str | Path, claim: Claim | None = None) -> Iterator[Path]:
+    """Yield a temporary store folder beside ``dst``, owned (locked) by this process; when the
+    block ends normally it replaces ``dst`` (moved aside first, removed after the swap) if
+    ``dst`` is still as ``claim`` saw it, else the race rules apply (:class:`Claim`); on any
+    failure it is removed. The caller checks ``dst`` first (:func:`check_store`)."""
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(dst, "partial")
+    claim = claim or Claim()
+    owned = None
     try:
-        yield tmp
-    except BaseException:
-        if os.path.lexists(tmp):
-            with contextlib.suppress(OSError):
-                _remove_store(tmp)
+        with signals_held():  # as in atomic_file
+            owned = _own_temp(dst, os.mkdir)
+        yield owned.path
+        _commit_store(dst, owned.path, claim)
+    except BaseException as exc:
+        full = _disk_full(exc, dst.parent)
+        if owned is not None and os.path.lexists(owned.path):
+            _remove_store(owned.path)
+        if full:
+            raise DiskFullError(dst) from None
         raise
+    finally:
+        if owned is not None:
+            owned.release()
+
+
+def _commit_store(dst: Path, tmp: Path, claim: Claim) -> None:
+    if store_state(tmp) != "ours":
+        raise OutputError(f"{dst}: the finished temporary store {tmp.name} is not complete; nothing was replaced")
     old = None
-    if os.path.lexists(dst):
-        old = _temp_name(dst, "old")
-        os.rename(dst, old)
-    os.rename(tmp, dst)
+    with signals_held(), folder_lock(dst.parent):  # the swap is never cut in two
+        if _changed(claim, fingerprint(dst)):
+            ours = store_state(dst) == "ours"
+            same = ours and _same(store_mark(dst).get("made"), claim.made)
+            _lost_race(dst, tmp, claim, ours, same and _same_tree(tmp, dst))
+            return
+        if os.path.lexists(dst):
+            aside = _temp_name(dst, "old")
+            os.rename(dst, aside)
+            old = lock_owned(aside)
+        try:
+            os.rename(tmp, dst)
+        except BaseException:
+            if old is not None:
+                os.rename(old.path, dst)
+            raise
+    claim.outcome = "written"
     if old is not None:
-        _remove_store(old)
+        try:
+            _remove_store(old.path)
+        finally:
+            old.release()
+
+
+def _same_tree(a: Path, b: Path) -> bool:
+    """Whether two folders hold the same files with the same bytes."""
+    def files(root: Path) -> list[str]:
+        return sorted(str(Path(r, f).relative_to(root)) for r, _, fs in os.walk(root) for f in fs)
+    names = files(a)
+    return names == files(b) and all(filecmp.cmp(a / n, b / n, shallow=False) for n in names)
 
 
 def remove_stale_partials(dst: str | Path) -> list[Path]:
-    """Remove temporary stores of ``dst`` left by an interrupted run: only hidden folders named as
-    :func:`atomic_store` names them that are incomplete stores of ours holding only zarr files."""
+    """Remove the temporaries of ``dst`` whose owner is gone (:mod:`napari_liif.owners`)."""
     dst = Path(dst)
-    pattern = re.compile(rf"^\.{re.escape(dst.name)}\.(partial|old)-[0-9a-f]{{8}}{re.escape(dst.suffix)}$")
-    removed = []
-    if not dst.parent.is_dir():
+    return remove_stale_in(dst.parent, [dst.name])
+
+
+def remove_stale_in(folder: str | Path, names) -> list[Path]:
+    """Remove the temporaries of the outputs ``names`` in ``folder`` left by runs that ended
+    (killed, crashed): only hidden entries named as :func:`atomic_file` and :func:`atomic_store`
+    name them whose owner's lock is free; files only with a valid name check, stores only when
+    they hold nothing but a store of ours. A temporary of a live run is never touched."""
+    folder, names = Path(folder), set(names)
+    removed: list[Path] = []
+    if not folder.is_dir():
         return removed
-    for p in dst.parent.iterdir():
-        if pattern.match(p.name) and not p.is_symlink() and store_state(p) in ("ours-partial", "ours"):
-            shutil.rmtree(p)
-            removed.append(p)
+    with folder_lock(folder):
+        for p in folder.iterdir():
+            m = _TEMP.match(p.name)
+            if not m or m["name"] not in names or m["suf"] != Path(m["name"]).suffix or p.is_symlink():
+                continue
+            if p.is_dir():
+                if store_state(p) not in ("ours-partial", "ours", "empty"):
+                    continue
+            elif not (p.is_file() and m["check"] == _check(m["head"], m["name"])):
+                continue
+            owned = take_if_abandoned(p)
+            if owned is not None:
+                try:
+                    _remove_store(p)
+                    removed.append(p)
+                finally:
+                    owned.release()
     return removed
 
 

@@ -58,7 +58,7 @@ def cmd_upscale(args) -> int:
         file_done_line(k, n, src, now - last[0], args.quiet, sizes.get(src, 0))
         last[0] = now
 
-    report = run_batch(jobs, one, overwrite=args.overwrite, on_file=on_file)
+    report = run_batch(jobs, one, overwrite=args.overwrite, on_file=on_file, recipe=_recipe(args, model))
     files.close()
     return _report(jobs, report, "exists (use --overwrite)")
 
@@ -75,12 +75,23 @@ def _model(args):
     return get_model(args.checkpoint, args.device, args.precision)
 
 
+def _recipe(args, model) -> dict:
+    """What an output of this run is made with, besides its input (:mod:`napari_liif.provenance`)."""
+    from .provenance import model_recipe
+
+    extra = {"dask": True, "chunk": args.chunk} if args.dask else {}
+    return model_recipe(model, cell=args.cell, limits=args.limits, percentiles=args.percentiles,
+                        preserve_flux=args.preserve_flux, **extra)
+
+
 def _report(jobs: list[Job], report: BatchReport, skipped: str) -> int:
     for src, why in report.failed:
         print(f"napari-liif: error: {src}: {why}", file=sys.stderr)
     if len(jobs) == 1:
         if report.done:
             print(f"wrote {jobs[0].dst}")
+        elif report.same:
+            print(f"kept: {jobs[0].dst}: another napari-liif run wrote the identical result meanwhile")
         elif report.skipped:
             print(f"skipped: {jobs[0].dst} {skipped}")
     else:
@@ -154,7 +165,7 @@ def _to_ngff(out, axes, scale, translation, units):
     return out, *([seq[k] for k in perm] for seq in (axes, scale, translation, units))
 
 
-def _dask_one(job: Job, args, model, client, guard) -> int:
+def _dask_one(job: Job, args, model, client, guard, claim) -> int:
     """Upscale one input into its store; returns the number of output values."""
     from .api import output_hw
     from .dask_upscale import upscale_dask
@@ -176,7 +187,7 @@ def _dask_one(job: Job, args, model, client, guard) -> int:
     out, axes, scale, translation, units = _to_ngff(out, *_ome_calibration(job, a.shape, out.shape, guess))
     with _progress(args, client):
         write_zarr(out, job.dst, axes=axes, scale=scale, translation=translation, units=units, levels=None,
-                   overwrite=True, inputs=guard)
+                   overwrite=True, inputs=guard, claim=claim)
     return int(out.size)
 
 
@@ -222,10 +233,11 @@ def cmd_upscale_dask(args) -> int:
 
     Outputs are OME-Zarr multiscale pyramids where the layout fits (gray planes, stacks, leading
     channels), keeping the input's calibration rescaled, and plain zarr arrays otherwise (RGB). Each store is written under a hidden temporary name and
-    swapped in when complete; complete stores of ours are skipped unless --overwrite.
+    swapped in when complete; complete stores of ours made from the same input and parameters
+    are skipped unless --overwrite, other stores of ours recomputed.
     """
     from .io import ImageIOError
-    from .outputs import Inputs, check_store, remove_stale_partials
+    from .outputs import Claim, Inputs, check_store, remove_stale_partials
 
     if getattr(args, "fmt", None):
         raise BatchError(f"--dask writes zarr stores; drop --format {args.fmt}")
@@ -234,20 +246,24 @@ def cmd_upscale_dask(args) -> int:
     jobs = plan(args.inputs, args.output, scale=args.scale, size=args.size, suffix=args.suffix,
                 overwrite=args.overwrite, dask=True, channel_axis=args.channel_axis)
     model = _model(args)
+    recipe = _recipe(args, model)
     client = _client_from_config()
     report, t0 = BatchReport(), time.perf_counter()
     guard = Inputs(j.src for j in jobs)
     try:
         for job in jobs:
             try:
-                if check_store(job.dst, guard, overwrite=args.overwrite) == "skip":
+                job.recipe = {**job.recipe, **recipe}
+                claim = Claim().look(job.dst)
+                if check_store(job.dst, guard, overwrite=args.overwrite, made=job.made) == "skip":
                     report.skipped.append(job.src)
                     continue
                 remove_stale_partials(job.dst)
                 t1 = time.perf_counter()
-                size = _dask_one(job, args, model, client, guard)
-                report.done.append(job.src)
-                file_done_line(len(report.done) + len(report.failed), len(jobs), job.src,
+                claim.made = job.made()
+                size = _dask_one(job, args, model, client, guard, claim)
+                (report.same if claim.outcome == "identical" else report.done).append(job.src)
+                file_done_line(len(report.done) + len(report.same) + len(report.failed), len(jobs), job.src,
                                time.perf_counter() - t1, args.quiet, size)
             except (ImageIOError, ValueError, TypeError, MemoryError, RuntimeError, OSError) as exc:
                 text = (str(exc).strip().splitlines() or [""])[0] or type(exc).__name__

@@ -19,12 +19,15 @@
 from __future__ import annotations
 
 import os
+import secrets
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from .ome import multiscales
-from .outputs import ZARR_KEY, Inputs, OutputError, atomic_store, check_store
+from .outputs import ZARR_KEY, Claim, Inputs, OutputError, atomic_store, check_store, store_state
+from .owners import signals_held
 
 DEFAULT_CHUNK = 512
 SLASH_KEYS = {"name": "v2", "separator": "/"}  # chunk keys as NGFF wants them: 0/0/0, not 0.0.0
@@ -191,7 +194,7 @@ def _downsample(a, axes):
     return m.astype(dtype)
 
 
-def _write_levels(root, axes, chunks, levels: int) -> None:
+def _write_levels(root, axes, chunks, levels: int, writes: _Writes) -> None:
     """Levels 1.. of the pyramid, each from the one before it as stored."""
     import dask.array as da
 
@@ -200,13 +203,66 @@ def _write_levels(root, axes, chunks, levels: int) -> None:
         lv = _downsample(prev, axes)
         ch = tuple(min(c, n) for c, n in zip(chunks, lv.shape))
         target = root.create_array(str(k), shape=lv.shape, chunks=ch, dtype=lv.dtype, chunk_key_encoding=SLASH_KEYS)
-        da.store(lv.rechunk(ch), target, lock=False)
+        da.store(lv.rechunk(ch), writes.into(target), lock=False)
         prev = da.from_zarr(target)
+
+
+_WRITES: dict[str, _Writes] = {}  # this process's stores being written, by token
+
+
+class _Writes:
+    """The chunk writes into one temporary store, which end for good when the store is given
+    up: :meth:`stop` waits for the writes in flight and refuses later ones, so that nothing
+    recreates the store's folder after it is removed (dask's threads outlive an interrupt)."""
+
+    def __init__(self):
+        self.token = secrets.token_hex(8)
+        self.cond = threading.Condition()
+        self.busy, self.stopped = 0, False
+        _WRITES[self.token] = self
+
+    def into(self, target) -> _Guarded:
+        return _Guarded(target, self.token)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        with self.cond:
+            self.stopped = True
+            self.cond.wait_for(lambda: self.busy == 0, timeout)
+
+    def done(self) -> None:
+        """Forget a store written to the end (a stopped one stays, to refuse late writes)."""
+        _WRITES.pop(self.token, None)
+
+
+class _Guarded:
+    """A zarr array that writes only while its store is wanted (:class:`_Writes`); picklable,
+    and a plain writer in another process (a distributed worker)."""
+
+    def __init__(self, target, token: str):
+        self.target, self.token = target, token
+        self.shape, self.dtype = target.shape, target.dtype
+
+    def __setitem__(self, key, value) -> None:
+        w = _WRITES.get(self.token)
+        if w is None:
+            self.target[key] = value
+            return
+        with w.cond:
+            if w.stopped:
+                raise RuntimeError("the store is no longer being written")
+            w.busy += 1
+        try:
+            self.target[key] = value
+        finally:
+            with w.cond:
+                w.busy -= 1
+                w.cond.notify_all()
 
 
 def write_zarr(array, path, *, axes: list[str] | None = None, scale=None, translation=None,
                overwrite: bool = False, compute: bool = True, name: str | None = None,
-               inputs: Inputs | None = None, units=None, levels: int | None = 1):
+               inputs: Inputs | None = None, units=None, levels: int | None = 1, made: dict | None = None,
+               claim: Claim | None = None):
     """Write a (dask) array to a zarr store chunk by chunk, atomically.
 
     With ``axes`` (OME-NGFF names in t, c, z, y, x order) the store is an OME-Zarr 0.4 image:
@@ -220,14 +276,23 @@ def write_zarr(array, path, *, axes: list[str] | None = None, scale=None, transl
 
     An existing ``path`` is replaced only with ``overwrite`` (or when it is an incomplete store of
     ours); a folder holding anything but a zarr store, or anything in ``inputs``, never.
-    Returns the path, or with ``compute=False`` a dask Delayed that writes and swaps in the
-    store when computed.
+    ``made`` (what made the array: :mod:`napari_liif.provenance`) is kept in the store's
+    ``napari_liif`` attribute. ``claim`` (:class:`napari_liif.outputs.Claim`, its ``seen``
+    taken before the caller checked ``path``) makes the swap replace only what was checked:
+    if another run wrote ``path`` meanwhile, ``claim.outcome`` is ``"identical"`` or an
+    :class:`OutputError` is raised. Returns the path, or with ``compute=False`` a dask Delayed
+    that writes and swaps in the store when computed.
     """
     import dask
     import dask.array as da
 
     path = Path(path)
-    if check_store(path, inputs, overwrite=overwrite) == "skip":
+    if claim is None:
+        claim = Claim(made).look(path)
+    elif made is not None:
+        claim.made = Claim(made).made
+    check_store(path, inputs, overwrite=overwrite)
+    if not overwrite and store_state(path) == "ours":
         raise OutputError(f"{path}: exists (a complete store written by napari-liif); "
                           "pass overwrite=True to replace it")
     a = array if isinstance(array, da.Array) else da.from_array(np.asarray(array))
@@ -237,24 +302,34 @@ def write_zarr(array, path, *, axes: list[str] | None = None, scale=None, transl
     if any(len(set(c[:-1])) > 1 or c[-1] > c[0] for c in a.chunks):
         a = a.rechunk(chunks)
     n_levels = 1 if axes is None else (pyramid_levels(a.shape, axes, chunks) if levels is None else max(1, int(levels)))
-    swap = atomic_store(path)
-    tmp = swap.__enter__()
+    swap = atomic_store(path, claim)
+    writes = _Writes()
+    tmp = None
+
+    def give_up(exc: BaseException):
+        writes.stop()  # stays registered, stopped: a late chunk write from a dask thread is refused
+        if tmp is not None:
+            swap.__exit__(type(exc), exc, exc.__traceback__)  # removes the temporary store; may raise another
+
     try:
+        with signals_held():  # the temporary is known to give_up before any interrupt is taken
+            tmp = swap.__enter__()
         target, marker, root = _create(tmp, a, chunks, axes, scale, translation, name or path.stem, units, n_levels)
         marker.attrs[ZARR_KEY] = {"complete": False}
-        stored = da.store(a, target, lock=False, compute=False)
+        stored = da.store(a, writes.into(target), lock=False, compute=False)
     except BaseException as exc:
-        swap.__exit__(type(exc), exc, exc.__traceback__)
+        give_up(exc)
         raise
 
     def finish(_stored=None):
         try:
             if n_levels > 1:
-                _write_levels(root, axes, chunks, n_levels)
+                _write_levels(root, axes, chunks, n_levels, writes)
+            marker.attrs[ZARR_KEY] = {"complete": True, **({"made": claim.made} if claim.made is not None else {})}
         except BaseException as exc:
-            swap.__exit__(type(exc), exc, exc.__traceback__)
+            give_up(exc)
             raise
-        marker.attrs[ZARR_KEY] = {"complete": True}
+        writes.done()
         swap.__exit__(None, None, None)
         return path
 
@@ -263,7 +338,7 @@ def write_zarr(array, path, *, axes: list[str] | None = None, scale=None, transl
     try:
         stored.compute()
     except BaseException as exc:
-        swap.__exit__(type(exc), exc, exc.__traceback__)
+        give_up(exc)
         raise
     return finish()
 

@@ -431,6 +431,7 @@ class UpscaleWidget(ViewerDockWidget):
     def _folder_work(self, jobs, target: dict, options: dict):
         from ..api import get_model, upscale
         from ..batch import run_batch
+        from ..provenance import model_recipe
 
         model = get_model(options["checkpoint"], options["device"], options["precision"])
 
@@ -438,8 +439,10 @@ class UpscaleWidget(ViewerDockWidget):
             return upscale(a, model=model, cell=options["cell"], limits=options["limits"],
                            percentiles=options["percentiles"], channel_axis=job.channel_axis, **target)
 
+        recipe = model_recipe(model, cell=options["cell"], limits=options["limits"],
+                              percentiles=options["percentiles"])  # outputs made otherwise are recomputed
         return run_batch(jobs, one, on_file=lambda k, n, p: self.progressed.emit(k, n),
-                         should_stop=self.stop_requested)
+                         should_stop=self.stop_requested, recipe=recipe)
 
     def _folder_done(self, report) -> str:
         self.last_report = report
