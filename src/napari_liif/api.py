@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import flux
+from . import flux, isotropic
 from .codec import PlaneCodec, channel_jobs, intensity_maps, job_part, layout
 from .intensity import check_options, constant_value
 from .masks import is_masked, upscale_masked
@@ -121,9 +121,14 @@ def output_shape(shape, *, scale=None, size=None, channel_axis: int | None = Non
     spatial = a.shape[-3:-1] if kind != "gray" else a.shape[-2:]
     if len(spatial) < 2 or a.size == 0:
         raise ValueError(f"image must have two spatial axes and at least one pixel, got shape {tuple(shape)}")
-    out_hw = output_hw(tuple(spatial), scale, size)
-    lead = a.shape[:-3] if kind != "gray" else a.shape[:-2]
-    out = lead + out_hw + ((a.shape[-1],) if kind != "gray" else ())
+    zsplit = isotropic.split(scale, size)
+    if zsplit is not None:
+        out_hw = output_hw(tuple(spatial), *zsplit[1:])
+        out = isotropic.output_shape(a.shape, kind, zsplit[0], out_hw)
+    else:
+        out_hw = output_hw(tuple(spatial), scale, size)
+        lead = a.shape[:-3] if kind != "gray" else a.shape[:-2]
+        out = lead + out_hw + ((a.shape[-1],) if kind != "gray" else ())
     if ch_axis is not None:
         out = out[:-1][:ch_axis] + out[-1:] + out[:-1][ch_axis:]
     return tuple(int(n) for n in out), out_hw
@@ -175,11 +180,12 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
         2D gray (H, W); stacks (..., H, W) such as (z, y, x) or (t, z, y, x), upscaled plane by
         plane; RGB(A) (..., H, W, 3|4); or independent channels at ``channel_axis``.
         uint8, uint16, any integer, bool or float (float16/32/64).
-    scale : float or (float, float)
+    scale : float or (float, float) or (float, float, float)
         Output/input size ratio (rows, cols); non-integer and anisotropic allowed. Each
-        spatial axis of n pixels becomes ``max(1, round(n * scale))`` pixels.
-    size : (int, int)
-        Output (rows, cols) instead of ``scale``; the grid spans the whole input at pixel
+        spatial axis of n pixels becomes ``max(1, round(n * scale))`` pixels. Three numbers
+        (z, rows, cols) upscale the stack's z axis too (:mod:`napari_liif.isotropic`).
+    size : (int, int) or (int, int, int)
+        Output (rows, cols), or (z, rows, cols), instead of ``scale``; the grid spans the whole input at pixel
         centres and the cell is (2/rows, 2/cols), as in the official LIIF demo.
     model : LiifModel, path or None
         None uses the bundled default model.
@@ -252,6 +258,13 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
     spatial = a.shape[-3:-1] if kind != "gray" else a.shape[-2:]
     if len(spatial) < 2 or a.size == 0:
         raise ValueError(f"image must have two spatial axes and at least one pixel, got shape {np.shape(image)}")
+    zsplit = isotropic.split(scale, size)
+    if zsplit is not None:
+        if preserve_flux:
+            raise ValueError("preserve_flux is not available with a z factor; upscale z without it, or give "
+                             "a scale or size of two numbers (y and x) to preserve flux")
+        out = _upscale_z(a, kind, zsplit, get_model(model), cell, limits, percentiles, progress, should_stop)
+        return out if ch_axis is None else np.moveaxis(out, -1, ch_axis)
     out_hw = output_hw(tuple(spatial), scale, size)
     lead = a.shape[:-3] if kind != "gray" else a.shape[:-2]
     tail = (a.shape[-1],) if kind != "gray" else ()
@@ -292,6 +305,25 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
         if progress is not None:
             progress((k + 1) * per_job, total)
     return out if ch_axis is None else np.moveaxis(out, -1, ch_axis)
+
+
+def _upscale_z(a: np.ndarray, kind: str, zsplit, model, cell, limits, percentiles, progress, should_stop):
+    """z, then y and x (:mod:`napari_liif.isotropic`) for a channels-last array; progress in
+    thousandths of the passes (three per channel)."""
+    passes = iter(range(10**9))
+    n_pass = 3 * (a.shape[-1] if kind == "channels" else 1)
+
+    def one(arr, *, scale=None, size=None, **kw):
+        k = next(passes)
+        tick = None if progress is None else (lambda d, n, k=k: progress(k * 1000 + 1000 * d // max(n, 1),
+                                                                          n_pass * 1000))
+        return upscale(arr, scale=scale, size=size, progress=tick, **kw)
+
+    maps = intensity_maps(a, kind, limits, percentiles)
+    out = isotropic.upscale_mapped(a, kind, maps, zsplit, one, model=model, cell=cell, should_stop=should_stop)
+    if progress is not None:
+        progress(n_pass * 1000, n_pass * 1000)
+    return out
 
 
 def _as_array(image) -> np.ndarray:
