@@ -164,3 +164,29 @@ def test_cli_refusals_are_one_line_before_work(tmp_path, capsys, input_guard, ar
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0], err
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_batch_widget_plans_z_from_the_layer_scale_and_overlays_the_source():
+    from napari.layers import Image
+
+    from napari_liif._qt.batch_widget import folder_target, parse_z, plan_layer, run_layer_job
+
+    data = np.random.default_rng(6).integers(100, 4000, (4, 10, 12)).astype(np.uint16)
+    layer = Image(data, scale=(0.5, 0.125, 0.125), translate=(1.0, 0.0, 0.0))
+    job = plan_layer(layer, (1, 2), 3, scale=(1, 1), z=parse_z("iso"))
+    assert job.axes == (0, 1, 2) and job.out_shape == (16, 10, 12) and job.scale == (4, 1, 1)
+    kw = job.layer_kwargs
+    assert kw["scale"] == pytest.approx((0.125, 0.125, 0.125))
+    assert kw["translate"] == pytest.approx((1.0 + 0.5 * (0.5 / 4 - 0.5), 0.0, 0.0))  # first plane's centre
+    out = run_layer_job(job, data, tiny_model(3), "on")
+    assert np.array_equal(out, upscale(data, scale=(4, 1, 1), model=tiny_model(3)))
+    job2 = plan_layer(layer, (1, 2), 3, scale=(2, 2), z=parse_z("2.5"))
+    assert job2.out_shape == (10, 20, 24) and kw["name"].startswith(layer.name)
+    assert folder_target({"scale": (2, 2), "size": None, "z": 3.0}) == {"scale": (3.0, 2, 2), "size": None}
+    for bad in ("0.5", "zz", "-1"):
+        with pytest.raises(ValueError, match="z factor"):
+            parse_z(bad)
+    with pytest.raises(ValueError, match="no axis before"):
+        plan_layer(Image(data[0]), (0, 1), 2, scale=(2, 2), z=2.0)
+    with pytest.raises(ValueError, match="isotropic"):
+        folder_target({"scale": (2, 2), "size": None, "z": "iso"})
