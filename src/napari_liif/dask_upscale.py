@@ -257,34 +257,31 @@ def _make_stats(red: dict, kind: str, dtype, lead: tuple, n_tail: int, limits=No
 def _upscale_z(a, kind: str, lead: tuple, n_tail: int, zsplit, model, cell: str, limits, percentiles):
     """z, then y and x (:mod:`napari_liif.isotropic`), lazily: the intensity maps fitted now in
     one pass over the input (as ``upscale`` fits them), then each pass plane by plane
-    (:func:`_planewise`), so every chunk equals the in-memory result."""
+    (:func:`_planewise`) with those maps, so every chunk equals the in-memory result."""
     import dask
 
     isotropic.z_axis(a.ndim, kind, a.shape)  # a 2-D image is refused before the pass over it
     (red,) = dask.compute(_plane_stats(a, kind, limits, percentiles))
     maps = _make_stats(red, kind, a.dtype.str, lead, n_tail, limits, percentiles)["maps"]
-
-    def one(arr, *, scale=None, size=None, **kw):
-        return _planewise(arr, scale, size, **kw)
-
-    return isotropic.upscale_mapped(a, kind, maps, zsplit, one, model=model, cell=cell)
+    return isotropic.upscale_volume(a, kind, *zsplit, lambda arr, scale, size: _planewise(
+        arr, kind, maps, scale, size, model, cell))
 
 
-def _planewise(a, scale, size, *, rgb: bool, **kw):
-    """``napari_liif.upscale`` of each plane (the last two axes, before colour) of a dask array, a
-    few whole planes per chunk (about 32 MiB): no halos, and a shallow graph however deep ``a``'s
-    is, where windows cut out of a deep graph would each carry all of it."""
-    from .api import output_hw, upscale
+def _planewise(a, kind: str, maps: dict, scale, size, model, cell: str):
+    """:func:`napari_liif.api.upscale_fitted` on a few whole planes (the last two axes before any
+    channel or colour axis) per chunk, about 32 MiB: no halos, and a shallow graph however deep
+    ``a``'s is (windows cut out of a deep graph would each carry all of it)."""
+    from .api import output_hw, upscale_fitted
 
-    n_sp = 3 if rgb else 2
+    n_sp = 2 if kind == "gray" else 3
     lead = a.ndim - n_sp
     plane = int(np.prod(a.shape[lead:])) * a.dtype.itemsize
     per = max(1, min(a.shape[lead - 1] if lead else 1, (32 << 20) // max(plane, 1)))
     a = a.rechunk({**{k: 1 for k in range(lead - 1)}, **({lead - 1: per} if lead else {}),
                    **{k: -1 for k in range(lead, a.ndim)}})
     out_hw = output_hw(a.shape[lead:lead + 2], scale, size)
-    chunks = a.chunks[:lead] + tuple((n,) for n in out_hw) + ((a.shape[-1],) if rgb else ())
-    return a.map_blocks(lambda b: upscale(b, scale=scale, size=size, rgb=rgb, **kw), chunks=chunks, dtype=a.dtype,
+    chunks = a.chunks[:lead] + tuple((n,) for n in out_hw) + a.chunks[lead + 2:]
+    return a.map_blocks(lambda b: upscale_fitted(b, kind, maps, out_hw, model, cell), chunks=chunks, dtype=a.dtype,
                         meta=np.empty((0,) * a.ndim, a.dtype))
 
 

@@ -5,14 +5,14 @@ too. The z axis is the one before the two spatial axes. Each XZ plane (one per r
 plane (one per column) is upscaled along its z axis only, at the anisotropic size
 ``(Z_out, X)`` / ``(Z_out, Y)``: its cell is ``(Z / Z_out, 1)`` latents, so the model is told
 that only z is being refined. The two results are averaged (integers rounded half up, exactly,
-with no overflow), then each z plane is upscaled in y and x as a 2-D image. Each pass is an
-ordinary call of ``upscale`` (or ``upscale_dask``): intensity maps over the whole array (per
-channel), channels and time kept apart, masked and out-of-range values carried back.
+with no overflow), then each z plane is upscaled in y and x as a 2-D image. Every pass uses the
+intensity maps fitted once on the input (per channel), so channels and time stay apart and
+masked and out-of-range values are carried back as ``upscale`` carries them.
 
 Geometry: output plane ``j`` is centred at input z ``(j + 0.5) * Z / Z_out - 0.5``, the same
 pixel-centre rule as y and x, so :meth:`napari_liif.calibration.Calibration.upscaled` gives the
 output's z spacing and origin. The module takes the 2-D functions as arguments (no import of
-``api``): ``api`` and ``dask_upscale`` call it.
+``api``): ``api`` and ``dask_upscale`` call it with their plane renderers.
 """
 
 from __future__ import annotations
@@ -89,44 +89,19 @@ def mean_of(a, b):
     return ((a.astype(np.float64) + b) / 2).astype(a.dtype)
 
 
-def upscale_volume(a, kind: str, zspec, yx_scale, yx_size, upscale2d, **kw):
-    """z, then y and x, for a channels-last array ``a`` of ``kind``; ``upscale2d(array, scale=,
-    size=, **kw)`` is ``napari_liif.upscale`` or ``upscale_dask`` with the caller's layout
-    options in ``kw`` (channel_axis=-1 for channels, rgb=...). Works on numpy and dask arrays."""
+def upscale_volume(a, kind: str, zspec, yx_scale, yx_size, upscale2d):
+    """z, then y and x, for a channels-last array ``a`` of ``kind`` (numpy or dask);
+    ``upscale2d(array, scale, size)`` upscales the planes (last two axes before any channel or
+    colour axis) of an array of the same kind, with the intensity maps fitted on ``a``."""
     zax = z_axis(a.ndim, kind, a.shape)
     nz, ny, nx = a.shape[zax], a.shape[zax + 1], a.shape[zax + 2]
     nzo = z_out(nz, zspec)
-    xz = upscale2d(_swap(a, zax, zax + 1), size=(nzo, nx), **kw)  # planes (Z, X), one per row
-    yz = upscale2d(_move(a, zax + 2, zax), size=(nzo, ny), **kw)  # planes (Z, Y), one per column
+    xz = upscale2d(_swap(a, zax, zax + 1), None, (nzo, nx))  # planes (Z, X), one per row
+    yz = upscale2d(_move(a, zax + 2, zax), None, (nzo, ny))  # planes (Z, Y), one per column
     mid = mean_of(*_aligned(_swap(xz, zax, zax + 1), _move(yz, zax, zax + 2), zax))
     if yx_size is None and all(float(s) == 1.0 for s in np.broadcast_to(np.asarray(yx_scale, dtype=object), 2)):
         return mid
-    return upscale2d(mid, scale=yx_scale, size=yx_size, **kw)
-
-
-def upscale_mapped(a, kind: str, maps: dict, zsplit, upscale2d, **kw):
-    """:func:`upscale_volume` with every pass given the limits of ``maps``, the intensity maps
-    fitted once on the input (``napari_liif.api.intensity_maps``), so the three passes share
-    them and the in-memory and dask paths agree; independent channels one by one, each with
-    its own map."""
-    if kind == "channels":
-        parts = [upscale_volume(a[..., c], "gray", *zsplit, upscale2d, rgb=False, limits=_limits(maps[c]), **kw)
-                 for c in range(a.shape[-1])]
-        return _stack(parts)
-    key = None if kind == "gray" else "rgb"
-    return upscale_volume(a, kind, *zsplit, upscale2d, rgb=kind != "gray", limits=_limits(maps[key]), **kw)
-
-
-def _limits(m) -> tuple:
-    return (m.lo, m.hi)
-
-
-def _stack(parts):
-    if isinstance(parts[0], np.ndarray):
-        return np.stack(parts, axis=-1)
-    import dask.array as da
-
-    return da.stack(parts, axis=-1)
+    return upscale2d(mid, yx_scale, yx_size)
 
 
 def _aligned(xz, yz, zax: int):
