@@ -151,7 +151,7 @@ def test_cli_dask_z_writes_the_z_spacing_into_the_store(tmp_path, input_guard):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--scale", "2,1,1"], "has none"),  # a 2-D image
+    (["--scale", "2,1,1"], "(2.0, 1.0, 1.0) asks for a z factor"),  # a 2-D image
     (["--scale", "0.5,1,1"], "below 1"),
     (["--scale", "2,1,1", "--preserve-flux"], "preserve-flux"),
     (["--isotropic"], "z spacing"),

@@ -124,7 +124,7 @@ def output_shape(shape, *, scale=None, size=None, channel_axis: int | None = Non
     zsplit = isotropic.split(scale, size)
     if zsplit is not None:
         out_hw = output_hw(tuple(spatial), *zsplit[1:])
-        out = isotropic.output_shape(a.shape, kind, zsplit[0], out_hw)
+        out = isotropic.output_shape(a.shape, kind, zsplit[0], out_hw, scale if size is None else size)
     else:
         out_hw = output_hw(tuple(spatial), scale, size)
         lead = a.shape[:-3] if kind != "gray" else a.shape[:-2]
@@ -264,7 +264,7 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
             raise ValueError("preserve_flux is not available with a z factor; upscale z without it, or give "
                              "a scale or size of two numbers (y and x) to preserve flux")
         out_hw = output_hw(tuple(spatial), *zsplit[1:])
-        out_shape = isotropic.output_shape(a.shape, kind, zsplit[0], out_hw)
+        out_shape = isotropic.output_shape(a.shape, kind, zsplit[0], out_hw, scale if size is None else size)
         check_allocatable(out_shape, a.dtype, extra_bytes=2 * a.nbytes * out_shape[-3 if kind == "gray" else -4]
                           // max(a.shape[-3 if kind == "gray" else -4], 1))  # the two z passes held at once
         m, maps = get_model(model), intensity_maps(a, kind, limits, percentiles)

@@ -70,11 +70,13 @@ def z_out(n: int, zspec) -> int:
     return max(1, round(px))
 
 
-def z_axis(ndim: int, kind: str, shape) -> int:
-    """The z axis of a channels-last array of ``kind`` (gray | rgb | rgba | channels)."""
+def z_axis(ndim: int, kind: str, shape, given=None) -> int:
+    """The z axis of a channels-last array of ``kind`` (gray | rgb | rgba | channels); ``given``,
+    the scale or size asked for, is named in the error."""
     zax = ndim - (3 if kind == "gray" else 4)
     if zax < 0:
-        raise ValueError(f"a z factor needs a stack with a z axis before the rows and columns; image of shape "
+        what = "a z factor" if given is None else f"{tuple(given)} asks for a z factor, which"
+        raise ValueError(f"{what} needs a stack with a z axis before the rows and columns; image of shape "
                          f"{tuple(shape)} has none: {_FIX}")
     return zax
 
@@ -125,9 +127,9 @@ def _move(a, src, dst):
     return da.moveaxis(a, src, dst)
 
 
-def output_shape(shape, kind: str, zspec, yx_hw: tuple[int, int]) -> tuple:
+def output_shape(shape, kind: str, zspec, yx_hw: tuple[int, int], given=None) -> tuple:
     """The channels-last output shape of :func:`upscale_volume` (``yx_hw`` already resolved)."""
-    zax = z_axis(len(shape), kind, shape)
+    zax = z_axis(len(shape), kind, shape, given)
     out = list(shape)
     out[zax] = z_out(shape[zax], zspec)
     out[zax + 1], out[zax + 2] = yx_hw
