@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import flux
+from . import flux, isotropic
 from .codec import PlaneCodec, channel_jobs, intensity_maps, job_part, layout
 from .intensity import check_options, constant_value
 from .masks import is_masked, upscale_masked
@@ -121,9 +121,14 @@ def output_shape(shape, *, scale=None, size=None, channel_axis: int | None = Non
     spatial = a.shape[-3:-1] if kind != "gray" else a.shape[-2:]
     if len(spatial) < 2 or a.size == 0:
         raise ValueError(f"image must have two spatial axes and at least one pixel, got shape {tuple(shape)}")
-    out_hw = output_hw(tuple(spatial), scale, size)
-    lead = a.shape[:-3] if kind != "gray" else a.shape[:-2]
-    out = lead + out_hw + ((a.shape[-1],) if kind != "gray" else ())
+    zsplit = isotropic.split(scale, size)
+    if zsplit is not None:
+        out_hw = output_hw(tuple(spatial), *zsplit[1:])
+        out = isotropic.output_shape(a.shape, kind, zsplit[0], out_hw, scale if size is None else size)
+    else:
+        out_hw = output_hw(tuple(spatial), scale, size)
+        lead = a.shape[:-3] if kind != "gray" else a.shape[:-2]
+        out = lead + out_hw + ((a.shape[-1],) if kind != "gray" else ())
     if ch_axis is not None:
         out = out[:-1][:ch_axis] + out[-1:] + out[:-1][ch_axis:]
     return tuple(int(n) for n in out), out_hw
@@ -175,11 +180,12 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
         2D gray (H, W); stacks (..., H, W) such as (z, y, x) or (t, z, y, x), upscaled plane by
         plane; RGB(A) (..., H, W, 3|4); or independent channels at ``channel_axis``.
         uint8, uint16, any integer, bool or float (float16/32/64).
-    scale : float or (float, float)
+    scale : float or (float, float) or (float, float, float)
         Output/input size ratio (rows, cols); non-integer and anisotropic allowed. Each
-        spatial axis of n pixels becomes ``max(1, round(n * scale))`` pixels.
-    size : (int, int)
-        Output (rows, cols) instead of ``scale``; the grid spans the whole input at pixel
+        spatial axis of n pixels becomes ``max(1, round(n * scale))`` pixels. Three numbers
+        (z, rows, cols) upscale the stack's z axis too (:mod:`napari_liif.isotropic`).
+    size : (int, int) or (int, int, int)
+        Output (rows, cols), or (z, rows, cols), instead of ``scale``; the grid spans the whole input at pixel
         centres and the cell is (2/rows, 2/cols), as in the official LIIF demo.
     model : LiifModel, path or None
         None uses the bundled default model.
@@ -252,17 +258,40 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
     spatial = a.shape[-3:-1] if kind != "gray" else a.shape[-2:]
     if len(spatial) < 2 or a.size == 0:
         raise ValueError(f"image must have two spatial axes and at least one pixel, got shape {np.shape(image)}")
+    zsplit = isotropic.split(scale, size)
+    if zsplit is not None:
+        if preserve_flux:
+            raise ValueError("preserve_flux is not available with a z factor; upscale z without it, or give "
+                             "a scale or size of two numbers (y and x) to preserve flux")
+        out_hw = output_hw(tuple(spatial), *zsplit[1:])
+        out_shape = isotropic.output_shape(a.shape, kind, zsplit[0], out_hw, scale if size is None else size)
+        check_allocatable(out_shape, a.dtype, extra_bytes=2 * a.nbytes * out_shape[-3 if kind == "gray" else -4]
+                          // max(a.shape[-3 if kind == "gray" else -4], 1))  # the two z passes held at once
+        m, maps = get_model(model), intensity_maps(a, kind, limits, percentiles)
+        out = _upscale_z(a, kind, maps, zsplit, m, cell, progress, should_stop)
+        return out if ch_axis is None else np.moveaxis(out, -1, ch_axis)
     out_hw = output_hw(tuple(spatial), scale, size)
     lead = a.shape[:-3] if kind != "gray" else a.shape[:-2]
     tail = (a.shape[-1],) if kind != "gray" else ()
-    out_shape = lead + out_hw + tail
     # the output, plus one plane of float32 RGB from the renderer and ~3 float64 planes while mapping back
-    check_allocatable(out_shape, a.dtype, extra_bytes=(12 + 24) * out_hw[0] * out_hw[1])
+    check_allocatable(lead + out_hw + tail, a.dtype, extra_bytes=(12 + 24) * out_hw[0] * out_hw[1])
     if preserve_flux:
         flux.check_preservable(a, tuple(spatial), out_hw)
     m = get_model(model)
-    out = np.empty(out_shape, a.dtype)
-    maps = intensity_maps(a, kind, limits, percentiles)
+    out = upscale_fitted(a, kind, intensity_maps(a, kind, limits, percentiles), out_hw, m, cell,
+                         progress=progress, should_stop=should_stop, preserve_flux=preserve_flux)
+    return out if ch_axis is None else np.moveaxis(out, -1, ch_axis)
+
+
+def upscale_fitted(a: np.ndarray, kind: str, maps: dict, out_hw: tuple[int, int], model, cell: str = "on", *,
+                   progress: Progress | None = None, should_stop=None, preserve_flux: bool = False) -> np.ndarray:
+    """The planes of a channels-last array ``a`` of ``kind`` (:func:`napari_liif.codec.layout`)
+    upscaled to ``out_hw`` with intensity ``maps`` already fitted
+    (:func:`napari_liif.codec.intensity_maps`): the work of :func:`upscale` after its checks, for
+    callers that share one fit among several calls (the passes of :mod:`napari_liif.isotropic`)."""
+    lead = a.shape[:-3] if kind != "gray" else a.shape[:-2]
+    tail = (a.shape[-1],) if kind != "gray" else ()
+    out = np.empty(lead + tuple(out_hw) + tail, a.dtype)
     planes = list(np.ndindex(*lead)) if lead else [()]
     jobs = [(p, c) for p in planes for c in channel_jobs(kind, a.shape[-1] if tail else 0)]
     per_job = out_hw[0] * out_hw[1]  # progress is counted in output pixels
@@ -279,9 +308,9 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
             tick = None if progress is None else (lambda d, n, k=k: progress(k * per_job + per_job * d // n, total))
 
             def render(u, tick=tick):
-                res = m.encode(u).render(shape=out_hw, cell=cell, progress=tick)
+                res = model.encode(u).render(shape=out_hw, cell=cell, progress=tick)
                 if not np.isfinite(res).all():
-                    raise RuntimeError(f"the model {m.name} produced non-finite values (NaN or inf); "
+                    raise RuntimeError(f"the model {model.name} produced non-finite values (NaN or inf); "
                                        "its weights are broken: use another checkpoint")
                 return res
 
@@ -291,7 +320,25 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
             dst[...] = flux.preserve_flux(dst, src, dtype=a.dtype)
         if progress is not None:
             progress((k + 1) * per_job, total)
-    return out if ch_axis is None else np.moveaxis(out, -1, ch_axis)
+    return out
+
+
+def _upscale_z(a: np.ndarray, kind: str, maps: dict, zsplit, model, cell, progress, should_stop):
+    """z, then y and x (:mod:`napari_liif.isotropic`) for a channels-last array, every pass with
+    the maps fitted on ``a``; progress in thousandths of the (two or three) passes."""
+    passes = iter(range(3))
+
+    def one(arr, scale=None, size=None):
+        k = next(passes)
+        tick = None if progress is None else (lambda d, n, k=k: progress(k * 1000 + 1000 * d // max(n, 1), 3000))
+        spatial = arr.shape[-3:-1] if kind != "gray" else arr.shape[-2:]
+        return upscale_fitted(arr, kind, maps, output_hw(tuple(spatial), scale, size), model, cell, progress=tick,
+                              should_stop=should_stop)
+
+    out = isotropic.upscale_volume(a, kind, *zsplit, one)
+    if progress is not None:
+        progress(3000, 3000)
+    return out
 
 
 def _as_array(image) -> np.ndarray:

@@ -30,20 +30,25 @@ def _positive_float(text: str) -> float:
 
 def _scale(text: str):
     parts = text.split(",")
-    if len(parts) not in (1, 2):
-        raise argparse.ArgumentTypeError(f"scale must be S or SY,SX, got {text!r}")
+    if len(parts) not in (1, 2, 3):
+        raise argparse.ArgumentTypeError(f"scale must be S, SY,SX or SZ,SY,SX, got {text!r}")
     vals = [_positive_float(p) for p in parts]
+    if len(vals) == 3 and vals[0] < 1:
+        raise argparse.ArgumentTypeError(f"the z factor of --scale {text} is below 1: z is refined, not thinned; "
+                                         "give a z factor of at least 1, or an exact depth with --size Z,Y,X")
     return vals[0] if len(vals) == 1 else tuple(vals)
 
 
 def _size(text: str):
     try:
-        h, w = (int(p) for p in text.replace("x", ",").split(","))
+        vals = tuple(int(p) for p in text.replace("x", ",").split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be H,W (two integers), got {text!r}") from None
-    if h < 1 or w < 1:
-        raise argparse.ArgumentTypeError(f"size must be two positive integers H,W, got {text!r}")
-    return h, w
+        vals = ()
+    if len(vals) not in (2, 3):
+        raise argparse.ArgumentTypeError(f"size must be H,W or Z,H,W (integers), got {text!r}") from None
+    if min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"size must be positive integers H,W or Z,H,W, got {text!r}")
+    return vals
 
 
 def _pair(what: str):
@@ -98,8 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
                                "renamed when complete.")
     up.add_argument("inputs", nargs="+", help=f"files, folders or globs ({', '.join(READ_SUFFIXES)})")
     g = up.add_mutually_exclusive_group(required=True)
-    g.add_argument("--scale", type=_scale, help="S or SY,SX (any positive number)")
-    g.add_argument("--size", type=_size, help="H,W output size, as the official LIIF demo")
+    g.add_argument("--scale", type=_scale, help="S or SY,SX (any positive number); SZ,SY,SX upscales a stack's "
+                                                 "z axis too (docs/isotropic.md)")
+    g.add_argument("--size", type=_size, help="H,W (or Z,H,W) output size, as the official LIIF demo")
+    g.add_argument("--isotropic", type=_positive_float, nargs="?", const=1.0, default=None, metavar="S",
+                   help="z factor from the stack's calibration so the output's z spacing equals its pixel size; "
+                        "S (default 1) scales y and x")
     up.add_argument("-o", "--output", help="output file (one input) or folder")
     up.add_argument("--suffix", default=None, help="output name suffix when writing beside the input "
                                                    "(default: _liif_xS)")

@@ -38,6 +38,8 @@ import warnings
 
 import numpy as np
 
+from . import isotropic
+
 DEFAULT_CHUNK = 512  # output pixels per chunk along each spatial axis
 
 
@@ -252,6 +254,37 @@ def _make_stats(red: dict, kind: str, dtype, lead: tuple, n_tail: int, limits=No
     return {"maps": maps, "const": const}
 
 
+def _upscale_z(a, kind: str, lead: tuple, n_tail: int, zsplit, model, cell: str, limits, percentiles):
+    """z, then y and x (:mod:`napari_liif.isotropic`), lazily: the intensity maps fitted now in
+    one pass over the input (as ``upscale`` fits them), then each pass plane by plane
+    (:func:`_planewise`) with those maps, so every chunk equals the in-memory result."""
+    import dask
+
+    isotropic.z_axis(a.ndim, kind, a.shape)  # a 2-D image is refused before the pass over it
+    (red,) = dask.compute(_plane_stats(a, kind, limits, percentiles))
+    maps = _make_stats(red, kind, a.dtype.str, lead, n_tail, limits, percentiles)["maps"]
+    return isotropic.upscale_volume(a, kind, *zsplit, lambda arr, scale, size: _planewise(
+        arr, kind, maps, scale, size, model, cell))
+
+
+def _planewise(a, kind: str, maps: dict, scale, size, model, cell: str):
+    """:func:`napari_liif.api.upscale_fitted` on a few whole planes (the last two axes before any
+    channel or colour axis) per chunk, about 32 MiB: no halos, and a shallow graph however deep
+    ``a``'s is (windows cut out of a deep graph would each carry all of it)."""
+    from .api import output_hw, upscale_fitted
+
+    n_sp = 2 if kind == "gray" else 3
+    lead = a.ndim - n_sp
+    plane = int(np.prod(a.shape[lead:])) * a.dtype.itemsize
+    per = max(1, min(a.shape[lead - 1] if lead else 1, (32 << 20) // max(plane, 1)))
+    a = a.rechunk({**{k: 1 for k in range(lead - 1)}, **({lead - 1: per} if lead else {}),
+                   **{k: -1 for k in range(lead, a.ndim)}})
+    out_hw = output_hw(a.shape[lead:lead + 2], scale, size)
+    chunks = a.chunks[:lead] + tuple((n,) for n in out_hw) + a.chunks[lead + 2:]
+    return a.map_blocks(lambda b: upscale_fitted(b, kind, maps, out_hw, model, cell), chunks=chunks, dtype=a.dtype,
+                        meta=np.empty((0,) * a.ndim, a.dtype))
+
+
 def upscale_dask(array, scale=None, *, size=None, model=None, cell: str = "on", chunks=DEFAULT_CHUNK,
                  channel_axis: int | None = None, rgb: bool | None = None, limits=None, percentiles=None,
                  eager_stats: bool = False):
@@ -313,10 +346,14 @@ def upscale_dask(array, scale=None, *, size=None, model=None, cell: str = "on", 
     spatial = tuple(a.shape[-3:-1] if kind != "gray" else a.shape[-2:])
     if len(spatial) < 2 or a.size == 0:
         raise ValueError(f"image must have two spatial axes and at least one pixel, got shape {in_shape}")
-    out_hw = output_hw(spatial, scale, size)
     lead = tuple(a.shape[:-3] if kind != "gray" else a.shape[:-2])
     n_tail = a.shape[-1] if kind != "gray" else 0
     m = get_model(model)
+    zsplit = isotropic.split(scale, size)
+    if zsplit is not None:
+        out = _upscale_z(a, kind, lead, n_tail, zsplit, m, cell, limits, percentiles)
+        return out if ch_axis is None else da.moveaxis(out, -1, ch_axis)
+    out_hw = output_hw(spatial, scale, size)
     halo = m.family.halo
 
     red = _plane_stats(a, kind, limits, percentiles)

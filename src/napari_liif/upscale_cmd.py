@@ -19,6 +19,9 @@ def cmd_upscale(args) -> int:
     or device) raise before any file is touched; ``cli.main`` turns them into one line and exit
     status 2.
     """
+    _resolve_isotropic(args)
+    if args.preserve_flux and _has_z(args):
+        raise ValueError("--preserve-flux is not available with a z factor; drop one of them")
     if args.dask:
         if args.preserve_flux:
             raise ValueError("--preserve-flux is not available with --dask; drop one of them")
@@ -61,6 +64,37 @@ def cmd_upscale(args) -> int:
     report = run_batch(jobs, one, overwrite=args.overwrite, on_file=on_file, recipe=_recipe(args, model))
     files.close()
     return _report(jobs, report, "exists (use --overwrite)")
+
+
+def _has_z(args) -> bool:
+    from .isotropic import three
+
+    return three(args.scale) or three(args.size)
+
+
+def _resolve_isotropic(args) -> None:
+    """``--isotropic [S]``: ``args.scale`` becomes ``(z spacing / pixel size * S, S, S)`` from the
+    inputs' calibration, which must be one for all of them (one line naming both otherwise)."""
+    if getattr(args, "isotropic", None) is None:
+        return
+    from .batch import find_inputs
+    from .isotropic import isotropic_factor
+    from .readers import read_calibration
+
+    factors = {}
+    for src in find_inputs(args.inputs, stores=args.dask):
+        cal = read_calibration(src)
+        if cal is None or "z" not in cal.axes:
+            raise BatchError(f"{src}: --isotropic needs a z-stack with its z spacing in the file (ImageJ or OME "
+                             "metadata); this file has none: give the z factor with --scale Z,Y,X")
+        zs, ys = cal.scale[cal.axes.index("z")], cal.scale[cal.axes.index("y") if "y" in cal.axes else -2]
+        factors[src] = isotropic_factor(zs, ys, args.isotropic)
+    if len({round(f, 9) for f in factors.values()}) > 1:
+        (a, fa), (b, fb) = list(factors.items())[:2]
+        raise BatchError(f"--isotropic: {a} needs a z factor of {fa:g} and {b} one of {fb:g}; run them separately")
+    if factors:
+        s = args.isotropic
+        args.scale = (next(iter(factors.values())), s, s)
 
 
 def _model(args):
@@ -169,6 +203,7 @@ def _dask_one(job: Job, args, model, client, guard, claim) -> int:
     """Upscale one input into its store; returns the number of output values."""
     from .api import output_hw
     from .dask_upscale import upscale_dask
+    from .isotropic import split
     from .zarr_io import guess_axes, open_lazy, write_zarr
 
     a = open_lazy(job.src, args.chunk)
@@ -179,7 +214,8 @@ def _dask_one(job: Job, args, model, client, guard, claim) -> int:
     ax = job.channel_axis
     rgb = ax is None and a.ndim >= 3 and a.shape[-1] in (3, 4)
     hw = _spatial_hw(a.shape, ax, rgb)
-    ohw = output_hw(hw, args.scale, args.size)
+    zsplit = split(args.scale, args.size)
+    ohw = output_hw(hw, *(zsplit[1:] if zsplit else (args.scale, args.size)))
     out = upscale_dask(a, scale=args.scale, size=args.size, model=model, cell=args.cell,
                        chunks=output_chunks_for(hw, ohw, args.chunk), channel_axis=ax, limits=args.limits,
                        percentiles=args.percentiles)

@@ -62,9 +62,41 @@ def parse_numbers(text: str, what: str, integer: bool = False) -> tuple:
     return tuple(vals) if len(vals) == 2 else (vals[0], vals[0])
 
 
+def parse_z(text: str):
+    """The z factor field: None for 1 (or empty), "iso", or a number of at least 1."""
+    t = str(text).strip().lower()
+    if t in ("", "1"):
+        return None
+    if t in ("iso", "isotropic"):
+        return "iso"
+    try:
+        v = float(t)
+    except ValueError:
+        v = float("nan")
+    if not (math.isfinite(v) and v >= 1):
+        raise ValueError(f"z factor must be 1 or more, or iso, got {text!r}")
+    return None if v == 1 else v
+
+
+def folder_target(target: dict) -> dict:
+    """The widget's target for files: a numeric z factor joins the scale as (z, rows, cols); "iso"
+    (which needs each file's calibration) and a z factor with a target shape are refused."""
+    target = dict(target)
+    z = target.pop("z", None)
+    if z is None:
+        return target
+    if z == "iso" or target["scale"] is None:
+        raise ValueError("folder mode takes a numeric z factor with a scale; for isotropic z from each file's "
+                         "calibration use `napari-liif upscale FOLDER --isotropic`")
+    target["scale"] = (z, *target["scale"])
+    return target
+
+
 def scale_label(scale=None, size=None) -> str:
     if size is not None:
         return f"{size[0]}x{size[1]}"
+    if len(scale) == 3:
+        return "x" + ",".join(f"{v:.4g}" for v in scale)
     return f"x{scale[0]:g}" if scale[0] == scale[1] else f"x{scale[0]:g},{scale[1]:g}"
 
 
@@ -74,7 +106,7 @@ class LayerJob:
 
     source: str
     rgb: bool
-    axes: tuple[int, int]  # the spatial data axes of the layer
+    axes: tuple[int, ...]  # the spatial data axes of the layer: (y, x), or (z, y, x) with a z factor
     out_shape: tuple[int, ...]
     scale: tuple | None
     size: tuple | None
@@ -119,10 +151,12 @@ def parse_channel_choice(text: str):
 
 
 def plan_layer(layer, displayed: tuple[int, ...], viewer_ndim: int, *, scale=None, size=None,
-               channel_axis="auto") -> LayerJob:
+               channel_axis="auto", z=None) -> LayerJob:
     """Check ``layer`` and work out the output; raises ValueError, TypeError or MemoryError
     with a message for the user. ``displayed`` are the viewer's displayed axes; ``channel_axis``
-    as :func:`layer_channel_axis`."""
+    as :func:`layer_channel_axis`. ``z``: None, a factor for the nearest stack axis before the
+    displayed ones that is not the channel axis (:mod:`napari_liif.isotropic`), or "iso" for the
+    factor that makes that axis's spacing equal the rows' (from the layer's scale)."""
     from napari.layers import Image, Labels
     from napari.utils.transforms import Affine
 
@@ -151,12 +185,16 @@ def plan_layer(layer, displayed: tuple[int, ...], viewer_ndim: int, *, scale=Non
     out_hw = output_hw(hw, scale, size)
     out_shape = list(shape)
     out_shape[axes[0]], out_shape[axes[1]] = out_hw
+    ch = layer_channel_axis(layer, channel_axis, axes)
+    if z is not None:
+        axes, scale, n_z = _z_plan(layer, axes, shape, scale, size, out_hw, z, ch)
+        out_shape[axes[0]], size = n_z, None
     out_shape = tuple(out_shape)
     if not lazy:  # a lazy result is never allocated whole
         check_allocatable(out_shape, dtype, extra_bytes=(12 + 24) * out_hw[0] * out_hw[1])
 
     r = np.ones(nd)
-    r[list(axes)] = [i / o for i, o in zip(hw, out_hw)]
+    r[list(axes)] = [shape[k] / out_shape[k] for k in axes]
     old_scale, old_translate = np.asarray(layer.scale, float), np.asarray(layer.translate, float)
     # output pixel j covers input edges [j r, (j + 1) r]: centre at input data coordinate (j + 0.5) r - 0.5
     offset_data = np.where(r != 1, 0.5 * r - 0.5, 0.0)
@@ -180,7 +218,6 @@ def plan_layer(layer, displayed: tuple[int, ...], viewer_ndim: int, *, scale=Non
         if hasattr(layer, attr):
             kwargs[attr] = getattr(layer, attr)
     lead = [n for k, n in enumerate(shape[:nd]) if k not in axes]
-    ch = layer_channel_axis(layer, channel_axis, axes)
     return LayerJob(layer.name, bool(layer.rgb), axes, out_shape, scale, size, int(np.prod(lead, dtype=np.int64)),
                     kwargs, lazy, ch)
 
@@ -193,6 +230,31 @@ def _moved_channel_axis(job: LayerJob, ndim: int) -> int | None:
     return rest.index(job.channel_axis)
 
 
+def _z_plan(layer, axes, shape, scale, size, out_hw, z, channel_axis=None):
+    """``(axes with z, the three-number scale, output depth)`` for a z factor or "iso"."""
+    from ..isotropic import isotropic_factor, z_out
+
+    zax = axes[0] - 1 - (axes[0] - 1 == channel_axis)
+    if zax < 0 or zax in axes:
+        raise ValueError(f"'{layer.name}' has no axis before its displayed rows and columns to upscale as z; "
+                         "leave the z factor at 1")
+    sy = out_hw[0] / shape[axes[0]]
+    if z == "iso":
+        z = isotropic_factor(float(layer.scale[zax]), float(layer.scale[axes[0]]), sy)
+    if z < 1:
+        raise ValueError(f"z factor {z:g} is below 1: z is refined, not thinned; give 1 or more")
+    n_z = z_out(shape[zax], ("scale", z))
+    if size is not None:  # the rows and columns of a target shape become factors
+        scale = (out_hw[0] / shape[axes[0]], out_hw[1] / shape[axes[1]])
+    sy, sx = (scale, scale) if np.ndim(scale) == 0 else tuple(scale)
+    return (zax, *axes), (n_z / shape[zax], sy, sx), n_z
+
+
+def _spatial_last(job: LayerJob) -> list[int]:
+    """Where ``run_layer_job`` moves the job's spatial axes: last, before colour."""
+    return [k - (1 if job.rgb else 0) for k in range(-len(job.axes), 0)]
+
+
 def run_layer_job(job: LayerJob, data, model, cell: str, progress=None, should_stop=None,
                   preserve_flux: bool = False, limits=None, percentiles=None) -> np.ndarray:
     """Upscale the layer data of ``job``: spatial axes moved last, the stack plane by plane; a lazy
@@ -202,11 +264,11 @@ def run_layer_job(job: LayerJob, data, model, cell: str, progress=None, should_s
     if job.lazy:
         return _run_lazy(job, data, model, cell, limits, percentiles)
     a = np.asarray(data)
-    dst = [-3, -2] if job.rgb else [-2, -1]
+    dst = _spatial_last(job)
     moved = np.moveaxis(a, list(job.axes), dst)
-    out = upscale(moved, scale=job.scale, size=job.size, model=model, cell=cell, rgb=job.rgb,
-                  channel_axis=_moved_channel_axis(job, a.ndim), progress=progress, should_stop=should_stop,
-                  preserve_flux=preserve_flux, limits=limits, percentiles=percentiles)
+    out = upscale(moved, scale=job.scale, size=None if len(job.axes) == 3 else job.size, model=model, cell=cell,
+                  rgb=job.rgb, channel_axis=_moved_channel_axis(job, a.ndim), progress=progress,
+                  should_stop=should_stop, preserve_flux=preserve_flux, limits=limits, percentiles=percentiles)
     return np.moveaxis(out, dst, list(job.axes))
 
 
@@ -217,11 +279,11 @@ def _run_lazy(job: LayerJob, data, model, cell: str, limits=None, percentiles=No
     from ..dask_upscale import upscale_dask
 
     a = data if isinstance(data, da.Array) else da.from_array(data, chunks="auto")
-    dst = [-3, -2] if job.rgb else [-2, -1]
+    dst = _spatial_last(job)
     moved = da.moveaxis(a, list(job.axes), dst)
-    out = upscale_dask(moved, scale=job.scale, size=job.size, model=model, cell=cell, rgb=job.rgb,
-                       channel_axis=_moved_channel_axis(job, a.ndim), limits=limits, percentiles=percentiles,
-                       eager_stats=True)
+    out = upscale_dask(moved, scale=job.scale, size=None if len(job.axes) == 3 else job.size, model=model,
+                       cell=cell, rgb=job.rgb, channel_axis=_moved_channel_axis(job, a.ndim), limits=limits,
+                       percentiles=percentiles, eager_stats=True)
     return da.moveaxis(out, dst, list(job.axes))
 
 
@@ -240,6 +302,8 @@ def check_flux(job: LayerJob, data) -> None:
     """Refuse (ValueError) before any work what flux preservation cannot do for ``job``."""
     from ..flux import check_preservable
 
+    if len(job.axes) == 3:
+        raise ValueError("preserve flux is not available with a z factor; untick one of them")
     hw = tuple(int(np.shape(data)[k]) for k in job.axes)
     out_hw = tuple(job.out_shape[k] for k in job.axes)
     check_preservable(data, hw, out_hw)
@@ -287,6 +351,9 @@ class UpscaleWidget(ViewerDockWidget):
         self.mode = ComboBox(label="target", choices=MODES)
         self.value = LineEdit(label="value", value="2",
                               tooltip="scale: S or SY,SX (any positive number); target shape: ROWS,COLS")
+        self.z = LineEdit(label="z factor", value="1",
+                          tooltip="1: z unchanged; a number: upscale the axis before the displayed ones (z) by it; "
+                                  "iso: the factor that makes z spacing equal the pixel size (from the layer scale)")
         self.flux = CheckBox(text="preserve flux",
                              tooltip="correct the result so that its average over every input pixel equals that "
                                      "pixel (intensities kept for quantification; docs/microscopy.md)")
@@ -311,8 +378,8 @@ class UpscaleWidget(ViewerDockWidget):
         buttons = Container(layout="horizontal", labels=False, widgets=[self.run_button, self.cancel_button])
         heading = Label(value="<b>Folder mode</b>: a folder or glob in, a folder out; the same scale and model")
         folder = Container(widgets=[heading, self.folder_in, self.folder_out, self.folder_button, self.report])
-        self._set_form(Container(widgets=[self.source, self.mode, self.value, self.flux, self.range, self.channels,
-                                          self.options,
+        self._set_form(Container(widgets=[self.source, self.mode, self.value, self.z, self.flux, self.range,
+                                          self.channels, self.options,
                                           buttons,
                                           self.bar,
                                           self.status, folder]))
@@ -329,11 +396,11 @@ class UpscaleWidget(ViewerDockWidget):
     # -- inputs ----------------------------------------------------------------------------
     def _target(self) -> dict:
         """What to make: scale or size, and whether to preserve flux (a ValueError for bad text)."""
-        flux = bool(self.flux.value)
+        flux, z = bool(self.flux.value), parse_z(self.z.value)
         if self.mode.value == "scale":
-            return {"scale": parse_numbers(self.value.value, "scale"), "size": None, "preserve_flux": flux}
+            return {"scale": parse_numbers(self.value.value, "scale"), "size": None, "preserve_flux": flux, "z": z}
         return {"scale": None, "size": parse_numbers(self.value.value, "target shape", integer=True),
-                "preserve_flux": flux}
+                "preserve_flux": flux, "z": z}
 
     def _intensity(self) -> dict:
         """``limits`` and ``percentiles`` from the intensity field (a ValueError for bad text)."""
@@ -416,7 +483,7 @@ class UpscaleWidget(ViewerDockWidget):
             self._refuse("folder mode needs an input folder (or glob) and an output folder")
             return None
         try:
-            target = self._target()
+            target = folder_target(self._target())
             jobs = plan([src], dst, scale=target["scale"], size=target["size"])
             options = {**self.options.options(), **self._intensity()}
         except (ValueError, BatchError) as exc:
