@@ -9,7 +9,8 @@ chunk and shifted into its window) and live-zoom tiles and previews (a tile's gr
 ``[::2, ::2]``).
 
 The loop walks the grid in output blocks of ``block`` samples (64 on a CPU, where it keeps a
-block's activations in reach of the caches; 256 on a GPU), cell by cell as the tile plan
+block's activations in reach of the caches; 256 on a GPU; a family may ask for its own, see
+``Family.block_side``), cell by cell as the tile plan
 says, so memory stays bounded for any output size and only the latent tiles under the grid
 are ever encoded. Everything it needs per block is known on the host before the block is
 queued: the latent and input ranges come from the grid's host-side tables, and the tables
@@ -46,8 +47,12 @@ GPU_BLOCK = 256
 STAGING_DEPTH = 3
 
 
-def default_block(device: torch.device | None) -> int:
-    """Output block side for a device (None: geometry only, the CPU's)."""
+def default_block(device: torch.device | None, family=None) -> int:
+    """Output block side for a device (None: geometry only, the CPU's), or the one the
+    model's ``family`` asks for there (:meth:`~napari_liif.models.family.Family.block_side`)."""
+    side = None if family is None or device is None else family.block_side(device)
+    if side is not None:
+        return int(side)
     return CPU_BLOCK if device is None or device.type == "cpu" else GPU_BLOCK
 
 
@@ -60,14 +65,18 @@ class _DeviceAxis:
     tap0: torch.Tensor
     tap1: torch.Tensor
     frac: torch.Tensor
+    runs: dict
 
     @classmethod
-    def of(cls, axis: Axis, device: torch.device) -> _DeviceAxis:
+    def of(cls, axis: Axis, device: torch.device, spans=()) -> _DeviceAxis:
+        """The tables on ``device``, with the :class:`~napari_liif.grid.Runs` of each block
+        ``(a, b)`` in ``spans`` (built on the host, copied with the tables)."""
         def move(t):
             return t.to(device)
 
         return cls({k: move(v) for k, v in axis.index.items()}, {k: move(v) for k, v in axis.rel.items()},
-                   move(axis.tap0), move(axis.tap1), move(axis.frac))
+                   move(axis.tap0), move(axis.tap1), move(axis.frac),
+                   {(a, b): axis.runs(a, b).to(device) for a, b in spans})
 
     def block(self, a: int, b: int, lo: int) -> dict:
         """{shift: (index - lo, rel)} for samples [a, b): indices into products from latent ``lo``."""
@@ -122,7 +131,7 @@ class EncodedField(LatentTiles):
     def __init__(self, model, source: Source, shape: tuple[int, int], *, tile: int = 256,
                  cache_bytes: int = 1 << 30, block: int | None = None, window_px: int | None = None):
         super().__init__(model, source, shape, tile=tile, cache_bytes=cache_bytes, window_px=window_px)
-        self.block = int(block) if block is not None else default_block(None if model is None else model.device)
+        self.block = int(block) if block is not None else default_block(None if model is None else model.device, self.family)
 
     # -- grids ----------------------------------------------------------------------------
     def cell(self, region, shape, mode="on") -> tuple[float, float]:
@@ -178,7 +187,9 @@ class EncodedField(LatentTiles):
             return bool(stopped)
 
         fam, dev = self.family, self.model.device
-        dy, dx = _DeviceAxis.of(grid.y, dev), _DeviceAxis.of(grid.x, dev)
+        runs = fam.wants_runs
+        dy = _DeviceAxis.of(grid.y, dev, row_blocks if runs else ())
+        dx = _DeviceAxis.of(grid.x, dev, col_blocks if runs else ())
         sink = _Output(out, dev, b)
         total, done = len(row_blocks) * len(col_blocks), 0
         with torch.inference_mode(), exact_fp32(dev, self.model.dtype):
@@ -218,7 +229,8 @@ class EncodedField(LatentTiles):
         # normally cached by the plan; after an eviction (a cache under a block's latents),
         # only the part this block reads is encoded again
         prods = self.products(ly0, ly1, lx0, lx1, grid.rel_cell if fam.cell_dependent else None, whole=False)
-        block = Block(grid.members, dy.block(r0, r1, ly0), dx.block(c0, c1, lx0), grid.rel_cell)
+        block = Block(grid.members, dy.block(r0, r1, ly0), dx.block(c0, c1, lx0), grid.rel_cell,
+                      row_runs=dy.runs.get((r0, r1)), col_runs=dx.runs.get((c0, c1)))
         if fam.needs_bilinear:
             block.bilinear = self._bilinear(grid, dy, dx, box)
         return fam.decode_block(prods, block, state)
@@ -232,6 +244,7 @@ class EncodedField(LatentTiles):
         img = self.image(a, b, c, d)
         y0, y1, x0, x1 = dy.tap0[r0:r1] - a, dy.tap1[r0:r1] - a, dx.tap0[c0:c1] - c, dx.tap1[c0:c1] - c
         ty, tx = dy.frac[r0:r1][:, None, None], dx.frac[c0:c1][None, :, None]
-        top = img[y0][:, x0] * (1 - tx) + img[y0][:, x1] * tx
-        bot = img[y1][:, x0] * (1 - tx) + img[y1][:, x1] * tx
+        row0, row1 = img.index_select(0, y0), img.index_select(0, y1)
+        top = row0.index_select(1, x0) * (1 - tx) + row0.index_select(1, x1) * tx
+        bot = row1.index_select(1, x0) * (1 - tx) + row1.index_select(1, x1) * tx
         return top * (1 - ty) + bot * ty
