@@ -23,6 +23,7 @@ result, and :mod:`napari_liif.grid` for the coordinate conventions.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ from .device import exact_fp32
 from .grid import CELL_MODES, Axis, SampleGrid, cell_size
 from .latents import WINDOW_PX, LatentTiles, Source
 from .models.family import Block
+from .threads import render_pool, render_workers
 from .validate import check_region, check_shape
 
 __all__ = ["CELL_MODES", "WINDOW_PX", "EncodedField", "Source", "default_block"]
@@ -129,9 +131,13 @@ class EncodedField(LatentTiles):
     """
 
     def __init__(self, model, source: Source, shape: tuple[int, int], *, tile: int = 256,
-                 cache_bytes: int = 1 << 30, block: int | None = None, window_px: int | None = None):
+                 cache_bytes: int = 1 << 30, block: int | None = None, window_px: int | None = None,
+                 workers: int | None = None):
         super().__init__(model, source, shape, tile=tile, cache_bytes=cache_bytes, window_px=window_px)
         self.block = int(block) if block is not None else default_block(None if model is None else model.device, self.family)
+        #: block workers of a render (None: :func:`napari_liif.threads.render_workers` of the
+        #: rendering thread); each runs with one intra-op thread
+        self.workers = workers
 
     # -- grids ----------------------------------------------------------------------------
     def cell(self, region, shape, mode="on") -> tuple[float, float]:
@@ -191,24 +197,60 @@ class EncodedField(LatentTiles):
         dy = _DeviceAxis.of(grid.y, dev, row_blocks if runs else ())
         dx = _DeviceAxis.of(grid.x, dev, col_blocks if runs else ())
         sink = _Output(out, dev, b)
+        workers = render_workers(dev) if self.workers is None else max(1, int(self.workers))
+        pool = render_pool(workers) if workers > 1 and dev.type == "cpu" else None
         total, done = len(row_blocks) * len(col_blocks), 0
         with torch.inference_mode(), exact_fp32(dev, self.model.dtype):
             state = fam.prepare(grid.rel_cell, dev)
+
+            def job(i: int, j: int) -> None:
+                (r0, r1), (c0, c1) = row_blocks[i], col_blocks[j]
+                with torch.inference_mode():  # per thread: a pool worker needs its own
+                    val = self._decode(grid, dy, dx, (r0, r1, c0, c1), rows[i], cols[j], state)
+                    sink.put(slice(r0, r1), slice(c0, c1), (val * 0.5 + 0.5).clamp_(0, 1))
+
             for cell in self.plan(rows, cols):
                 if stop():
                     break
                 self.encode_rect(*cell.rect, whole=cell.whole, should_stop=stop)
-                for i in cell.rows:
-                    for j in cell.cols:
-                        if stop():
-                            break
-                        (r0, r1), (c0, c1) = row_blocks[i], col_blocks[j]
-                        val = self._decode(grid, dy, dx, (r0, r1, c0, c1), rows[i], cols[j], state)
-                        sink.put(slice(r0, r1), slice(c0, c1), (val * 0.5 + 0.5).clamp_(0, 1))
-                        done += 1
-                        if progress is not None:
-                            progress(done, total)
+                for _ in self._run_blocks(job, [(i, j) for i in cell.rows for j in cell.cols], pool, stop):
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
         return sink.finish()
+
+    @staticmethod
+    def _run_blocks(job, blocks, pool, stop):
+        """Run ``job(i, j)`` for each block, here or on ``pool``; yields once per finished
+        block, in order. After ``stop()`` turns true no further block starts."""
+        if pool is None:
+            for i, j in blocks:
+                if stop():
+                    return
+                job(i, j)
+                yield
+            return
+        halt = threading.Event()
+
+        def guarded(i, j):
+            if not halt.is_set():
+                job(i, j)
+
+        futures = [pool.submit(guarded, i, j) for i, j in blocks]
+        try:
+            for fut in futures:
+                fut.result()
+                if stop():
+                    halt.set()
+                    return
+                yield
+        finally:  # stopped, failed or abandoned: no new block starts; wait for the running ones
+            halt.set()
+            for fut in futures:
+                fut.cancel()
+            for fut in futures:
+                if not fut.cancelled():
+                    fut.exception()
 
     def _check(self, grid: SampleGrid, rows, cols) -> None:
         members, _ = self.family.shifts()
