@@ -97,3 +97,17 @@ def test_progress_stop_and_out(field):
     assert (out == -1).sum() == 3 * (OUT[0] * OUT[1] - 64 * 64 - 64 * (OUT[1] - 64))  # the rest untouched
     with pytest.raises(ValueError, match=r"out has shape \(3, 3, 3\)"):
         field.render_grid(grid, out=np.zeros((3, 3, 3), np.float32))
+
+
+@pytest.mark.parametrize("zoom,lo,n_out,most_slots", [(4.0, 10.0, 128, 132), (4.15, 10.3, 128, 144),
+                                                      (1.5, 0.2, 64, 64), (0.5, 0.0, 40, 40), (32.0, 3.0, 128, 128)])
+def test_runs_group_samples_by_the_latents_they_read(zoom, lo, n_out, most_slots):
+    """Every slot of a piece reads the piece's latent for every shift, every sample sits in
+    exactly one slot that holds it, and padding stays small (at zoom 4.15, runs of 4 and 5
+    samples: pieces of 4 pad 12.5 %, where padding every run to 5 would pad 19 %)."""
+    axis = Axis.regular(200, lo, lo + n_out / zoom, n_out, [-1, 1], EPS_SHIFT)
+    runs = axis.runs(0, n_out)
+    for index in axis.index.values():
+        assert torch.equal(index[runs.slot], index[runs.first][None, :].expand_as(runs.slot))
+    assert torch.equal(runs.slot.reshape(-1)[runs.unpad], torch.arange(n_out))
+    assert runs.slot.shape == (runs.n, runs.count) and runs.slot.numel() <= most_slots

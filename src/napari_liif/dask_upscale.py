@@ -119,7 +119,7 @@ def _block_size(model) -> int:
     """The output block side the renderer uses for ``model`` (chunks align to it)."""
     from .field import default_block
 
-    return default_block(model.device)
+    return default_block(model.device, model.family)
 
 
 def _grid(model, n_in: int, n_out: int, axis: int):

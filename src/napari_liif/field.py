@@ -9,7 +9,8 @@ chunk and shifted into its window) and live-zoom tiles and previews (a tile's gr
 ``[::2, ::2]``).
 
 The loop walks the grid in output blocks of ``block`` samples (64 on a CPU, where it keeps a
-block's activations in reach of the caches; 256 on a GPU), cell by cell as the tile plan
+block's activations in reach of the caches; 256 on a GPU; a family may ask for its own, see
+``Family.block_side``), cell by cell as the tile plan
 says, so memory stays bounded for any output size and only the latent tiles under the grid
 are ever encoded. Everything it needs per block is known on the host before the block is
 queued: the latent and input ranges come from the grid's host-side tables, and the tables
@@ -22,6 +23,7 @@ result, and :mod:`napari_liif.grid` for the coordinate conventions.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from dataclasses import dataclass
 
@@ -32,6 +34,7 @@ from .device import exact_fp32
 from .grid import CELL_MODES, Axis, SampleGrid, cell_size
 from .latents import WINDOW_PX, LatentTiles, Source
 from .models.family import Block
+from .threads import render_pool, render_workers
 from .validate import check_region, check_shape
 
 __all__ = ["CELL_MODES", "WINDOW_PX", "EncodedField", "Source", "default_block"]
@@ -46,8 +49,12 @@ GPU_BLOCK = 256
 STAGING_DEPTH = 3
 
 
-def default_block(device: torch.device | None) -> int:
-    """Output block side for a device (None: geometry only, the CPU's)."""
+def default_block(device: torch.device | None, family=None) -> int:
+    """Output block side for a device (None: geometry only, the CPU's), or the one the
+    model's ``family`` asks for there (:meth:`~napari_liif.models.family.Family.block_side`)."""
+    side = None if family is None or device is None else family.block_side(device)
+    if side is not None:
+        return int(side)
     return CPU_BLOCK if device is None or device.type == "cpu" else GPU_BLOCK
 
 
@@ -60,14 +67,18 @@ class _DeviceAxis:
     tap0: torch.Tensor
     tap1: torch.Tensor
     frac: torch.Tensor
+    runs: dict
 
     @classmethod
-    def of(cls, axis: Axis, device: torch.device) -> _DeviceAxis:
+    def of(cls, axis: Axis, device: torch.device, spans=()) -> _DeviceAxis:
+        """The tables on ``device``, with the :class:`~napari_liif.grid.Runs` of each block
+        ``(a, b)`` in ``spans`` (built on the host, copied with the tables)."""
         def move(t):
             return t.to(device)
 
         return cls({k: move(v) for k, v in axis.index.items()}, {k: move(v) for k, v in axis.rel.items()},
-                   move(axis.tap0), move(axis.tap1), move(axis.frac))
+                   move(axis.tap0), move(axis.tap1), move(axis.frac),
+                   {(a, b): axis.runs(a, b).to(device) for a, b in spans})
 
     def block(self, a: int, b: int, lo: int) -> dict:
         """{shift: (index - lo, rel)} for samples [a, b): indices into products from latent ``lo``."""
@@ -120,9 +131,13 @@ class EncodedField(LatentTiles):
     """
 
     def __init__(self, model, source: Source, shape: tuple[int, int], *, tile: int = 256,
-                 cache_bytes: int = 1 << 30, block: int | None = None, window_px: int | None = None):
+                 cache_bytes: int = 1 << 30, block: int | None = None, window_px: int | None = None,
+                 workers: int | None = None):
         super().__init__(model, source, shape, tile=tile, cache_bytes=cache_bytes, window_px=window_px)
-        self.block = int(block) if block is not None else default_block(None if model is None else model.device)
+        self.block = int(block) if block is not None else default_block(None if model is None else model.device, self.family)
+        #: block workers of a render (None: :func:`napari_liif.threads.render_workers` of the
+        #: rendering thread); each runs with one intra-op thread
+        self.workers = workers
 
     # -- grids ----------------------------------------------------------------------------
     def cell(self, region, shape, mode="on") -> tuple[float, float]:
@@ -178,26 +193,64 @@ class EncodedField(LatentTiles):
             return bool(stopped)
 
         fam, dev = self.family, self.model.device
-        dy, dx = _DeviceAxis.of(grid.y, dev), _DeviceAxis.of(grid.x, dev)
+        runs = fam.wants_runs
+        dy = _DeviceAxis.of(grid.y, dev, row_blocks if runs else ())
+        dx = _DeviceAxis.of(grid.x, dev, col_blocks if runs else ())
         sink = _Output(out, dev, b)
+        workers = render_workers(dev) if self.workers is None else max(1, int(self.workers))
+        pool = render_pool(workers) if workers > 1 and dev.type == "cpu" else None
         total, done = len(row_blocks) * len(col_blocks), 0
         with torch.inference_mode(), exact_fp32(dev, self.model.dtype):
             state = fam.prepare(grid.rel_cell, dev)
+
+            def job(i: int, j: int) -> None:
+                (r0, r1), (c0, c1) = row_blocks[i], col_blocks[j]
+                with torch.inference_mode():  # per thread: a pool worker needs its own
+                    val = self._decode(grid, dy, dx, (r0, r1, c0, c1), rows[i], cols[j], state)
+                    sink.put(slice(r0, r1), slice(c0, c1), (val * 0.5 + 0.5).clamp_(0, 1))
+
             for cell in self.plan(rows, cols):
                 if stop():
                     break
                 self.encode_rect(*cell.rect, whole=cell.whole, should_stop=stop)
-                for i in cell.rows:
-                    for j in cell.cols:
-                        if stop():
-                            break
-                        (r0, r1), (c0, c1) = row_blocks[i], col_blocks[j]
-                        val = self._decode(grid, dy, dx, (r0, r1, c0, c1), rows[i], cols[j], state)
-                        sink.put(slice(r0, r1), slice(c0, c1), (val * 0.5 + 0.5).clamp_(0, 1))
-                        done += 1
-                        if progress is not None:
-                            progress(done, total)
+                for _ in self._run_blocks(job, [(i, j) for i in cell.rows for j in cell.cols], pool, stop):
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
         return sink.finish()
+
+    @staticmethod
+    def _run_blocks(job, blocks, pool, stop):
+        """Run ``job(i, j)`` for each block, here or on ``pool``; yields once per finished
+        block, in order. After ``stop()`` turns true no further block starts."""
+        if pool is None:
+            for i, j in blocks:
+                if stop():
+                    return
+                job(i, j)
+                yield
+            return
+        halt = threading.Event()
+
+        def guarded(i, j):
+            if not halt.is_set():
+                job(i, j)
+
+        futures = [pool.submit(guarded, i, j) for i, j in blocks]
+        try:
+            for fut in futures:
+                fut.result()
+                if stop():
+                    halt.set()
+                    return
+                yield
+        finally:  # stopped, failed or abandoned: no new block starts; wait for the running ones
+            halt.set()
+            for fut in futures:
+                fut.cancel()
+            for fut in futures:
+                if not fut.cancelled():
+                    fut.exception()
 
     def _check(self, grid: SampleGrid, rows, cols) -> None:
         members, _ = self.family.shifts()
@@ -218,7 +271,8 @@ class EncodedField(LatentTiles):
         # normally cached by the plan; after an eviction (a cache under a block's latents),
         # only the part this block reads is encoded again
         prods = self.products(ly0, ly1, lx0, lx1, grid.rel_cell if fam.cell_dependent else None, whole=False)
-        block = Block(grid.members, dy.block(r0, r1, ly0), dx.block(c0, c1, lx0), grid.rel_cell)
+        block = Block(grid.members, dy.block(r0, r1, ly0), dx.block(c0, c1, lx0), grid.rel_cell,
+                      row_runs=dy.runs.get((r0, r1)), col_runs=dx.runs.get((c0, c1)))
         if fam.needs_bilinear:
             block.bilinear = self._bilinear(grid, dy, dx, box)
         return fam.decode_block(prods, block, state)
@@ -232,6 +286,7 @@ class EncodedField(LatentTiles):
         img = self.image(a, b, c, d)
         y0, y1, x0, x1 = dy.tap0[r0:r1] - a, dy.tap1[r0:r1] - a, dx.tap0[c0:c1] - c, dx.tap1[c0:c1] - c
         ty, tx = dy.frac[r0:r1][:, None, None], dx.frac[c0:c1][None, :, None]
-        top = img[y0][:, x0] * (1 - tx) + img[y0][:, x1] * tx
-        bot = img[y1][:, x0] * (1 - tx) + img[y1][:, x1] * tx
+        row0, row1 = img.index_select(0, y0), img.index_select(0, y1)
+        top = row0.index_select(1, x0) * (1 - tx) + row0.index_select(1, x1) * tx
+        bot = row1.index_select(1, x0) * (1 - tx) + row1.index_select(1, x1) * tx
         return top * (1 - ty) + bot * ty

@@ -25,9 +25,13 @@ import numpy as np
 import torch
 
 from .constants import CELL_MODES
+from .models.family import Runs
 from .models.liif import axis_centres, nearest_latent
 
-__all__ = ["CELL_MODES", "Axis", "SampleGrid", "cell_size"]
+__all__ = ["CELL_MODES", "Axis", "Runs", "SampleGrid", "cell_size", "group_runs"]
+
+#: the longest piece :meth:`Axis.runs` cuts a run of samples into
+RUN_CAP = 8
 
 
 def cell_size(frame: tuple[int, int], region, shape, mode="on") -> tuple[float, float]:
@@ -52,6 +56,32 @@ def cell_size(frame: tuple[int, int], region, shape, mode="on") -> tuple[float, 
     if mode == "clamp":  # never finer than at x4, the top of the training range
         cell = [c * max(1 / s / 4, 1.0) for c, s in zip(cell, step)]
     return cell[0], cell[1]
+
+
+def group_runs(indices, cap: int = RUN_CAP) -> Runs:
+    """:class:`Runs` of samples whose latent ``indices`` (one (k,) int64 tensor per shift, on
+    the host) are all equal. The piece length ``n <= cap`` is the one that minimises
+    ``pieces * (2 n + 1)``: slots, plus half a slot per piece for its per-latent values."""
+    idx = torch.stack([torch.as_tensor(i).cpu() for i in indices])
+    k = idx.shape[1]
+    cut = torch.ones(k, dtype=torch.bool)
+    cut[1:] = (idx[:, 1:] != idx[:, :-1]).any(0)
+    starts = torch.nonzero(cut)[:, 0]
+    lengths = torch.diff(starts, append=torch.tensor([k]))
+
+    def cost(n: int) -> tuple[int, int]:
+        return int(((lengths + n - 1) // n).sum()) * (2 * n + 1), -n
+
+    n = min(range(1, min(cap, int(lengths.max())) + 1), key=cost)
+    per_run = (lengths + n - 1) // n
+    run = torch.repeat_interleave(torch.arange(len(starts)), per_run)
+    nth = torch.arange(len(run)) - torch.repeat_interleave(per_run.cumsum(0) - per_run, per_run)
+    first = starts[run] + nth * n
+    last = torch.minimum(first + n, starts[run] + lengths[run]) - 1
+    slot = torch.minimum(first[None, :] + torch.arange(n)[:, None], last[None, :])
+    piece = torch.repeat_interleave(torch.arange(len(first)), last - first + 1)
+    unpad = (torch.arange(k) - first[piece]) * len(first) + piece
+    return Runs(n, first, slot, unpad)
 
 
 @dataclass(frozen=True)
@@ -120,6 +150,10 @@ class Axis:
         """[lo, hi): the latents samples ``a:b`` read, over all shifts (host arithmetic)."""
         parts = [v[a:b] for v in self.index.values()]
         return min(int(p.min()) for p in parts), max(int(p.max()) for p in parts) + 1
+
+    def runs(self, a: int = 0, b: int | None = None, cap: int = RUN_CAP) -> Runs:
+        """Samples ``a:b`` grouped into :class:`Runs` (see :func:`group_runs`)."""
+        return group_runs([v[a:b] for v in self.index.values()], cap)
 
     def tap_range(self, a: int = 0, b: int | None = None) -> tuple[int, int]:
         """[lo, hi): the input pixels the bilinear taps of samples ``a:b`` read."""

@@ -68,6 +68,48 @@ import torch
 import torch.nn as nn
 
 
+@dataclass(frozen=True)
+class Runs:
+    """Samples of an axis grouped by the latents they read (from :meth:`napari_liif.grid.Axis.runs`).
+
+    A *run* is a stretch of consecutive samples that read the same latent for every ensemble
+    shift (on a regular grid: the samples between two latent centres). Runs are cut into
+    ``count`` pieces of at most ``n`` samples and each piece is padded to ``n`` *slots*, so a
+    decoder can lay samples out as (slot in piece, piece) and apply per-latent values by
+    broadcasting over the slots instead of gathering them sample by sample.
+
+    Attributes
+    ----------
+    n : int
+        Slots per piece.
+    first : torch.Tensor
+        (count,) int64: the first sample of each piece (relative to the range asked for).
+    slot : torch.Tensor
+        (n, count) int64: the sample in each slot; a padding slot repeats its piece's last
+        sample (so it reads the same latent and finite coordinates; its value is dropped).
+    unpad : torch.Tensor
+        (k,) int64: for each sample, its slot as ``position * count + piece``.
+    """
+
+    n: int
+    first: torch.Tensor
+    slot: torch.Tensor
+    unpad: torch.Tensor
+
+    @property
+    def count(self) -> int:
+        return len(self.first)
+
+    def to(self, device) -> Runs:
+        return Runs(self.n, self.first.to(device), self.slot.to(device), self.unpad.to(device))
+
+    @classmethod
+    def singles(cls, k: int, device=None) -> Runs:
+        """Every sample its own piece (``n == 1``): valid for any grid, with no padding."""
+        i = torch.arange(k, device=device)
+        return cls(1, i, i[None, :], i)
+
+
 @dataclass
 class Block:
     """One rectangle of a sample grid, ready to decode; every tensor is on the model's device.
@@ -91,6 +133,9 @@ class Block:
         ``(r, c, 3)`` float32: the input image on the [-1, 1] scale, bilinearly interpolated at
         the block's samples (border padding, ``align_corners=False``), when the family's
         ``needs_bilinear`` is true; None otherwise.
+    row_runs, col_runs : Runs or None
+        The block's rows (columns) grouped by the latents they read, on the device, when the
+        family's ``wants_runs`` is true; None otherwise.
     """
 
     members: tuple
@@ -98,6 +143,8 @@ class Block:
     cols: dict
     rel_cell: tuple[float, float]
     bilinear: torch.Tensor | None = None
+    row_runs: Runs | None = None
+    col_runs: Runs | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -116,6 +163,8 @@ class Family:
     name: ClassVar[str] = ""
     #: whether ``cell_products`` computes anything (the field then caches per (tile, cell))
     cell_dependent: ClassVar[bool] = False
+    #: whether ``decode_block`` reads ``block.row_runs`` / ``col_runs`` (the field then builds them)
+    wants_runs: ClassVar[bool] = False
 
     def __init__(self, net: nn.Module):
         self.net = net
@@ -136,6 +185,10 @@ class Family:
         """(members, eps): the ensemble's (row, col) shifts in latent radii and the push that
         breaks ties (official: four shifts and 1e-6 with the local ensemble, else one)."""
         return self.net.shifts()
+
+    def block_side(self, device: torch.device) -> int | None:
+        """Output block side this family decodes best on ``device``; None: the field's default."""
+        return None
 
     @property
     def needs_bilinear(self) -> bool:

@@ -1,0 +1,150 @@
+#!/usr/bin/env python
+"""LM-LIIF render speed, the decoder before and after issue 18, quiet and beside a busy core.
+
+One view of ``--shape`` samples at ``--zoom`` over a 512 x 512 photo, rendered a second time
+on the same field (latents and per-cell products cached: the render alone), with the bundled
+``fast`` model. For fp32 and the precision ``auto`` picks, prints samples/s of:
+
+* ``before``: the decoder as it was (``benchmarks/lmliif_before.py``: all folded values
+  gathered per sample, 64-sample blocks), on one thread that splits each operation over the
+  intra-op threads (the old behaviour);
+* ``after, 1 team``: today's decoder run the old way (one thread, ``N`` intra-op threads);
+* ``after``: today's decoder and thread policy (``N`` block workers of one intra-op thread);
+
+with 1 and 2 threads, on a quiet machine and beside one spinning Python process (started
+and stopped here), each with its ratio to ``before`` in the same conditions and its slowdown
+beside the busy process. The machine's load is printed with the table: on a shared machine
+absolute numbers mean little, the ratios of one run are what to read. fp32 outputs of the two
+decoders are compared (they are equal bit for bit).
+
+Run ``python benchmarks/bench_render.py`` (a few minutes on 2 cores), ``--quick`` for one
+repeat of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from lmliif_before import decode_block_before  # noqa: E402
+
+SPIN = "while True: pass"
+
+
+def uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "load average %.2f %.2f %.2f" % os.getloadavg()
+
+
+def photo(n: int) -> np.ndarray:
+    try:
+        from skimage import data
+
+        img = data.astronaut().astype(np.float32) / 255
+    except ImportError:
+        yy, xx = np.mgrid[0:512, 0:512] / 512
+        img = (0.5 + 0.45 * np.stack([np.sin(9 * xx + 4 * yy), np.cos(7 * yy * xx), np.sin(25 * xx * yy)], -1))
+    reps = -(-n // img.shape[0])
+    return np.ascontiguousarray(np.tile(img, (reps, reps, 1))[:n, :n]).astype(np.float32)
+
+
+class Paths:
+    """The three ways to render, switched on one field per precision."""
+
+    def __init__(self, model, image, region, shape):
+        self.model, self.region, self.shape = model, region, shape
+        self.field = model.encode(image)
+        self.family_cls = type(model.family)
+        self.after = self.family_cls.decode_block
+        self.after_block = self.field.block
+
+    def render(self, path: str, threads: int) -> np.ndarray:
+        torch.set_num_threads(threads)
+        before = path == "before"
+        self.family_cls.decode_block = (lambda fam, p, b, s: decode_block_before(fam, p, b, s)) if before else self.after
+        self.field.block = 64 if before else self.after_block
+        self.field.workers = threads if path == "after" else 1
+        try:
+            return self.field.render(self.region, self.shape)
+        finally:
+            self.family_cls.decode_block = self.after
+
+    def best(self, path: str, threads: int, repeats: int) -> float:
+        self.render(path, threads)  # caches, pools, oneDNN/MKL setup
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            self.render(path, threads)
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shape", default="768,1024", help="samples H,W (default 768,1024)")
+    p.add_argument("--zoom", type=float, default=4.0, help="samples per image pixel (default 4)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="one repeat")
+    args = p.parse_args()
+    repeats = 1 if args.quick else args.repeats
+    shape = tuple(int(v) for v in args.shape.split(","))
+    region = (64.0, 64.0, 64 + shape[0] / args.zoom, 64 + shape[1] / args.zoom)
+
+    from napari_liif.device import precision_name
+    from napari_liif.engine import load_model
+
+    image = photo(512)
+    auto = load_model("fast", device="cpu", precision="auto")
+    precisions = {"fp32": load_model("fast", device="cpu", precision="fp32")}
+    if auto.dtype != torch.float32:
+        precisions[f"auto ({precision_name(auto.dtype)})"] = auto
+    paths = {name: Paths(m, image, region, shape) for name, m in precisions.items()}
+    same = np.array_equal(paths["fp32"].render("before", 1), paths["fp32"].render("after", 1))
+    n = shape[0] * shape[1]
+    print(f"LM-LIIF render, bundled 'fast' model, {shape[0]}x{shape[1]} samples at zoom {args.zoom:g}, "
+          f"best of {repeats}; torch {torch.__version__}, {os.cpu_count()} CPUs")
+    print(f"before: {uptime()}", flush=True)
+    rows = {}
+    for busy in (False, True):
+        spinner = subprocess.Popen([sys.executable, "-c", SPIN]) if busy else None
+        try:
+            for prec, pa in paths.items():
+                for threads in (1, 2):
+                    for path in ("before", "after, 1 team", "after"):
+                        if threads == 1 and path == "after, 1 team":
+                            continue  # one thread: the same as "after"
+                        t = rows[(busy, prec, threads, path)] = pa.best(path, threads, repeats)
+                        print(f"  {'busy' if busy else 'quiet'} {prec} {threads} thread(s) {path}: {t:.3f} s",
+                              flush=True)
+        finally:
+            if spinner is not None:
+                spinner.kill()
+                spinner.wait()
+    print(f"after:  {uptime()}")
+    head = f"{'precision':<12} {'threads':>7} {'path':<14} {'quiet M/s':>9} {'x before':>8} {'busy M/s':>9} {'x before':>8} {'busy/quiet':>10}"
+    print(head)
+    print("-" * len(head))
+    for (busy, prec, threads, path), t in rows.items():
+        if busy:
+            continue
+        tb = rows[(True, prec, threads, path)]
+        q0, b0 = rows[(False, prec, threads, "before")], rows[(True, prec, threads, "before")]
+        print(f"{prec:<12} {threads:>7} {path:<14} {n / t / 1e6:>9.2f} {q0 / t:>8.2f} {n / tb / 1e6:>9.2f} "
+              f"{b0 / tb:>8.2f} {tb / t:>10.2f}")
+    print(f"fp32 output, after vs before: {'bit for bit equal' if same else 'DIFFERENT'}")
+    print("busy: one other process spinning on one core (this benchmark's own child). 'x before': speed over "
+          "the old decoder in the same precision, threads and load.")
+
+
+if __name__ == "__main__":
+    main()
