@@ -14,6 +14,13 @@ workers, dask workers, scripts. Two process-wide hazards are met here, once per 
   the models avoid them now, which also saves seconds of start-up). :func:`prepare_torch` loads
   ``libtriton.so`` with ``RTLD_DEEPBIND`` (its own symbols first) as soon as another LLVM is seen
   in the process, so a later import of triton, by torch or anyone else, binds to its own LLVM.
+* **Where torch's CPU thread pool starts.** When the first parallel torch op of a process runs on
+  a thread other than the main one (a model loaded by the live-zoom render thread in a napari
+  session that never ran torch on its main thread), every later op on worker threads ran 10 to
+  100 times slower on a busy machine (benchmarks/bench_load_where.py: a 192 x 256 LM-LIIF render
+  8.7 s instead of 0.2 s, load average 17); one parallel op run on the main thread first
+  prevents it. :func:`start_thread_pool` does that; the live-zoom controller and the widgets call
+  it on the main thread before their threads load anything.
 * **Process-wide state touched by a build.** ``with torch.device("meta")`` (how
   :func:`napari_liif.checkpoint.build` checks a file before allocating) sets a global of torch,
   and the ``auto`` precision's one-time measurement
@@ -34,7 +41,7 @@ from pathlib import Path
 
 #: one model build or load at a time per process (re-entrant: a load builds)
 _LOCK = threading.RLock()
-_state = {"triton_safe": False}
+_state = {"triton_safe": False, "pool_started": False}
 
 
 def foreign_llvm() -> list[str]:
@@ -92,3 +99,15 @@ def building():
     with _LOCK:
         prepare_torch()
         yield
+
+
+def start_thread_pool() -> None:
+    """On the main thread, once per process: run one small parallel torch op, so that torch's CPU
+    thread pool is started from the main thread before worker threads use torch (see above).
+    Does nothing on other threads, and after the first call (about a millisecond)."""
+    if _state["pool_started"] or threading.current_thread() is not threading.main_thread():
+        return
+    import torch
+
+    torch.ones(1 << 18).sum()  # above torch's grain size: a parallel region on every intra-op thread
+    _state["pool_started"] = True
