@@ -188,9 +188,9 @@ def test_a_slow_live_view_shows_in_napari_activity_dock(make_napari_viewer, qtbo
     ckpt = tiny_checkpoint(tmp_path / "identity.safetensors", identity=True)
     asked = []
 
-    def slow_loader(*args):  # the real loader, a second slower: the first view is slow
+    def slow_loader(*args):  # the real loader, two seconds slower: the first view is slow, even on a busy machine
         asked.append(args)
-        time.sleep(1.0)
+        time.sleep(2.0)
         return controller.model_loader(*args)
 
     monkeypatch.setattr(widgets, "model_loader", slow_loader)
