@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from napari_liif import models
+from napari_liif.checkpoint import save_safetensors
 from napari_liif.engine import LiifModel
 from napari_liif.viewport import Camera2D
 
@@ -31,6 +32,14 @@ def tiny_model(identity: bool = False, seed: int = 0) -> LiifModel:
         else:
             last.weight.mul_(20.0)  # visible detail on top of the bilinear base
     return LiifModel(net, spec, device="cpu")
+
+
+def tiny_checkpoint(path, identity: bool = False, seed: int = 0):
+    """``tiny_model(identity, seed)`` written with the project's own saver as a ``.safetensors``
+    file at ``path``: for tests that load through the real loader (checkpoint, device and
+    precision as the widgets pass them). Returns the path."""
+    m = tiny_model(identity=identity, seed=seed)
+    return save_safetensors(path, m.net, m.spec)
 
 
 def bilinear_at(img: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:

@@ -28,12 +28,15 @@ def model():
 
 
 @pytest.fixture
-def setup(make_napari_viewer, model, monkeypatch):
+def setup(make_napari_viewer, model, tmp_path):
     from napari_liif._qt import widgets
+    from napari_liif.checkpoint import save_safetensors
 
     viewer = make_napari_viewer(show=True)
     set_canvas(viewer, 100, 120)
-    monkeypatch.setattr(widgets, "model_loader", lambda *a: model)
+    # the widgets load this file through the real loader, on the render thread, with the device
+    # and precision they pass (cpu; the live widget's own precision, auto)
+    ckpt = save_safetensors(tmp_path / "bilinear.safetensors", model.net, model.spec)
     rng = np.random.default_rng(0)
     layers = viewer.add_image(rng.integers(0, 4000, (3, 30, 36)).astype(np.uint16), channel_axis=0,
                               name=["c0", "c1", "c2"])
@@ -41,12 +44,26 @@ def setup(make_napari_viewer, model, monkeypatch):
     cam = viewer.scene.camera
     cam.zoom, cam.center = 4.0, (0.0, 15.0, 18.0)
 
-    def make():
+    def make(with_file: bool = True):
         w = widgets.LiveZoomWidget(viewer)
+        if with_file:
+            w.options.set_checkpoint(ckpt)
+            w.options.device.value = "cpu"
         viewer.window.add_dock_widget(w, name="LIIF zoom")
         return w
 
     return viewer, layers, make
+
+
+def assert_overlay_matches_model(live, layer, model, viewer):
+    """Every tile of ``layer``'s overlay equals ``model``'s engine render of it (within 1e-3)."""
+    from napari_liif._qt.layer_state import read_source
+
+    source, shape, to_data = read_source(viewer, layer).prepare()
+    fld, plan = model.encode_source(source, shape), live.plan_of(layer)
+    overlay = live.overlays[live.layers.index(layer)].data
+    for t in plan.tiles:
+        assert np.abs(overlay[plan.slot(t)] - to_data(fld.render(plan.region(t), t.shape))).max() < 1e-3, t
 
 
 def live_names(viewer):
@@ -55,7 +72,7 @@ def live_names(viewer):
     return [ly.name for ly in registry.layers_of(viewer)]
 
 
-def test_one_switch_makes_every_channel_live(setup):
+def test_one_switch_makes_every_channel_live(setup, model):
     viewer, layers, make = setup
     w = make()
     w.source.value = layers[1]
@@ -64,6 +81,9 @@ def test_one_switch_makes_every_channel_live(setup):
     assert live_names(viewer) == ["c0", "c1", "c2"]
     assert w.live_layers.value == "live: c0, c1, c2" and w.status.value == "idle"
     assert w.bar.value == w.bar.max == sum(len(w.controller.plan_of(ly).tiles) for ly in layers)
+    # the file the widget names was loaded: its model (bilinear) gives every tile, independently rendered
+    for ly in layers:
+        assert_overlay_matches_model(w.controller, ly, model, viewer)
     w.live.value = False
     assert live_names(viewer) == [] and w.live_layers.value == "" and w.status.value == "off"
     w.channels.value = False  # just the chosen layer
@@ -98,7 +118,7 @@ def test_a_refusal_leaves_the_switch_off_and_says_why(setup, model):
     from napari_liif._qt.model_options import FILE
 
     viewer, layers, make = setup
-    w = make()
+    w = make(with_file=False)
     w.source.value = viewer.layers["photo"]
     w.options.checkpoint.value = FILE  # "a file..." chosen, but no file given
     w.live.value = True

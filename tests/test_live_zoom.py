@@ -418,20 +418,25 @@ def test_unreadable_checkpoint_is_reported_not_raised_in_the_thread(viewer, tmp_
 
 # -- the dock widget ---------------------------------------------------------------------------
 
-def test_dock_widget_runs_live_zoom_and_cleans_up(viewer, identity, monkeypatch):
+def test_dock_widget_runs_live_zoom_and_cleans_up(viewer, identity, tmp_path):
+    from gui_helpers import tiny_checkpoint
+
     from napari_liif._qt import widgets
 
-    monkeypatch.setattr(widgets, "model_loader", lambda *a: identity)
+    ckpt = tiny_checkpoint(tmp_path / "identity.safetensors", identity=True)  # the weights of `identity`
     img = smooth_random((32, 40), seed=10)
-    viewer.add_image(img, colormap="gray", name="photo")
+    layer = viewer.add_image(img, colormap="gray", name="photo")
     look_at(viewer, (16, 20), 5.0)
     w = widgets.LiveZoomWidget(viewer)
+    w.options.set_checkpoint(ckpt)  # loaded by the real loader on the render thread, as a user's file
+    w.options.device.value = "cpu"
     viewer.window.add_dock_widget(w, name="LIIF zoom")
     assert w.source.value is viewer.layers["photo"]
     w.live.value = True
     live = w.controller
     live.wait_idle(60)
     assert w.status.value == "idle"
+    assert_overlay_matches_engine(live, identity, viewer, layer)  # the file's model, at the widget's precision
     assert w.bar.value == w.bar.max == len(live.plan.tiles)
     assert "photo [LIIF]" in viewer.layers
     assert [ly.name for ly in w.source.choices] == ["photo"]  # the overlay is not offered as a source

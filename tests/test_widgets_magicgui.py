@@ -180,16 +180,18 @@ def test_refusals_and_failures_reach_napari_notifications(make_napari_viewer, qt
 
 
 def test_a_slow_live_view_shows_in_napari_activity_dock(make_napari_viewer, qtbot, monkeypatch, progress_bars,
-                                                        notes):
-    from gui_helpers import tiny_model
+                                                        notes, tmp_path):
+    from gui_helpers import tiny_checkpoint
 
-    from napari_liif._qt import widgets
+    from napari_liif._qt import controller, widgets
 
-    model = tiny_model(identity=True)
+    ckpt = tiny_checkpoint(tmp_path / "identity.safetensors", identity=True)
+    asked = []
 
-    def slow_loader(*_):  # a model that takes a second to load: the first view is slow
-        time.sleep(1.0)
-        return model
+    def slow_loader(*args):  # the real loader, two seconds slower: the first view is slow, even on a busy machine
+        asked.append(args)
+        time.sleep(2.0)
+        return controller.model_loader(*args)
 
     monkeypatch.setattr(widgets, "model_loader", slow_loader)
     viewer = make_napari_viewer(show=True)
@@ -197,10 +199,13 @@ def test_a_slow_live_view_shows_in_napari_activity_dock(make_napari_viewer, qtbo
     cam = viewer.scene.camera
     cam.zoom, cam.center = 5.0, (0.0, 16.0, 20.0)
     w = widgets.LiveZoomWidget(viewer)
+    w.options.set_checkpoint(ckpt)
+    w.options.device.value = "cpu"
     viewer.window.add_dock_widget(w, name="LIIF zoom")
     w.live.value = True
     live = w.controller
     live.wait_idle(60)
+    assert asked == [(str(ckpt), "cpu", "auto")]  # the file, device and precision the widget shows
     qtbot.waitUntil(lambda: bool(progress_bars) and progress_bars[0].closed, timeout=5000)
     (bar,) = progress_bars
     n = len(live.plan.tiles)

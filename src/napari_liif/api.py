@@ -49,14 +49,17 @@ def _cached_model(checkpoint: str | None, device: str, precision: str):
 
 
 def get_model(model=None, device: str = "auto", precision: str = "fp32"):
-    """A ``LiifModel`` from a model, a checkpoint path, or None (the bundled default, cached)."""
+    """A ``LiifModel`` from a model, a checkpoint path, or None (the bundled default); loaded once
+    per process for these arguments (the four latest kept), however many threads ask at once."""
     from .engine import LiifModel
+    from .loading import building
 
     if isinstance(model, LiifModel):
         return model
     if model is not None and not isinstance(model, (str, Path)):
         raise TypeError(f"model must be a LiifModel, a checkpoint path or None, got {type(model).__name__}")
-    return _cached_model(None if model is None else str(model), device, precision)
+    with building():  # the cache's lookup and fill together: the second asker waits for the first load
+        return _cached_model(None if model is None else str(model), device, precision)
 
 
 def _number(v, what: str) -> float:

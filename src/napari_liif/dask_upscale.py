@@ -94,10 +94,12 @@ class ModelRef:
 
                 from .checkpoint import build
                 from .engine import LiifModel
+                from .loading import building
 
-                net = build(self.spec, {k: torch.from_numpy(np.array(v)) for k, v in self._sd.items()})
-                model = LiifModel(net, self.spec, device=self.device, precision=self.precision,
-                                  name="<shipped to worker>")
+                with building():  # one build at a time per process, with the other loaders
+                    net = build(self.spec, {k: torch.from_numpy(np.array(v)) for k, v in self._sd.items()})
+                    model = LiifModel(net, self.spec, device=self.device, precision=self.precision,
+                                      name="<shipped to worker>")
                 _WORKER_MODELS[self.key] = model
             return model
 

@@ -13,6 +13,7 @@ from .bundled import resolve as resolve_bundled
 from .checkpoint import CheckpointError, build, describe, read_checkpoint
 from .device import resolve_device, resolve_precision
 from .field import EncodedField
+from .loading import building
 from .models.family import family_for
 from .validate import check_unit_image
 
@@ -115,6 +116,7 @@ def load_model(checkpoint: str | Path | None = None, device: str = "auto", preci
         path = default_checkpoint()
     else:
         path = resolve_bundled(checkpoint)  # another bundled name, or a path as given
-    spec, sd, meta = read_checkpoint(path)
-    net = build(spec, sd, path)
-    return LiifModel(net, spec, device=device, precision=precision, name=path.name, metadata=meta)
+    with building():  # one load at a time per process, from any thread (napari_liif.loading)
+        spec, sd, meta = read_checkpoint(path)
+        net = build(spec, sd, path)
+        return LiifModel(net, spec, device=device, precision=precision, name=path.name, metadata=meta)

@@ -522,6 +522,9 @@ class UpscaleWidget(ViewerDockWidget):
         from napari.qt.threading import thread_worker
         from napari.utils import cancelable_progress
 
+        from ..loading import start_thread_pool
+
+        start_thread_pool()  # from the main thread, before the worker uses torch (napari_liif.loading)
         self._stop.clear()
         self.bar.value = 0
         self._message(text)

@@ -35,6 +35,7 @@ from qtpy.QtWidgets import QApplication
 
 from ..constants import CELL_MODES
 from ..intensity import check_options
+from ..loading import start_thread_pool
 from ..viewport import Lattice, ViewPlan, magnification, plan_view
 from .layer_state import Options, SourceState, check_layer, read_camera, read_source
 from .render_thread import FieldSpec, Job, RenderThread, Request
@@ -173,6 +174,7 @@ class LiveZoom:
         self._poll = QTimer()
         self._poll.setInterval(POLL_MS)
         self._poll.timeout.connect(self._drain)
+        start_thread_pool()  # from the main thread, before the render thread loads the model (napari_liif.loading)
         self._thread = RenderThread(loader, encoder_tile=encoder_tile, cache_bytes=cache_bytes)
         self._thread.start()
 

@@ -19,9 +19,13 @@ def _conv(cin: int, cout: int, k: int = 3) -> nn.Conv2d:
 class _MeanShift(nn.Conv2d):
     def __init__(self, sign: int):
         super().__init__(3, 3, 1)
-        mean = torch.tensor([0.4488, 0.4371, 0.4040])
-        self.weight.data = torch.eye(3).view(3, 3, 1, 1)
-        self.bias.data = sign * mean
+        # built from constructors and in-place ops only: checkpoint.build shapes models on the meta
+        # device, where ops without a meta kernel (torch.eye, a Python number times a tensor) run
+        # torch's Python references, whose first call imports torch._dynamo and with it triton:
+        # seconds of start-up, and a crash once napari's OpenGL driver has loaded its own LLVM
+        # (napari_liif.loading); tests/test_thread_safe_start.py keeps every model free of them
+        self.weight.data = torch.zeros(3, 3).fill_diagonal_(1.0).view(3, 3, 1, 1)
+        self.bias.data = torch.tensor([sign * m for m in (0.4488, 0.4371, 0.4040)])
         self.requires_grad_(False)
 
 
