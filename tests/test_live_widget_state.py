@@ -50,7 +50,7 @@ def setup(make_napari_viewer, model, monkeypatch):
 
 
 def live_names(viewer):
-    from napari_liif._qt.controller import registry
+    from napari_liif._qt.registry import registry
 
     return [ly.name for ly in registry.layers_of(viewer)]
 
