@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from helpers_models import tiny_model
 
+from napari_liif.grid import cell_size
 from napari_liif.live.batches import make_batches
 from napari_liif.live.keys import Job, Kind, TileKey
 from napari_liif.live.planes import SourceState
@@ -52,18 +53,18 @@ def samples(plan, tiles=None) -> int:
 
 
 def per_tile(state, fld, plan, coarse: bool) -> dict:
-    """Each tile rendered on its own from the session's latents, in the passes the renderer uses."""
+    """Each tile rendered on its own from the session's latents, with the view's cell, in the
+    passes the renderer uses (whole, or coarse then the other three quarters)."""
     prep, out = state.prepare(), {}
+    whole = Tile((0, 0), plan.rows[0], plan.rows[1], plan.cols[0], plan.cols[1])
+    cell = cell_size(state.geometry.shape, plan.region(whole), plan.shape, "on")
+    passes = [(0, 0, 2, 2), (1, 0, 2, 1), (0, 1, 2, 2)] if coarse else [(0, 0, 1, 1)]
     for t in plan.tiles:
-        region, shape = plan.region(t), t.shape
-        if not coarse:
-            out[t] = prep.combine([fld.render(region, shape, "on")])
-            continue
-        v = np.empty(shape, np.float32)
-        for rows, cols in ((slice(0, None, 2), slice(0, None, 2)), (slice(1, None, 2), slice(None)),
-                           (slice(0, None, 2), slice(1, None, 2))):
-            if len(range(shape[0])[rows]) and len(range(shape[1])[cols]):
-                v[rows, cols] = prep.combine([fld.render(region, shape, "on", rows, cols)])
+        v = np.empty(t.shape, np.float32)
+        for a, b, sr, sc in passes:
+            if a < t.shape[0] and b < t.shape[1]:
+                rows, cols = slice(a, None, sr), slice(b, None, sc)
+                v[rows, cols] = prep.combine([fld.render(plan.region(t), t.shape, cell, rows, cols)])
         out[t] = v
     return out
 
@@ -162,7 +163,7 @@ def test_a_newer_view_cancels_the_older_one(model):
         assert engine.samples_rendered == samples(plan)
         ref = per_tile(state, s.renderer.fields[0], plan, coarse=False)
         for t, want in ref.items():
-            assert np.abs(s.sources[0].buffer[plan.slot(t)] - want).max() < 1e-3
+            assert np.array_equal(s.sources[0].buffer[plan.slot(t)], want)
     finally:
         engine.gate.set()
         s.close()
@@ -171,8 +172,8 @@ def test_a_newer_view_cancels_the_older_one(model):
 def test_the_coarse_pass_covers_the_view_first_and_no_sample_is_rendered_twice(model):
     """Tiles of 128 (twice the CPU's output block): the rest of the view goes in a few large
     calls, a coarse pass over all of it before any full tile but the centre one, and each
-    tile's values are those of the tile rendered on its own in the same passes (the same
-    output blocks; only the grid's float32 coordinates may round differently)."""
+    tile's values are those of the tile rendered on its own in the same passes (a batch keeps
+    each tile's output blocks; the coordinates of its grid may round differently, ~1e-7)."""
     state = plane(3, (96, 160))
     s = Session(lambda: model, 1, tile=128)
     s.renderer.preview_min_s = 0.0
@@ -236,5 +237,41 @@ def test_several_sources_share_one_queue(model):
             for t, want in per_tile(state, fld, src.plan, coarse=False).items():
                 assert np.array_equal(src.buffer[src.plan.slot(t)], want)
         assert not np.array_equal(s.sources[0].buffer, s.sources[1].buffer)
+    finally:
+        s.close()
+
+
+def test_a_zoom_runs_the_latent_mlp_once_per_latent_in_one_batch():
+    """LM-LIIF at a zoom where the tiles' own grids would each have their own cell (5.3): the
+    view's products per (latent, cell) are computed in one batch, each latent once, and the
+    overlay equals the engine's render of each tile."""
+    from lmliif_helpers import build_lmliif, lmliif_spec
+
+    from napari_liif.engine import LiifModel
+
+    spec = lmliif_spec(bilinear_residual=True)
+    model = LiifModel(build_lmliif(spec, seed=1, out_gain=0.2), spec, device="cpu")
+    calls = []
+    real = model.family.cell_products
+    model.family.cell_products = lambda prods, rel: calls.append(prods.shape[:-1].numel()) or real(prods, rel)
+    state = plane(6, (64, 80))
+    s = Session(lambda: model, 1, tile=32, preview=False)
+    try:
+        s.view(Camera2D((30.2, 41.7), 4.0, (96, 128)), {0: state})
+        settle(s)
+        calls.clear()
+        cam = Camera2D((31.9, 40.3), 5.3, (96, 128))
+        s.view(cam, {0: state})
+        settle(s)
+        plan = s.sources[0].plan
+        rows = plan.region(Tile((0, 0), plan.rows[0], plan.rows[1], plan.cols[0], plan.cols[1]))
+        # the centre tile's chunks as it reaches them, then the rest of the view in one batch
+        assert len(calls) <= 1 + 4 and max(calls) == calls[-1]
+        assert sum(calls) <= (rows[2] - rows[0] + 3) * (rows[3] - rows[1] + 3) + 4 * 32 * 32
+        fld = model.encode_source(state.prepare().fields[0][1], state.geometry.shape)
+        prep = state.prepare()
+        for t in plan.tiles:
+            want = prep.combine([fld.render(plan.region(t), t.shape)])
+            assert np.abs(s.sources[0].buffer[plan.slot(t)] - want).max() < 1e-3, t
     finally:
         s.close()

@@ -96,15 +96,15 @@ def make_batches(jobs: list[Job], max_samples: int, align: int = 2) -> list[Batc
         if k.lattice is None:
             singles.append(Batch((job,), job.region, job.shape))
         else:
-            groups.setdefault((k.source, k.plane, k.cell, k.lattice, k.r0, k.r1), []).append(job)
-    rows = [_runs(row, max_samples, align) for _, row in sorted(groups.items(), key=lambda kv: kv[0][4])]
+            groups.setdefault((k.source, k.plane, k.cell, k.lattice, job.frame, k.r0, k.r1), []).append(job)
+    rows = [_runs(row, max_samples, align) for _, row in sorted(groups.items(), key=lambda kv: kv[0][-2])]
     bands: list[list[list[Job]]] = []  # runs stacked: the same columns, consecutive rows
     for run in (r for row in rows for r in row):
         for band in bands:
             top, below = band[-1], run
             same = [j.key.c0 for j in top] == [j.key.c0 for j in below] and \
                 [j.key.c1 for j in top] == [j.key.c1 for j in below]
-            key_of = (lambda j: (j.key.source, j.key.plane, j.key.cell, j.key.lattice))
+            key_of = (lambda j: (j.key.source, j.key.plane, j.key.cell, j.key.lattice, j.frame))
             if (same and key_of(top[0]) == key_of(below[0]) and top[0].key.r1 == below[0].key.r0
                     and top[0].shape[0] % align == 0
                     and sum(j.samples for r in band for j in r) + sum(j.samples for j in run) <= max_samples):

@@ -31,12 +31,25 @@ class TileKey:
 
 
 @dataclass(frozen=True)
+class Frame:
+    """The whole view's sample grid: ``region`` (data pixel-edge units) on ``shape`` samples,
+    its first sample at lattice row and column ``origin``. Every render of a view takes its cell
+    from it, so all share one cell (and what is computed per latent and cell)."""
+
+    region: tuple[float, float, float, float]
+    shape: tuple[int, int]
+    origin: tuple[int, int]
+
+
+@dataclass(frozen=True)
 class Job:
-    """A tile to render: its key, its engine region (data pixel-edge units) and its samples."""
+    """A tile to render: its key, its engine region (data pixel-edge units) and its samples;
+    ``frame``: the view it belongs to (None: the tile is its own frame)."""
 
     key: TileKey
     region: tuple[float, float, float, float]
     shape: tuple[int, int]
+    frame: Frame | None = None
 
     @property
     def source(self) -> int:

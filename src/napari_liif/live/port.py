@@ -1,7 +1,8 @@
 """The one door from the live core to the engine.
 
 The core needs little of a model: open a field over a plane (:meth:`Engine.field`), encode the
-latents under an area in large windows (:meth:`Field.encode`), and render some samples of a
+latents under an area in large windows (:meth:`Field.encode`), compute what a view's cell needs
+per latent in one batch (:meth:`Field.prepare_cell`), and render some samples of a
 regular grid (:meth:`Field.render`: the grid's rows and columns by slices, so a coarse pass
 ``[::2, ::2]`` and its completion are the grid's own samples). :class:`ModelEngine` is that
 door over a :class:`~napari_liif.engine.LiifModel`, and counts the work that went through it:
@@ -26,6 +27,11 @@ class Field(Protocol):
 
     def encode(self, region=None, *, should_stop=None) -> int:
         """Encode the latents under ``region`` (None: the whole plane) in large windows."""
+
+    def prepare_cell(self, region, shape, cell, latents) -> int:
+        """Compute now, in one batch, what the ``shape`` grid over ``region`` with ``cell`` (a
+        mode, or an explicit cell) needs per latent and cell, for the latents under ``latents``
+        (an area in data pixel-edge units)."""
 
     def render(self, region, shape, cell, rows: slice = slice(None), cols: slice = slice(None), *,
                should_stop=None) -> np.ndarray | None:
@@ -70,6 +76,22 @@ class ModelField:
             return self.encoded.prefetch(region, should_stop=should_stop)
         finally:
             self.engine.pixels_encoded += self.encoded.pixels_encoded - before
+
+    def prepare_cell(self, region, shape, cell, latents) -> int:
+        enc = self.encoded
+        if not enc.family.cell_dependent:
+            return 0
+        h, w = enc.shape
+        top, left, bottom, right = latents  # one latent of margin: the ensemble reaches the next one
+        y0, y1 = max(0, int(np.floor(top)) - 1), min(h, int(np.ceil(bottom)) + 1)
+        x0, x1 = max(0, int(np.floor(left)) - 1), min(w, int(np.ceil(right)) + 1)
+        if y1 <= y0 or x1 <= x0 or enc.latent_bytes(y1 - y0, x1 - x0) > enc.cache_bytes // 2:
+            return 0  # more than the cache keeps: left to the renders, block by block
+        before = enc.pixels_encoded
+        try:
+            return enc.cell_batch(y0, y1, x0, x1, enc.grid(region, shape, cell).rel_cell)
+        finally:
+            self.engine.pixels_encoded += enc.pixels_encoded - before
 
     def render(self, region, shape, cell, rows: slice = slice(None), cols: slice = slice(None), *,
                should_stop=None) -> np.ndarray | None:

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..grid import cell_size
 from ..latents import WINDOW_PX
 from .batches import Batch, make_batches, spread
 from .keys import Done, Failed, Job, Kind, Note, Request, Result
@@ -214,6 +215,14 @@ class Pass:
     def stale(self) -> bool:
         return self.r.wanted != self.req.gen
 
+    def cell(self, job: Job):
+        """The cell of ``job``'s whole view (the request's mode applied to its frame): one cell
+        for every render of a view, so what is computed per latent and cell serves them all."""
+        if job.frame is None:
+            return self.req.cell
+        shape = self.planes[job.source].prepared.shape
+        return cell_size(shape, job.frame.region, job.frame.shape, self.req.cell)
+
     def run(self) -> bool:
         """Render the request; False if a newer one interrupted it."""
         seen, first, rest = set(), [], []
@@ -246,17 +255,20 @@ class Pass:
         return True
 
     def encode(self, jobs: list[Job]) -> bool:
-        """The latents under ``jobs``, source by source, in large encoder windows."""
+        """The latents under ``jobs``, source by source, in large encoder windows, and their
+        products for the view's cell in one batch."""
         by_source: dict[int, list] = {}
         for j in jobs:
             by_source.setdefault(j.source, []).append(j.region)
         for sid, regions in by_source.items():
             union = (min(r[0] for r in regions), min(r[1] for r in regions),
                      max(r[2] for r in regions), max(r[3] for r in regions))
+            job = next(j for j in jobs if j.source == sid)
             for fld in self.planes[sid].fields:
                 fld.encode(union, should_stop=self.stale)
                 if self.stale():
                     return False
+                fld.prepare_cell(job.region, job.shape, self.cell(job), union)  # in one batch
         return True
 
     def render(self, b: Batch, rows: slice = slice(None), cols: slice = slice(None)):
@@ -264,7 +276,7 @@ class Pass:
         plane = self.planes[b.source]
         renders = []
         for fld in plane.fields:
-            values = fld.render(b.region, b.shape, self.req.cell, rows, cols, should_stop=self.stale)
+            values = fld.render(b.region, b.shape, self.cell(b.jobs[0]), rows, cols, should_stop=self.stale)
             if values is None:
                 return None
             renders.append(values)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .keys import Done, Failed, Job, Kind, Note, PlaneSpec, Request, Result, TileKey
+from .keys import Done, Failed, Frame, Job, Kind, Note, PlaneSpec, Request, Result, TileKey
 from .renderer import Renderer
 from .viewport import Camera2D, Lattice, Tile, ViewPlan, magnification, plan_view
 
@@ -114,7 +114,10 @@ class Session:
             if src.plan is None or not src.missing:
                 continue
             planes[src.sid] = PlaneSpec(src.plane_key, src.state.prepare)
-            jobs += [Job(k, src.plan.region(t), t.shape) for k, t in src.missing.items()]
+            plan = src.plan
+            whole = Tile((0, 0), plan.rows[0], plan.rows[1], plan.cols[0], plan.cols[1])
+            frame = Frame(plan.region(whole), plan.shape, (plan.rows[0], plan.cols[0]))
+            jobs += [Job(k, plan.region(t), t.shape, frame) for k, t in src.missing.items()]
         self._unshown, self._dirty, self._fresh = 0, set(), True
         self.covered_time = time.perf_counter() if not jobs else None
         if jobs:
