@@ -20,9 +20,8 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication
 
 from ..constants import CELL_MODES
-from ..intensity import check_options
 from ..live.planes import Options
-from ..live.session import Session, SourceView
+from ..live.session import Session
 from ..live.viewport import ViewPlan
 from .layer_state import check_layer, read_camera, read_source
 from .registry import registry
@@ -44,12 +43,6 @@ def _timed(method):
             self.longest_callback_s = max(self.longest_callback_s, time.perf_counter() - t)
 
     return run
-
-
-def _options(limits, percentiles) -> Options:
-    check_options(limits, percentiles)
-    return Options(None if limits is None else tuple(float(v) for v in limits),
-                   None if percentiles is None else tuple(float(v) for v in percentiles))
 
 
 class LiveZoom:
@@ -83,7 +76,7 @@ class LiveZoom:
             raise ValueError(f"cell must be one of {', '.join(CELL_MODES)}, got {cell!r}")
         if int(tile) < 16:
             raise ValueError(f"tile must be at least 16 screen pixels, got {tile}")
-        self.options = _options(limits, percentiles)
+        self.options = Options.of(limits, percentiles)
         self.viewer = viewer
         self.attached = True
         self.message = "starting"
@@ -107,7 +100,7 @@ class LiveZoom:
             connect(self._connections, emitter, self.schedule)
         connect(self._connections, dims.events.current_step, self._on_step)
         for src in self._sources:
-            src.connect(self.schedule, functools.partial(self._on_data, src), functools.partial(self._sync_style, src))
+            src.connect(self.schedule, functools.partial(self._on_data, src), src.sync_style)
         connect(self._connections, viewer.layers.events.removed, self._on_removed)
         connect(self._connections, viewer.layers.events.moved, self._keep_above)
         registry.add(self)
@@ -125,7 +118,7 @@ class LiveZoom:
             src.show()
             self._set_status(UNAVAILABLE)
         elif src.view.plan is not None:
-            self._present(src, new=True)
+            src.present(new=True)
 
     # -- the layers ----------------------------------------------------------------------
     @property
@@ -187,7 +180,7 @@ class LiveZoom:
     def set_options(self, limits=None, percentiles=None) -> None:
         """Map intensities by ``limits=(lo, hi)`` or ``percentiles=(p_lo, p_hi)`` from now on
         (both None: the robust range); the planes are encoded again."""
-        self.options = _options(limits, percentiles)
+        self.options = Options.of(limits, percentiles)
         self.schedule()
 
     # -- events --------------------------------------------------------------------------
@@ -241,9 +234,6 @@ class LiveZoom:
         for src in self._sources if self.attached else []:
             src.restack(self.viewer)
 
-    def _sync_style(self, src: LiveSource, event=None) -> None:
-        src.sync_style()
-
     # -- planning ------------------------------------------------------------------------
     @_timed
     def _update(self) -> None:
@@ -268,15 +258,12 @@ class LiveZoom:
             if p.message:
                 src.show()
             elif p.moved and src.overlay is not None:
-                self._present(src, new=True)
+                src.present(new=True)
         if messages and not any(s.view.plan is not None for s in self._sources):
             self._set_status(messages[0])
             self.progress.emit(0, 0)
         else:
             self._report()
-
-    def _present(self, src: LiveSource, new: bool = False) -> None:
-        src.present(new)
 
     # -- results -------------------------------------------------------------------------
     @_timed
@@ -289,7 +276,7 @@ class LiveZoom:
         due = {id(v) for v in self.session.refresh_due()}
         for src in self._sources:
             if id(src.view) in due:
-                self._present(src)
+                src.present()
         if got.pasted:
             self._report()
         if got.error:  # after the report: the error stays the status
@@ -297,7 +284,8 @@ class LiveZoom:
             self._set_status(f"error: {got.error}")
         elif got.note:
             self._set_status(got.note)
-        if not self.session.renderer.busy() and self.session.renderer.outbox.empty() and self.session.settled:
+        renderer = self.session.renderer
+        if not renderer.busy() and renderer.outbox.empty() and not self.session.unshown:
             self._poll.stop()
 
     def tiles_done(self) -> tuple[int, int]:
@@ -355,10 +343,6 @@ class LiveZoom:
 
     def plan_of(self, layer) -> ViewPlan | None:
         return next((s.view.plan for s in self._sources if s.layer is layer), None)
-
-    def view_of(self, layer) -> SourceView | None:
-        """The live core's view of ``layer`` (its plan, buffer, missing tiles)."""
-        return next((s.view for s in self._sources if s.layer is layer), None)
 
     def wait_idle(self, timeout: float = 60.0) -> "LiveZoom":
         """Process Qt events until the current view is fully rendered.

@@ -112,7 +112,7 @@ class LiveSource:
             self.stand.set_coverage(view.covered, view.coverage_origin(), view.plan.tile_size)
         self.show()
 
-    def sync_style(self) -> None:
+    def sync_style(self, event=None) -> None:
         """Copy the source's look to its overlay (only what differs: each setter redraws)."""
         ov, ly = self.overlay, self.layer
         if ov is None:

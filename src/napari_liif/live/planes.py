@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..intensity import IntensityMap, choose_limits, valid_values
+from ..intensity import IntensityMap, check_options, choose_limits, valid_values
 from .prepared import Prepared
 from .viewport import LayerGeometry
 
@@ -87,6 +87,13 @@ class Options:
 
     limits: tuple | None = None
     percentiles: tuple | None = None
+
+    @classmethod
+    def of(cls, limits=None, percentiles=None) -> "Options":
+        """Checked options (a one-line ``ValueError`` naming a bad value), as floats."""
+        check_options(limits, percentiles)
+        return cls(None if limits is None else tuple(float(v) for v in limits),
+                   None if percentiles is None else tuple(float(v) for v in percentiles))
 
 
 @dataclass(frozen=True)

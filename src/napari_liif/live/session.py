@@ -264,8 +264,13 @@ class Session:
         return sum(len(s.missing) for s in self.sources)
 
     @property
+    def unshown(self) -> bool:
+        """Pasted tiles or previews that no refresh has shown yet."""
+        return bool(self._dirty)
+
+    @property
     def settled(self) -> bool:
-        """Every tile of the current views rendered and shown, and the renderer done with them."""
+        """Every tile of the current views rendered and shown."""
         return not self.pending_tiles and not self._dirty
 
     def tiles_done(self) -> tuple[int, int]:
