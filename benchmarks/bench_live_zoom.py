@@ -81,7 +81,18 @@ def wait_encoded(session, timeout: float) -> None:
 
 def engine_call(model, state, cam, encoded=None) -> tuple[float, object]:
     """Seconds for the engine to render the view's whole buffer in one call (encoding first if
-    ``encoded`` is None), and the encoded field."""
+    ``encoded`` is None), and the encoded field; run on a thread of its own, as the renderer
+    runs (torch's thread pools are per thread: the main thread's would not compare)."""
+    import threading
+
+    out = []
+    worker = threading.Thread(target=lambda: out.append(_engine_call(model, state, cam, encoded)))
+    worker.start()
+    worker.join()
+    return out[0]
+
+
+def _engine_call(model, state, cam, encoded):
     from napari_liif.live.viewport import Tile, plan_view
 
     plan = plan_view(cam, state.geometry, 128)
