@@ -1,21 +1,25 @@
-"""Live-zoom latency in a real napari viewer: first tile, whole view, pans, UI stalls.
+"""Live zoom's core without Qt: how long a view takes, against the engine's single call, in one run.
 
-Run under a display (``xvfb-run -a python benchmarks/bench_live_zoom.py``). Defaults are the
-issue's scenario: a 1024x768 canvas at zoom 4 on a 512x512 image (scikit-image ``camera``) with
-the bundled default model. A 5 ms QTimer heartbeat on the UI thread measures the longest stall
-(the longest gap between two beats, which includes napari's own canvas redraws).
+Defaults are the issue's scenario: a 1024x768 canvas at zoom 4 on a 512x512 image (scikit-image
+``camera``), the bundled default model at ``auto`` precision, driven through
+:class:`napari_liif.live.session.Session` exactly as the napari front end drives it (minus Qt).
+``bench_live_zoom_napari.py`` measures the same in a real viewer, with UI stalls.
 
-Rows:
-  cold       attach with an unencoded image: time to the first tile and to the whole view
-  pan 1/2    pan half a screen (whole screen pixels): first new tile and whole view
-  zoom x1.25 zoom in (a new lattice, encoder warm): first tile and whole view
-Times are from the moment the camera stops (the last camera change), debounce included.
-A baseline in the same run: the longest stall of napari alone (live zoom off) after the same pan.
+Rows (seconds from the moment the view is asked for):
+  covered     every tile shown at least as its coarse preview (the first full coverage)
+  whole       every tile rendered in full
+  engine      the engine's single call for the same view: ``encode(plane).render(view)`` cold,
+              a render of the encoded plane for pan and zoom
+Phases: cold (nothing encoded), pan 1/2 screen (whole screen pixels; the plane encoded in the
+background first), zoom x1.25; the same pan and zoom with one busy competitor process (a spinning
+Python process this benchmark starts); three channels cold, pan, zoom. Timing is only valid
+against other rows of the same run: ratios are printed, with ``uptime``.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 
@@ -27,152 +31,156 @@ def parse_args(argv=None):
     p.add_argument("--canvas", default="768,1024", help="canvas H,W in screen pixels (default 768,1024)")
     p.add_argument("--zoom", type=float, default=4.0, help="screen pixels per image pixel (default 4)")
     p.add_argument("--size", type=int, default=512, help="image side in pixels (default 512)")
-    p.add_argument("--tile", type=int, default=128, help="screen tile size (default 128)")
-    p.add_argument("--checkpoint", default=None, help="model file (default: bundled)")
+    p.add_argument("--tile", type=int, default=None, help="screen tile size (default: the device's)")
+    p.add_argument("--checkpoint", default=None, help="model (default: bundled default)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", help="auto (bf16 where it is fast), fp32, bf16 or fp16")
-    p.add_argument("--no-preview", action="store_true", help="render tiles in full only, no half-density preview")
-    p.add_argument("--timeout", type=float, default=900, help="seconds allowed per phase")
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--no-preview", action="store_true", help="no coarse pass")
+    p.add_argument("--timeout", type=float, default=600, help="seconds allowed per view")
     return p.parse_args(argv)
 
 
-class Heartbeat:
-    """Records the longest gap between beats of a 5 ms QTimer on the UI thread."""
+def images(size: int, n: int) -> list[np.ndarray]:
+    """``n`` different uint8 photographs of ``size`` x ``size`` (camera, then its flips)."""
+    from skimage import data, transform
 
-    def __init__(self, interval_ms: int = 5):
-        from qtpy.QtCore import QTimer
-
-        self.timer = QTimer()
-        self.timer.setInterval(interval_ms)
-        self.timer.timeout.connect(self._beat)
-        self.reset()
-
-    def reset(self):
-        self.last = time.perf_counter()
-        self.longest = 0.0
-
-    def _beat(self):
-        now = time.perf_counter()
-        self.longest = max(self.longest, now - self.last)
-        self.last = now
+    img = data.camera()
+    if img.shape != (size, size):
+        img = (transform.resize(img, (size, size), anti_aliasing=True) * 255).astype(np.uint8)
+    return [np.ascontiguousarray(v) for v in (img, img[::-1], img[:, ::-1])[:n]]
 
 
-def run_phase(get_live, beat, action, timeout):
-    """Run ``action`` (a camera change, or attaching), then wait until the view is rendered.
+def states(imgs):
+    from napari_liif.live.planes import SourceState
+    from napari_liif.live.viewport import LayerGeometry
 
-    Returns (first tile s, view covered s, whole view s, action s, longest stall after it s, longest call of ours s,
-    tiles in the view, UI-thread CPU s, samples rendered)."""
-    from qtpy.QtWidgets import QApplication
+    return {k: SourceState(im, (), False, LayerGeometry(im.shape), (0.0, 255.0)) for k, im in enumerate(imgs)}
 
-    live = get_live()
-    shown0 = live.tiles_shown if live is not None else 0
-    if live is not None:
-        live.longest_callback_s = 0.0
-    beat.reset()
-    cpu0 = time.thread_time()
+
+def run_view(session, cam, planes, timeout) -> tuple[float, float]:
+    """(covered s, whole s) for ``cam``: collected as the front end collects, every 10 ms."""
     t0 = time.perf_counter()
-    action()
-    action_s = time.perf_counter() - t0
-    beat.reset()  # stalls from here on: the action itself (attach, a camera change) is reported apart
-    live = get_live()
-    first = None
-    while time.perf_counter() - t0 < timeout:
-        QApplication.processEvents()
-        if first is None and live.tiles_shown > shown0:
-            first = live.last_tile_time - t0
-        if live.idle:
-            break
-        time.sleep(0.001)
-    else:
-        raise TimeoutError(f"not rendered after {timeout} s: {live.message}")
+    session.view(cam, planes)
+    while session.pending_tiles or not session.settled:
+        got = session.collect()
+        session.refresh_due()
+        if got.error:
+            raise RuntimeError(got.error)
+        if time.perf_counter() - t0 > timeout:
+            raise TimeoutError(f"view not rendered in {timeout} s: {session.tiles_done()}")
+        time.sleep(0.01)
     whole = time.perf_counter() - t0
-    covered = (live.covered_time or time.perf_counter()) - t0
-    ui_cpu = time.thread_time() - cpu0
-    samples = sum(t.shape[0] * t.shape[1] for t in live.plan.tiles)
-    return first, covered, whole, action_s, beat.longest, live.longest_callback_s, len(live.plan.tiles), ui_cpu, samples
+    return (session.covered_time or time.perf_counter()) - t0, whole
 
 
-def napari_alone(beat, action, seconds=1.0):
-    """Longest UI stall from ``action`` and the following ``seconds`` with live zoom off: what
-    napari itself costs (its canvas redraw after a camera change), the baseline for the stalls above."""
-    from qtpy.QtWidgets import QApplication
-
-    action()
-    beat.reset()
+def wait_encoded(session, timeout: float) -> None:
     t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        QApplication.processEvents()
-        time.sleep(0.001)
-    return beat.longest
+    while not session.renderer.plane_encoded and time.perf_counter() - t0 < timeout:
+        time.sleep(0.01)
+
+
+def engine_call(model, state, cam, encoded=None) -> tuple[float, object]:
+    """Seconds for the engine to render the view's whole buffer in one call (encoding first if
+    ``encoded`` is None), and the encoded field; run on a thread of its own, as the renderer
+    runs (torch's thread pools are per thread: the main thread's would not compare)."""
+    import threading
+
+    out = []
+    worker = threading.Thread(target=lambda: out.append(_engine_call(model, state, cam, encoded)))
+    worker.start()
+    worker.join()
+    return out[0]
+
+
+def _engine_call(model, state, cam, encoded):
+    from napari_liif.live.viewport import Tile, plan_view
+
+    plan = plan_view(cam, state.geometry, 128)
+    whole = Tile((0, 0), plan.rows[0], plan.rows[1], plan.cols[0], plan.cols[1])
+    prep = state.prepare()
+    t0 = time.perf_counter()
+    fld = encoded or model.encode_source(prep.fields[0][1], prep.shape)
+    fld.render(plan.region(whole), whole.shape)
+    return time.perf_counter() - t0, fld
+
+
+def scenario(model, args, planes, views, label) -> list[tuple]:
+    """Cold, pan and zoom through one session; rows ``(label phase, covered, whole)``."""
+    from napari_liif.live.session import Session
+
+    session = Session(lambda: model, len(planes), tile=args.tile, preview=not args.no_preview)
+    rows = []
+    try:
+        for phase, cam in views:
+            if phase != "cold":
+                wait_encoded(session, args.timeout)
+            rows.append((f"{label} {phase}",) + run_view(session, cam, planes, args.timeout))
+        eng = session.renderer.engine
+        rows.append((f"{label} work", eng.pixels_encoded, eng.samples_rendered, eng.render_calls))
+    finally:
+        session.close()
+    return rows
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     h, w = (int(v) for v in args.canvas.split(","))
-    import napari
-    from qtpy.QtWidgets import QApplication
-    from skimage import data, transform
-
-    import napari_liif
-    from napari_liif.api import get_model
-
-    img = data.camera()
-    if img.shape != (args.size, args.size):
-        img = (transform.resize(img, (args.size, args.size), anti_aliasing=True) * 255).astype(np.uint8)
-    model = get_model(args.checkpoint, args.device, args.precision)
-    viewer = napari.Viewer(show=True)
-    viewer.window._qt_viewer.canvas.native.setFixedSize(w, h)  # benchmark only: an exact canvas
-    for _ in range(50):
-        QApplication.processEvents()
-    assert tuple(viewer.canvas.size) == (h, w), viewer.canvas.size
-    layer = viewer.add_image(img, colormap="gray")
-    cam = viewer.scene.camera
-    c = (args.size - 1) / 2
-
-    def look(cy, cx, zoom):
-        cam.zoom = zoom
-        cam.center = (0.0, cy, cx)
-
-    beat = Heartbeat()
-    beat.timer.start()
-    look(c, c, args.zoom)
-    for _ in range(20):
-        QApplication.processEvents()
-    base = [napari_alone(beat, lambda: look(c, c + w / 2 / args.zoom, args.zoom)),
-            napari_alone(beat, lambda: look(c, c, args.zoom))]
-    holder = {"live": None}
-
-    def cold():
-        holder["live"] = napari_liif.attach(viewer, layer, model, tile=args.tile, preview=not args.no_preview)
-
-    def get_live():
-        return holder["live"]
-
-    half = w / 2 / args.zoom  # half a screen, a whole number of screen pixels
-    rows = [("cold",) + run_phase(get_live, beat, cold, args.timeout),
-            ("pan 1/2 screen",) + run_phase(get_live, beat, lambda: look(c, c + half, args.zoom), args.timeout),
-            ("zoom x1.25",) + run_phase(get_live, beat, lambda: look(c, c + half, args.zoom * 1.25), args.timeout)]
-    beat.timer.stop()
-    holder["live"].detach()
     import torch
 
-    print(f"live zoom: canvas {w}x{h}, zoom {args.zoom:g}, image {args.size}x{args.size}, screen tile "
-          f"{args.tile}, model {model.name} on {model.device} ({args.precision}: {str(model.dtype).replace('torch.', '')}), torch threads "
-          f"{torch.get_num_threads()}")
-    print(f"{'phase':16s} {'first tile s':>12s} {'covered s':>10s} {'whole view s':>12s} {'action ms':>10s} "
-          f"{'UI stall ms':>12s} {'ours ms':>8s} {'tiles':>6s} {'samples':>9s} {'UI CPU s':>9s}")
-    for name, first, covered, whole, action, stall, ours, n, ui_cpu, samples in rows:
-        print(f"{name:16s} {first:12.2f} {covered:10.2f} {whole:12.2f} {action * 1e3:10.0f} {stall * 1e3:12.0f} "
-              f"{ours * 1e3:8.0f} {n:6d} {samples:9,d} {ui_cpu:9.2f}")
-    print(f"napari alone, live zoom off: longest UI stall after a half-screen pan {base[0] * 1e3:.0f} ms, "
-          f"after panning back {base[1] * 1e3:.0f} ms")
-    print("first tile: first tile on screen; covered: every tile shown at least as a half-density preview; "
-          "whole view: every tile in full. action: the call that starts the phase (attach, which adds the overlay "
-          "layer; a camera change). UI stall: longest gap of a 5 ms UI-thread timer after it (napari's redraws "
-          "included); ours: longest single live-zoom callback on the UI thread (planning, pasting tiles; "
-          "attaching, which adds the overlay layer, is not one).")
-    viewer.close()
+    from napari_liif.live.session import default_tile
+    from napari_liif.api import get_model
+    from napari_liif.live.viewport import Camera2D
+
+    model = get_model(args.checkpoint, args.device, args.precision)
+    args.tile = args.tile or default_tile(model.device)
+    c, z, half = (args.size - 1) / 2, args.zoom, w / 2 / args.zoom
+
+    def cam(cy, cx, zoom):
+        return Camera2D((cy, cx), zoom, (h, w))
+
+    quiet = [("cold", cam(c, c, z)), ("pan 1/2", cam(c, c + half, z)), ("zoom x1.25", cam(c, c + half, z * 1.25))]
+    busy = [("cold", cam(c, c, z)), ("pan 1/2", cam(c, c - half, z)), ("zoom x1.25", cam(c, c - half, z * 1.25))]
+    one = states(images(args.size, 1))
+    three = states(images(args.size, 3))
+    state = one[0]
+    rows = scenario(model, args, one, quiet, "1 ch")
+    engine = {"cold": [], "pan": [], "zoom": []}
+    for _ in range(2):  # the best of two, after the live views (both warm)
+        t, fld = engine_call(model, state, quiet[0][1])
+        engine["cold"].append(t)
+        engine["pan"].append(engine_call(model, state, quiet[1][1], fld)[0])
+        engine["zoom"].append(engine_call(model, state, quiet[2][1], fld)[0])
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        rows += scenario(model, args, one, busy, "1 ch busy")[1:]  # its cold view only sets the stage
+    finally:
+        spinner.kill()
+        spinner.wait()
+    rows += scenario(model, args, three, quiet, "3 ch")
+    report(model, args, (h, w), rows, {k: min(v) for k, v in engine.items()})
+    print(f"torch threads {torch.get_num_threads()}; uptime: "
+          f"{subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
     return 0
+
+
+def report(model, args, canvas, rows, engine) -> None:
+    h, w = canvas
+    print(f"live core: canvas {w}x{h}, zoom {args.zoom:g}, image {args.size}^2, tile {args.tile}, model "
+          f"{model.name} on {model.device} ({args.precision}: {str(model.dtype).replace('torch.', '')})")
+    print(f"{'view':22s} {'covered s':>10s} {'whole s':>9s} {'engine s':>9s} {'live/engine':>12s}")
+    timed = {r[0]: r for r in rows if not r[0].endswith("work")}
+    for name, (_, covered, whole) in timed.items():
+        kind = "cold" if "cold" in name else "pan" if "pan" in name else "zoom"
+        print(f"{name:22s} {covered:10.2f} {whole:9.2f} {engine[kind]:9.2f} {whole / engine[kind]:12.2f}")
+    for name, pixels, samples, calls in (r for r in rows if r[0].endswith("work")):
+        print(f"{name}: {pixels:,d} input px encoded, {samples:,d} samples rendered in {calls} engine calls")
+    ratio = [("pan busy / quiet", "1 ch busy pan 1/2", "1 ch pan 1/2"),
+             ("zoom busy / quiet", "1 ch busy zoom x1.25", "1 ch zoom x1.25"),
+             ("3 channels / 1: cold", "3 ch cold", "1 ch cold"), ("pan", "3 ch pan 1/2", "1 ch pan 1/2"),
+             ("zoom", "3 ch zoom x1.25", "1 ch zoom x1.25")]
+    print("; ".join(f"{label} {timed[a][2] / timed[b][2]:.2f}" for label, a, b in ratio))
+    print("engine: the whole view in one call (cold: encode + render; pan, zoom: render of the encoded plane)")
 
 
 if __name__ == "__main__":

@@ -123,45 +123,32 @@ def encoder_speed(name: str, device, precision: str, size: int = 1024) -> tuple:
 
 def live_view(name: str, device, canvas=(1080, 1920), zoom: float = 4.0, size: int = 1024, tile: int = 512,
               precision: str = "auto") -> list[tuple]:
-    """Seconds for the render thread to finish a whole view (no Qt): a cold image, then a
-    zoom on the encoded one (a new lattice, latents cached). The model is warm."""
-    from napari_liif._qt.render_thread import FieldSpec, Job, RenderThread, Request
+    """Seconds for the live core (no Qt) to finish a whole view: a cold image, then a zoom on
+    the encoded one (a new lattice, latents cached). The model is warm."""
     from napari_liif.engine import load_model
-    from napari_liif.viewport import Camera2D, LayerGeometry, plan_view
+    from napari_liif.live.planes import SourceState
+    from napari_liif.live.session import Session
+    from napari_liif.live.viewport import Camera2D, LayerGeometry
 
     model = load_model(name, device=device, precision=precision).warmup()
     img = photo(size, size, seed=3)
-
-    class Plane:  # what the viewer's layer state hands the thread: one RGB field, shown as rendered
-        fields = [("value", lambda y0, y1, x0, x1: img[y0:y1, x0:x1])]
-        shape, carries = img.shape[:2], False
-
-        @staticmethod
-        def combine(renders, near=None):
-            return renders[0]
-
-    fields = {"image": FieldSpec(("gpu-check", size), Plane)}
-    thread = RenderThread(lambda: model, encoder_tile=32 if tile <= 128 else 128)
-    thread.start()
+    state = SourceState(img, (), True, LayerGeometry(img.shape[:2]), (0.0, 1.0))
+    session = Session(lambda: model, 1, tile=tile, preview=False, encoder_tile=32 if tile <= 128 else 128)
     rows = []
     try:
-        for gen, (label, z) in enumerate((("cold image", zoom), ("zoom on the encoded image", zoom * 1.25)), 1):
-            cam = Camera2D((size / 2, size / 2), z, canvas)
-            plan = plan_view(cam, LayerGeometry((size, size)), tile)
-            jobs = [Job(("image", gen, t.index), plan.region(t), t.shape) for t in plan.tiles]
+        for label, z in (("cold image", zoom), ("zoom on the encoded image", zoom * 1.25)):
             t0 = time.perf_counter()
-            thread.submit(Request(gen, fields, jobs, "on", preview=False))
-            while True:
-                kind, got, *rest = thread.outbox.get(timeout=300)
-                if kind == "failed":
-                    raise RuntimeError(rest[0])
-                if kind == "done" and got == gen:
-                    break
+            session.view(Camera2D((size / 2, size / 2), z, canvas), {0: state})
+            while session.pending_tiles:
+                got = session.collect()
+                if got.error:
+                    raise RuntimeError(got.error)
+                time.sleep(0.001)
+            n = len(session.sources[0].plan.tiles)
             rows.append((f"{name}: live view {canvas[1]}x{canvas[0]}, {label}", f"{time.perf_counter() - t0:.3f} s",
-                         f"{len(jobs)} tiles, {str(model.dtype).replace('torch.', '')}", None))
+                         f"{n} tiles, {str(model.dtype).replace('torch.', '')}", None))
     finally:
-        thread.stop()
-        thread.join(10)
+        session.close(10)
     return rows
 
 

@@ -8,7 +8,7 @@ import torch
 from napari_liif import models
 from napari_liif.checkpoint import save_safetensors
 from napari_liif.engine import LiifModel
-from napari_liif.viewport import Camera2D
+from napari_liif.live.viewport import Camera2D
 
 
 def tiny_spec(bilinear_residual: bool = True) -> dict:

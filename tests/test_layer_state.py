@@ -13,7 +13,8 @@ import dask.array as da
 
 from gui_helpers import bilinear_at  # noqa: E402
 
-from napari_liif._qt.layer_state import ChunkCache, Options, check_layer, read_source  # noqa: E402
+from napari_liif._qt.layer_state import check_layer, read_source  # noqa: E402
+from napari_liif.live.planes import ChunkCache, Options  # noqa: E402
 from napari_liif.intensity import IntensityMap  # noqa: E402
 
 

@@ -142,7 +142,8 @@ def test_transparent_rgba_regions_stay_transparent_over_the_layer_beneath(viewer
 
 
 def test_all_channels_share_one_queue_centre_first(viewer):
-    from napari_liif._qt.controller import registry
+    from napari_liif._qt.registry import registry
+    from napari_liif.live.keys import Kind
 
     model = tiny_model(seed=3)
     stack = np.stack([smooth((48, 64), seed=s, lo=0, hi=4000) for s in range(3)]).astype(np.uint16)
@@ -150,15 +151,14 @@ def test_all_channels_share_one_queue_centre_first(viewer):
     look_at(viewer, (24, 32), 4.0)
     live = napari_liif.attach(viewer, layers, model, tile=48, preview=False)
     order = []
-    real = live._on_tile
-    live._on_tile = lambda key, values: order.append(key) or real(key, values)
+    live.session.listeners.append(lambda res: res.kind is Kind.TILE and order.append(res.key))
     try:
         live.wait_idle(120)
         assert [o.visible for o in live.overlays] == [True] * 3
         n = len(live.plan.tiles)
         assert len(order) == 3 * n
         first = order[:3]  # the centre tile of every channel before any other tile
-        assert sorted(k[0] for k in first) == [0, 1, 2] and len({k[4:] for k in first}) == 1
+        assert sorted(k.source for k in first) == [0, 1, 2] and len({k.span for k in first}) == 1
         assert live.layers == list(layers) and len(registry.of(viewer)) == 1
     finally:
         live.detach()

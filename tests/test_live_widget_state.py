@@ -67,7 +67,7 @@ def assert_overlay_matches_model(live, layer, model, viewer):
 
 
 def live_names(viewer):
-    from napari_liif._qt.controller import registry
+    from napari_liif._qt.registry import registry
 
     return [ly.name for ly in registry.layers_of(viewer)]
 

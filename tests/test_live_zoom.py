@@ -134,10 +134,11 @@ def test_previews_cover_the_view_first_then_full_tiles_replace_them(viewer, deta
     layer = viewer.add_image(img, colormap="gray")
     look_at(viewer, (24.4, 30.9), 5.3)
     live = napari_liif.attach(viewer, layer, detail, tile=32)
-    live._thread.preview_min_s = 0.0
+    from napari_liif.live.keys import Kind
+
+    live.session.renderer.preview_min_s = 0.0
     seen = []
-    real = live._on_preview
-    live._on_preview = lambda key, values: seen.append(key) or real(key, values)
+    live.session.listeners.append(lambda res: res.kind is Kind.PREVIEW and seen.append(res.key))
     try:
         live.wait_idle(60)
         seen.clear()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import build_net, liif_spec
-from lmliif_helpers import build_lmliif, lmliif_spec
+from lmliif_helpers import build_lmliif
 from napari_liif.checkpoint import build, read_checkpoint, save_safetensors
 from napari_liif.train.loop import TrainConfig, Trainer
 

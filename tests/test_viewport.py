@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from napari_liif.viewport import PHASE_STEPS, Camera2D, Lattice, LayerGeometry, magnification, plan_view, screen_to_data
+from napari_liif.live.viewport import PHASE_STEPS, Camera2D, Lattice, LayerGeometry, magnification, plan_view, screen_to_data
 
 
 def test_visible_rect_matches_napari_formula():

@@ -16,7 +16,7 @@ _LAZY = {
     "EncodedField": ".field",
     "upscale": ".api",
     "upscale_dask": ".dask_upscale",
-    "attach": "._qt.controller",
+    "attach": "._qt.attach",
     "CheckpointError": ".checkpoint",
 }
 

@@ -309,6 +309,37 @@ class LatentTiles:
             self._store(ckey, entry)
         return entry
 
+    def cell_batch(self, y0: int, y1: int, x0: int, x1: int, rel_cell) -> int:
+        """Compute now, in one call of the family's cell products (LM-LIIF: its latent MLP), the
+        chunks under latent rows [y0, y1) x columns [x0, x1) that the cache lacks for
+        ``rel_cell``, instead of one call per chunk as renders reach them (the latents are
+        encoded first, whole tiles). Nothing for a family without cell products. Returns the
+        latents computed."""
+        if self.family is None or not self.family.cell_dependent:
+            return 0
+        rel, n = tuple(float(v) for v in rel_cell), CELL_CHUNK
+        with self._lock:
+            self.encode_rect(y0, y1, x0, x1)
+            todo = []
+            for key, (a, b, c, d) in self._tiles(y0, y1, x0, x1):
+                base = self._tile_entry(key, (a, b, c, d))
+                for cy in range(a // n, (b - 1) // n + 1):
+                    for cx in range(c // n, (d - 1) // n + 1):
+                        need = (max(a, cy * n), min(b, cy * n + n), max(c, cx * n), min(d, cx * n + n))
+                        if self._covering(key + (rel, cy, cx), need) is None:
+                            rect = (max(base.y0, cy * n), min(base.y1, cy * n + n),
+                                    max(base.x0, cx * n), min(base.x1, cx * n + n))
+                            todo.append((key + (rel, cy, cx), rect, base))
+            if not todo:
+                return 0
+            parts = [base.data[r0 - base.y0:r1 - base.y0, c0 - base.x0:c1 - base.x0].reshape(-1, base.data.shape[-1])
+                     for _, (r0, r1, c0, c1), base in todo]
+            with torch.inference_mode():
+                out = self.family.cell_products(torch.cat(parts, 0), rel)
+            for (ckey, (r0, r1, c0, c1), _), data in zip(todo, out.split([p.shape[0] for p in parts])):
+                self._store(ckey, Entry(r0, r1, c0, c1, data.reshape(r1 - r0, c1 - c0, -1).contiguous()))
+            return int(out.shape[0])
+
     def _assemble(self, y0: int, y1: int, x0: int, x1: int, pick) -> torch.Tensor:
         rows, row = [], []
         last_ty = None

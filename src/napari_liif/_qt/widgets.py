@@ -13,8 +13,9 @@ import functools
 from magicgui.widgets import CheckBox, Container, Label, LineEdit, ProgressBar
 from superqt.utils import qthrottled
 
-from .controller import LiveZoom, channel_group, default_tile, registry
-from .controller import model_loader
+from .attach import channel_group, default_tile, model_loader
+from .controller import LiveZoom
+from .registry import registry
 from .dock import ViewerDockWidget, image_layer_picker, notify_error
 from ..intensity import parse_range
 from .model_options import ModelOptions

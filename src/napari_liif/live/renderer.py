@@ -1,0 +1,323 @@
+"""The renderer: one long-lived thread that always works on the newest :class:`Request`.
+
+For a request it renders the centre tile of every source (encoding only the small encoder tiles
+under it, so something shows soon), encodes the latents under the rest of the view in large
+windows, then renders the rest in :mod:`batches <napari_liif.live.batches>` (few, large engine
+calls): first a *coarse pass* over the whole view (each tile's samples on its even rows and
+columns, a quarter, posted as previews), then the other three quarters (each tile posted whole).
+The coarse pass is skipped when the first tiles' speed says the rest takes under
+``preview_min_s``. Results go into ``outbox`` (a queue the front end drains); a newer request
+stops the current one at the engine's next output block. While idle, the displayed planes are
+encoded in the background, so later pans and zooms never wait for the encoder.
+
+A queue, not a Qt signal: with PySide6 6.12.0 every ``Signal.emit()`` from Python drops a
+reference to ``True`` and the interpreter aborts once it reaches zero.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ..grid import cell_size
+from ..latents import WINDOW_PX
+from .batches import Batch, make_batches, spread
+from .keys import Done, Failed, Job, Kind, Note, Request, Result
+from .port import Engine, Field, as_engine
+
+#: a view whose rest is expected to render in under this many seconds gets no coarse pass: it
+#: costs nothing extra, but is one more overlay refresh and only helps when the wait is long
+PREVIEW_MIN_S = 0.5
+#: samples per engine call (a batch of tiles) on a CPU, and on a GPU
+CPU_BATCH, GPU_BATCH = 1 << 17, 1 << 22
+
+
+@dataclass
+class Plane:
+    """A source's plane as the renderer holds it: its key, the Prepared plane and its fields."""
+
+    key: Any
+    prepared: Any
+    fields: list[Field]
+
+
+class Renderer(threading.Thread):
+    """Renders requests from ``submit``; ``stop`` ends it. ``loader()`` returns the model (a
+    ``LiifModel`` or an :class:`~napari_liif.live.port.Engine`); it runs on this thread."""
+
+    def __init__(self, loader: Callable[[], Any], *, encoder_tile: int = 32, cache_bytes: int = 512 << 20,
+                 window_px: int = WINDOW_PX, batch_samples: int | None = None):
+        super().__init__(name="napari-liif-live-zoom", daemon=True)
+        self._loader = loader
+        self.outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._encoder_tile, self._cache_bytes, self._window_px = int(encoder_tile), int(cache_bytes), int(window_px)
+        self.batch_samples = batch_samples
+        self._cond = threading.Condition()
+        self._request: Request | None = None
+        self._stopping = False
+        self._engine: Engine | None = None
+        self._planes: dict[int, Plane] = {}
+        self._background_done = weakref.WeakSet()  # fields whose plane the idle pass has encoded
+        self.preview_min_s = PREVIEW_MIN_S
+        self.wanted = 0  # the generation the front end wants; older work is abandoned
+        self.working: int | None = None  # the generation being rendered, None when idle
+
+    # -- front end ----------------------------------------------------------------------
+    def submit(self, request: Request) -> None:
+        with self._cond:
+            self.wanted, self._request = request.gen, request
+            self._cond.notify()
+
+    def cancel(self, gen: int) -> None:
+        """Abandon everything older than ``gen`` without starting new work."""
+        with self._cond:
+            self.wanted, self._request = gen, None
+
+    @property
+    def engine(self) -> Engine | None:
+        """The engine in use (None before the model is loaded)."""
+        with self._cond:
+            return self._engine
+
+    @property
+    def fields(self) -> list[Field]:
+        """The fields in use, of every source."""
+        with self._cond:
+            return [f for p in self._planes.values() for f in p.fields]
+
+    @property
+    def plane_encoded(self) -> bool:
+        """True once the idle pass has encoded every displayed plane (or found it exceeds its cache)."""
+        flds = self.fields
+        with self._cond:
+            return bool(flds) and all(f in self._background_done for f in flds)
+
+    def busy(self) -> bool:
+        with self._cond:
+            return self._request is not None or self.working is not None
+
+    def set_loader(self, loader: Callable[[], Any]) -> None:
+        """Use another model from the next request on (the planes are encoded again)."""
+        with self._cond:
+            self._loader, self._engine, self._planes = loader, None, {}
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping, self.wanted, self._request = True, -1, None
+            self._cond.notify()
+
+    # -- the thread -----------------------------------------------------------------------
+    def _interrupted(self) -> bool:
+        return self._request is not None or self._stopping
+
+    def _load(self, loader) -> Engine:
+        engine = as_engine(loader())
+        engine.warmup()
+        return engine
+
+    def _preload(self) -> None:
+        """Load the model before the first request; a failure is left for a request to report."""
+        with self._cond:
+            loader = self._loader
+            if self._engine is not None or self._interrupted():
+                return
+        try:
+            engine = self._load(loader)
+        except Exception:  # noqa: BLE001 - reported when a request needs the model
+            return
+        with self._cond:
+            if self._loader is loader and self._engine is None:
+                self._engine = engine
+
+    def _background_encode(self) -> None:
+        """While idle, encode the rest of every displayed plane, each once, until a request comes."""
+        for fld in self.fields:
+            with self._cond:
+                if self._interrupted():
+                    return
+                if fld in self._background_done:
+                    continue
+            fld.encode(None, should_stop=self._interrupted)
+            with self._cond:
+                if self._interrupted():
+                    return
+                self._background_done.add(fld)
+
+    def run(self) -> None:
+        self._preload()
+        while True:
+            self._background_encode()
+            with self._cond:
+                while self._request is None and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    self.working = None
+                    return
+                req, self._request = self._request, None
+                self.working = req.gen
+            try:
+                self._serve(req)
+            except Exception as exc:  # noqa: BLE001 - reported to the front end, never raised in a thread
+                self.outbox.put(Failed(req.gen, f"{type(exc).__name__}: {exc}"))
+            finally:
+                with self._cond:
+                    self.working = None
+
+    def _prepared(self, engine: Engine, loader, req: Request) -> dict[int, Plane] | None:
+        """The request's planes prepared and opened as fields (nothing encoded yet), once per
+        plane key; earlier ones kept for later views. None if superseded."""
+        with self._cond:
+            known = dict(self._planes)
+        out, per_field = dict(known), max(1, self._cache_bytes // max(1, len(req.planes)))
+        for sid, spec in req.planes.items():
+            if self.wanted != req.gen:
+                return None
+            have = known.get(sid)
+            if have is not None and have.key == spec.key:
+                continue
+            prep = spec.prepare()
+            flds = [engine.field(source, prep.shape, tile=self._encoder_tile, cache_bytes=per_field,
+                                 window_px=self._window_px) for _, source in prep.fields]
+            out[sid] = Plane(spec.key, prep, flds)
+        with self._cond:
+            if self._loader is loader:  # not replaced meanwhile by set_loader
+                self._engine, self._planes = engine, out
+        return out
+
+    def _serve(self, req: Request) -> None:
+        with self._cond:
+            loader, engine = self._loader, self._engine
+        if engine is None:
+            self.outbox.put(Note(req.gen, "loading model"))
+            engine = self._load(loader)
+        planes = self._prepared(engine, loader, req)
+        if planes is None:
+            return
+        if req.jobs and not Pass(self, planes, req, engine).run():
+            return  # a newer request came in
+        self.outbox.put(Done(req.gen))
+
+
+class Pass:
+    """One request's rendering: first tiles, encoding, the coarse pass, the fine pass."""
+
+    def __init__(self, renderer: Renderer, planes: dict[int, Plane], req: Request, engine: Engine):
+        self.r, self.planes, self.req = renderer, planes, req
+        self.max_samples = renderer.batch_samples or (CPU_BATCH if engine.on_cpu else GPU_BATCH)
+        self.align = 2 * engine.block  # tiles of a batch keep the engine's blocks (coarse ones too)
+
+    def stale(self) -> bool:
+        return self.r.wanted != self.req.gen
+
+    def cell(self, job: Job):
+        """The cell of ``job``'s whole view (the request's mode applied to its frame): one cell
+        for every render of a view, so what is computed per latent and cell serves them all."""
+        if job.frame is None:
+            return self.req.cell
+        shape = self.planes[job.source].prepared.shape
+        return cell_size(shape, job.frame.region, job.frame.shape, self.req.cell)
+
+    def run(self) -> bool:
+        """Render the request; False if a newer one interrupted it."""
+        seen, first, rest = set(), [], []
+        for job in self.req.jobs:
+            (rest if job.source in seen else first).append(job)
+            seen.add(job.source)
+        t = time.perf_counter()
+        for job in first:
+            for fld in self.planes[job.source].fields:
+                fld.encode(job.region)  # only the few small encoder tiles under it
+            if not self.post(Kind.TILE, job, self.render(Batch((job,), job.region, job.shape))):
+                return False
+        rate = sum(j.samples for j in first) / max(time.perf_counter() - t, 1e-6)  # samples per second
+        if not rest:
+            return True
+        if not self.encode(rest):
+            return False
+        batches = make_batches(rest, self.max_samples, self.align)
+        if not (self.req.preview and sum(j.samples for j in rest) / rate > self.r.preview_min_s):
+            return all(self.post_batch(Kind.TILE, b, self.render(b)) for b in batches)
+        coarse = []
+        for b in batches:  # the whole view covered first
+            values = self.render(b, slice(0, None, 2), slice(0, None, 2))
+            if not self.post_coarse(b, values):
+                return False
+            coarse.append(values)
+        for b, even in zip(batches, coarse):
+            if not self.post_batch(Kind.TILE, b, self.complete(b, even)):
+                return False
+        return True
+
+    def encode(self, jobs: list[Job]) -> bool:
+        """The latents under ``jobs``, source by source, in large encoder windows, and their
+        products for the view's cell in one batch."""
+        by_source: dict[int, list] = {}
+        for j in jobs:
+            by_source.setdefault(j.source, []).append(j.region)
+        for sid, regions in by_source.items():
+            union = (min(r[0] for r in regions), min(r[1] for r in regions),
+                     max(r[2] for r in regions), max(r[3] for r in regions))
+            job = next(j for j in jobs if j.source == sid)
+            for fld in self.planes[sid].fields:
+                fld.encode(union, should_stop=self.stale)
+                if self.stale():
+                    return False
+                fld.prepare_cell(job.region, job.shape, self.cell(job), union)  # in one batch
+        return True
+
+    def render(self, b: Batch, rows: slice = slice(None), cols: slice = slice(None)):
+        """The overlay's values at samples ``[rows, cols]`` of batch ``b``; None if interrupted."""
+        plane = self.planes[b.source]
+        renders = []
+        for fld in plane.fields:
+            values = fld.render(b.region, b.shape, self.cell(b.jobs[0]), rows, cols, should_stop=self.stale)
+            if values is None:
+                return None
+            renders.append(values)
+        prep = plane.prepared
+        near = prep.nearest(b.region, b.shape)[rows, cols] if prep.carries else None
+        return prep.combine(renders, near)
+
+    def complete(self, b: Batch, even: np.ndarray):
+        """The whole batch from its coarse samples plus the other three quarters; None if interrupted."""
+        h, w = b.shape
+        out = np.empty((h, w) + even.shape[2:], even.dtype)
+        out[::2, ::2] = even
+        for rows, cols in ((slice(1, None, 2), slice(None)), (slice(0, None, 2), slice(1, None, 2))):
+            if len(range(h)[rows]) == 0 or len(range(w)[cols]) == 0:
+                continue  # one sample high or wide: nothing there
+            values = self.render(b, rows, cols)
+            if values is None:
+                return None
+            out[rows, cols] = values
+        return out
+
+    def post(self, kind: Kind, job: Job, values) -> bool:
+        if values is None:
+            return False
+        self.r.outbox.put(Result(kind, self.req.gen, job.key, values))
+        return True
+
+    def post_batch(self, kind: Kind, b: Batch, values) -> bool:
+        """Each tile of ``b`` from the batch's values; False (nothing posted) if interrupted."""
+        if values is None:
+            return False
+        for job in b.jobs:
+            self.post(kind, job, values[b.slot(job)].copy() if len(b.jobs) > 1 else values)
+        return True
+
+    def post_coarse(self, b: Batch, coarse) -> bool:
+        """Each tile's preview from the batch's coarse samples; False if interrupted."""
+        if coarse is None:
+            return False
+        for job in b.jobs:  # each starts at an even offset: its coarse samples are its own [::2, ::2]
+            rs, cs = b.slot(job)
+            mine = coarse[rs.start // 2:(rs.stop + 1) // 2, cs.start // 2:(cs.stop + 1) // 2]
+            self.post(Kind.PREVIEW, job, spread(mine, job.shape))
+        return True
