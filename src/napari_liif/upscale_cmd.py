@@ -9,6 +9,8 @@ import contextlib
 import sys
 import time
 
+import numpy as np
+
 from .batch import BatchError, BatchReport, Job, plan, run_batch
 
 
@@ -33,6 +35,7 @@ def cmd_upscale(args) -> int:
     jobs = plan(args.inputs, args.output, scale=args.scale, size=args.size, fmt=args.fmt, suffix=args.suffix,
                 overwrite=args.overwrite, channel_axis=args.channel_axis)
     model = _model(args)
+    model_hint(args.checkpoint, jobs, quiet=args.quiet)
     quiet = True if args.quiet else None  # None: a bar only on a terminal
     files = tqdm(total=len(jobs), unit="file", disable=True if len(jobs) < 2 else quiet)
 
@@ -64,6 +67,30 @@ def cmd_upscale(args) -> int:
     report = run_batch(jobs, one, overwrite=args.overwrite, on_file=on_file, recipe=_recipe(args, model))
     files.close()
     return _report(jobs, report, "exists (use --overwrite)")
+
+
+def model_hint(checkpoint, jobs: list[Job], quiet: bool = False, stream=None) -> bool:
+    """One line on a terminal's stderr when the photo model (the default) is about to upscale
+    single-channel data deeper than 8 bits (16-bit or float: fluorescence, most likely), pointing to
+    the microscopy model; True if it was printed. Not in logs or pipes: it is advice, not a result."""
+    from .bundled import DEFAULT
+    from .io import image_info
+
+    stream = sys.stderr if stream is None else stream
+    if quiet or checkpoint not in (None, DEFAULT) or not stream.isatty():
+        return False
+    for job in jobs:
+        info = image_info(job.src) if job.action == "write" else None
+        if info is None:
+            continue
+        shape, dtype = info
+        colour = len(shape) >= 3 and shape[-1] in (3, 4) and job.channel_axis is None
+        if not colour and np.dtype(dtype).kind in "uif" and np.dtype(dtype).itemsize > 1:
+            print(f"napari-liif: hint: {job.src.name} is single-channel {np.dtype(dtype).name} data; the default "
+                  "model was trained on photographs and sharpens noise: --checkpoint microscopy is trained for "
+                  "fluorescence (docs/microscopy.md)", file=stream)
+            return True
+    return False
 
 
 def _has_z(args) -> bool:
@@ -282,6 +309,7 @@ def cmd_upscale_dask(args) -> int:
     jobs = plan(args.inputs, args.output, scale=args.scale, size=args.size, suffix=args.suffix,
                 overwrite=args.overwrite, dask=True, channel_axis=args.channel_axis)
     model = _model(args)
+    model_hint(args.checkpoint, jobs, quiet=args.quiet)
     recipe = _recipe(args, model)
     client = _client_from_config()
     report, t0 = BatchReport(), time.perf_counter()
