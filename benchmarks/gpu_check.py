@@ -25,6 +25,7 @@ import argparse
 import sys
 import tempfile
 import time
+from time import sleep  # not through ``time``: tests replace that module with a fake clock
 from pathlib import Path
 
 import numpy as np
@@ -143,7 +144,7 @@ def live_view(name: str, device, canvas=(1080, 1920), zoom: float = 4.0, size: i
                 got = session.collect()
                 if got.error:
                     raise RuntimeError(got.error)
-                time.sleep(0.001)
+                sleep(0.001)
             n = len(session.sources[0].plan.tiles)
             rows.append((f"{name}: live view {canvas[1]}x{canvas[0]}, {label}", f"{time.perf_counter() - t0:.3f} s",
                          f"{n} tiles, {str(model.dtype).replace('torch.', '')}", None))

@@ -183,7 +183,7 @@ def test_a_slow_live_view_shows_in_napari_activity_dock(make_napari_viewer, qtbo
                                                         notes, tmp_path):
     from gui_helpers import tiny_checkpoint
 
-    from napari_liif._qt import controller, widgets
+    from napari_liif._qt import attach, widgets
 
     ckpt = tiny_checkpoint(tmp_path / "identity.safetensors", identity=True)
     asked = []
@@ -191,7 +191,7 @@ def test_a_slow_live_view_shows_in_napari_activity_dock(make_napari_viewer, qtbo
     def slow_loader(*args):  # the real loader, two seconds slower: the first view is slow, even on a busy machine
         asked.append(args)
         time.sleep(2.0)
-        return controller.model_loader(*args)
+        return attach.model_loader(*args)
 
     monkeypatch.setattr(widgets, "model_loader", slow_loader)
     viewer = make_napari_viewer(show=True)
