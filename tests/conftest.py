@@ -20,9 +20,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from batch_helpers import tiny_checkpoint
+from helpers_models import bilinear_model, one_torch_thread
+
 from napari_liif import models
 from napari_liif.checkpoint import save_safetensors
-from napari_liif.engine import DEFAULT_WEIGHTS, LiifModel
+from napari_liif.engine import DEFAULT_WEIGHTS, LiifModel, load_model
 
 DATA = Path(__file__).parent / "data"
 
@@ -188,10 +191,36 @@ def single_thread():
     hand-offs cost more than they save, and on a loaded two-core machine they made these
     tests several times slower. Opt in per module with
     ``pytestmark = pytest.mark.usefixtures("single_thread")``."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def single_thread_module():
+    """``single_thread`` set once for a whole module, so that its module-scoped models are built
+    on one thread too: ``pytestmark = pytest.mark.usefixtures("single_thread_module")``."""
+    with one_torch_thread():
+        yield
+
+
+# -- the tiny model of the command-line tests (``batch_helpers``), one per module ---------------
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """``batch_helpers.tiny_checkpoint(seed=3)`` as a safetensors file. Modules that need another
+    model override it (``test_cli``, the batch widget tests)."""
+    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors", seed=3)
+
+
+@pytest.fixture(scope="module")
+def model(ckpt):
+    """The model of ``ckpt``, as the command loads it (on the CPU)."""
+    return load_model(ckpt, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def bmodel():
+    """``helpers_models.bilinear_model()``: renders exactly the bilinear interpolation of its input."""
+    return bilinear_model()
 
 
 @pytest.fixture
@@ -230,3 +259,22 @@ def own_safetensors(tmp_path, small_net):
     net, spec = small_net
     path = save_safetensors(tmp_path / "model.safetensors", net, spec, steps="123", trained_on="nothing")
     return path, net, spec
+
+
+@pytest.fixture
+def upscale_widget(make_napari_viewer):
+    """Factory ``upscale_widget(checkpoint) -> UpscaleWidget``: the "LIIF upscale" dock widget in a
+    new viewer (docked: Qt owns it and closes it with the viewer), set to ``checkpoint`` (as
+    ``ModelOptions.set_checkpoint`` takes it) on the CPU. Its viewer is ``widget.viewer``."""
+
+    def make(checkpoint):
+        from napari_liif._qt.batch_widget import UpscaleWidget
+
+        viewer = make_napari_viewer()
+        w = UpscaleWidget(viewer)
+        viewer.window.add_dock_widget(w, name="LIIF upscale")
+        w.options.set_checkpoint(checkpoint)
+        w.options.device.value = "cpu"
+        return w
+
+    return make

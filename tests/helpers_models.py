@@ -135,3 +135,11 @@ class one_torch_thread:
 
     def __exit__(self, *exc):
         torch.set_num_threads(self.before)
+
+
+def nearest(a: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """``a`` (2D or more) resampled to ``out_hw`` by the nearest input pixel of each output pixel
+    centre, as masks and nodata are carried (``intensity.nearest_index``)."""
+    from napari_liif.intensity import nearest_index
+
+    return a[nearest_index(a.shape[0], out_hw[0])][:, nearest_index(a.shape[1], out_hw[1])]

@@ -25,15 +25,8 @@ def model():
 
 
 @pytest.fixture
-def widget(make_napari_viewer, ckpt):
-    from napari_liif._qt.batch_widget import UpscaleWidget
-
-    viewer = make_napari_viewer()
-    w = UpscaleWidget(viewer)
-    viewer.window.add_dock_widget(w, name="LIIF upscale")  # Qt owns it and closes it with the viewer
-    w.options.set_checkpoint(str(ckpt))
-    w.options.device.value = "cpu"
-    return w
+def widget(upscale_widget, ckpt):
+    return upscale_widget(str(ckpt))
 
 
 def _run(qtbot, w, layer_name: str, value: str = "2", mode: str = "scale") -> str:

@@ -28,15 +28,8 @@ def alone():
 
 
 @pytest.fixture
-def widget(make_napari_viewer, ckpt):
-    from napari_liif._qt.batch_widget import UpscaleWidget
-
-    viewer = make_napari_viewer()
-    w = UpscaleWidget(viewer)
-    viewer.window.add_dock_widget(w, name="LIIF upscale")
-    w.options.set_checkpoint(str(ckpt))
-    w.options.device.value = "cpu"
-    return w
+def widget(upscale_widget, ckpt):
+    return upscale_widget(str(ckpt))
 
 
 def _run_layer(qtbot, w, name: str) -> str:

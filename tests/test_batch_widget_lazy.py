@@ -38,16 +38,10 @@ def counted(a: np.ndarray, chunks):
 
 
 @pytest.fixture
-def widget(make_napari_viewer, tmp_path):
-    from napari_liif._qt.batch_widget import UpscaleWidget
-
-    viewer = make_napari_viewer()
-    w = UpscaleWidget(viewer)
-    viewer.window.add_dock_widget(w, name="LIIF upscale")
-    w.options.set_checkpoint(tiny_checkpoint(tmp_path / "tiny.safetensors", seed=3))
-    w.options.device.value = "cpu"
+def widget(upscale_widget, tmp_path):
+    w = upscale_widget(tiny_checkpoint(tmp_path / "tiny.safetensors", seed=3))
     w.value.value = "2"
-    return viewer, w
+    return w.viewer, w
 
 
 def test_a_dask_layer_is_never_loaded_whole(widget, qtbot):

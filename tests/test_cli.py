@@ -14,28 +14,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers_models import one_torch_thread, write_tiny_checkpoint
+from cli_helpers import one_line, run
+from helpers_models import write_tiny_checkpoint
 
 from napari_liif.api import upscale
-from napari_liif.cli import main
 from napari_liif.engine import load_model
 from napari_liif.io import read_image, write_image
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread_module")
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
+    """This module's model (overrides conftest's): ``helpers_models.write_tiny_checkpoint(seed=5)``."""
     return write_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors", seed=5)
-
-
-@pytest.fixture(scope="module")
-def model(ckpt):
-    return load_model(ckpt, device="cpu")
 
 
 @pytest.fixture
@@ -50,19 +43,6 @@ def images(tmp_path, input_guard):
     write_image(d / "f64.npy", g.random((12, 17)))
     input_guard.protect(d)
     return d
-
-
-def run(capsys, *argv):
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {err!r}"
-    assert "Traceback" not in err
-    return lines[0]
 
 
 # -- upscale: results -----------------------------------------------------------------------

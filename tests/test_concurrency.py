@@ -31,13 +31,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from batch_helpers import tiny_checkpoint
-from helpers_models import one_torch_thread
+from cli_helpers import one_line, run
 
 import napari_liif
 from napari_liif import outputs
 from napari_liif.api import upscale
 from napari_liif.cli import main
-from napari_liif.engine import load_model
 from napari_liif.io import read_image, write_image
 from napari_liif.outputs import (LOG_NAME, Claim, DiskFullError, OutputError, atomic_file, atomic_store,
                                  remove_stale_in, store_mark, store_state)
@@ -52,25 +51,12 @@ SRC = TESTS.parent / "src"
 DRIVER = TESTS / "concurrency_driver.py"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors", seed=3)
+pytestmark = pytest.mark.usefixtures("single_thread_module")
 
 
 @pytest.fixture(scope="module")
 def ckpt2(tmp_path_factory):
     return tiny_checkpoint(tmp_path_factory.mktemp("model2") / "other.safetensors", seed=4)
-
-
-@pytest.fixture(scope="module")
-def model(ckpt):
-    return load_model(ckpt, device="cpu")
 
 
 @pytest.fixture
@@ -85,18 +71,6 @@ def sha(path: Path) -> str:
 
 def tree_sha(path: Path) -> dict:
     return {str(p.relative_to(path)): sha(p) for p in sorted(Path(path).rglob("*")) if p.is_file()}
-
-
-def run(capsys, *argv):
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, f"expected one line on stderr, got {err!r}"
-    return lines[0]
 
 
 def hidden(folder: Path) -> list[str]:

@@ -20,14 +20,15 @@ import numpy as np
 import pytest
 import torch
 from batch_helpers import tiny_checkpoint, tiny_model
-from helpers_models import bilinear_model, bilinear_numpy, one_torch_thread
+import cli_helpers
+from cli_helpers import run
+from helpers_models import bilinear_numpy, nearest
 
 from napari_liif.api import upscale
 from napari_liif.batch import BatchError, plan, run_batch
 from napari_liif.checkpoint import CheckpointError, save_safetensors
-from napari_liif.cli import main
 from napari_liif.engine import load_model
-from napari_liif.intensity import IntensityMap, masked, nearest_index
+from napari_liif.intensity import IntensityMap, masked
 from napari_liif.io import ImageIOError, read_image, write_image
 from napari_liif.outputs import (LOG_NAME, Inputs, OutputError, check_store, claim_run_folder, store_state)
 from napari_liif.validate import check_region, check_shape, check_unit_image
@@ -39,37 +40,12 @@ import tifffile
 
 F32_LOW = float(np.finfo(np.float32).min)  # -3.4028235e38, the GIS float32 nodata
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors", seed=3)
-
-
-@pytest.fixture(scope="module")
-def model(ckpt):
-    return load_model(ckpt, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def bmodel():
-    return bilinear_model()
+pytestmark = pytest.mark.usefixtures("single_thread_module")
 
 
 @pytest.fixture
 def gen():
     return np.random.default_rng(11)
-
-
-def run(capsys, *argv):
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 class Work:
@@ -138,10 +114,9 @@ def test_the_work_counter_sees_arrays_modules_and_parameters():
 
 
 def one_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {err!r}"
-    assert "Traceback" not in err and "Warning" not in err
-    return lines[0]
+    """``cli_helpers.one_line``, and no library warning either."""
+    assert "Warning" not in err, f"a warning on stderr: {err!r}"
+    return cli_helpers.one_line(err)
 
 
 def u16(gen, shape=(10, 12)):
@@ -632,17 +607,13 @@ def test_truncated_and_lying_safetensors_are_one_line(tmp_path):
 
 
 # == 3. values ===================================================================================
-def _nearest(a: np.ndarray, out_hw) -> np.ndarray:
-    return a[nearest_index(a.shape[0], out_hw[0])][:, nearest_index(a.shape[1], out_hw[1])]
-
-
 def test_gis_nodata_stays_nodata_and_never_bleeds_into_the_values(bmodel, gen):
     a = gen.uniform(100.0, 3000.0, (12, 14)).astype(np.float32)
     a[2:5, 3:7] = F32_LOW
     a[9, 10] = -3.4e38  # the same sentinel as written by other tools
     assert (IntensityMap.fit(a).lo, IntensityMap.fit(a).hi) == (float(a[a > 0].min()), float(a[a > 0].max()))
     out = upscale(a, scale=2, model=bmodel)
-    near = _nearest(a, out.shape)
+    near = nearest(a, out.shape)
     nodata = near < -1e38
     assert np.array_equal(out[nodata], near[nodata]) and nodata.sum() == 4 * 13
     valid = out[~nodata]
@@ -701,7 +672,7 @@ def test_nan_stays_nan_and_finite_values_stay_in_range(bmodel, gen):
     a[3:6, 2:8] = np.nan
     a[10, 1], a[0, 12] = np.inf, -np.inf
     out = upscale(a, scale=2.5, model=bmodel)
-    near = _nearest(a, out.shape)
+    near = nearest(a, out.shape)
     assert np.array_equal(np.isnan(out), np.isnan(near))
     assert np.array_equal(np.isposinf(out), np.isposinf(near)) and np.array_equal(np.isneginf(out), np.isneginf(near))
     fin = out[np.isfinite(out)]
@@ -756,7 +727,7 @@ def test_the_cli_keeps_nan_and_prints_no_library_warning(capsys, tmp_path, ckpt,
     rc, out, err = run(capsys, "upscale", src, "--scale", "2", "-o", tmp_path / "o.npy", "--checkpoint", ckpt)
     assert (rc, out, err) == (0, f"wrote {tmp_path / 'o.npy'}\n", "")
     res = np.load(tmp_path / "o.npy")
-    assert np.array_equal(np.isnan(res), np.isnan(_nearest(a, res.shape)))
+    assert np.array_equal(np.isnan(res), np.isnan(nearest(a, res.shape)))
     assert np.array_equal(res, upscale(a, scale=2, model=model), equal_nan=True)
 
 

@@ -13,52 +13,20 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from batch_helpers import tiny_checkpoint
-from helpers_models import bilinear_model, bilinear_numpy, one_torch_thread
+from cli_helpers import one_line, run
+from helpers_models import bilinear_numpy, nearest
 from PIL import Image
 
 from napari_liif.api import upscale
 from napari_liif.checkpoint import CheckpointError, read_checkpoint
-from napari_liif.cli import main
 from napari_liif.engine import default_checkpoint, load_model
-from napari_liif.intensity import nearest_index
 from napari_liif.io import ImageIOError, image_info, read_image, write_image
 
 import dask.array as da  # noqa: E402
 import tifffile  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors", seed=3)
-
-
-@pytest.fixture(scope="module")
-def bmodel():
-    return bilinear_model()
-
-
-def run(capsys, *argv):
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {err!r}"
-    assert "Traceback" not in err
-    return lines[0]
-
-
-def nearest(a: np.ndarray, out_hw) -> np.ndarray:
-    return a[nearest_index(a.shape[0], out_hw[0])][:, nearest_index(a.shape[1], out_hw[1])]
+pytestmark = pytest.mark.usefixtures("single_thread_module")
 
 
 # == readers =====================================================================================
