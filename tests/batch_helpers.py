@@ -1,10 +1,13 @@
-"""Tiny random LIIF models for the batch, dask and widget tests (not the bundled default)."""
+"""Tiny random LIIF models for the batch, dask and widget tests (not the bundled default), with
+realistic weights (``helpers_models.realistic_init``), and the issue-19 hyperstack."""
 
 from __future__ import annotations
 
 import copy
 
 import torch
+
+from helpers_models import realistic_init
 
 from napari_liif import models
 from napari_liif.checkpoint import save_safetensors
@@ -24,9 +27,11 @@ def tiny_spec(*, bilinear_residual: bool = False, n_resblocks: int = 2, n_feats:
 
 
 def tiny_model(seed: int = 3, **kw) -> LiifModel:
+    """A random ``tiny_spec(**kw)`` model; its weights come from ``helpers_models.realistic_init``
+    (seeded), so that its outputs spread like images do and comparisons with it can fail."""
     spec = tiny_spec(**kw)
     torch.manual_seed(seed)
-    net = models.make(spec).eval()
+    net = realistic_init(models.make(spec).eval(), seed)
     return LiifModel(copy.deepcopy(net), spec, device="cpu", name=f"tiny-{seed}")
 
 
