@@ -42,15 +42,16 @@ def _before(module, name: str) -> None:
 
 
 def install(point: str) -> None:
-    from napari_liif import outputs, zarr_io
+    from napari_liif import zarr_io
+    from napari_liif.outputs import atomic
 
     if point == "temp":
-        _after(outputs, "create_owned")
+        _after(atomic, "create_owned")
     elif point == "commit":
-        _before(outputs, "_commit_store")
-        _before(outputs, "_commit_file")
+        _before(atomic, "_commit_store")
+        _before(atomic, "_commit_file")
     elif point == "aside":
-        _after(outputs, "lock_owned")
+        _after(atomic, "lock_owned")
     elif point == "chunk":
         orig, calls = zarr_io._Guarded.__setitem__, []
 

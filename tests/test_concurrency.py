@@ -34,12 +34,13 @@ from batch_helpers import tiny_checkpoint
 from cli_helpers import one_line, run
 
 import napari_liif
-from napari_liif import outputs
 from napari_liif.api import upscale
 from napari_liif.cli import main
 from napari_liif.io import read_image, write_image
 from napari_liif.outputs import (LOG_NAME, Claim, DiskFullError, OutputError, atomic_file, atomic_store,
                                  remove_stale_in, store_mark, store_state)
+from napari_liif.outputs import atomic
+from napari_liif.outputs.temporaries import TEMP_NAME, temp_name
 from napari_liif.owners import create_owned, take_if_abandoned
 from napari_liif.zarr_io import read_zarr, write_zarr
 
@@ -327,7 +328,7 @@ def test_eight_threads_writing_one_file_leave_one_correct_file(tmp_path):
 
 # -- owners of temporaries -----------------------------------------------------------------------------
 def _temp(dst: Path, kind="partial") -> Path:
-    return outputs._temp_name(dst, kind)
+    return temp_name(dst, kind)
 
 
 def test_a_live_temporary_is_never_removed_a_dead_ones_is(tmp_path):
@@ -528,7 +529,7 @@ def test_a_full_disk_when_recording_commits_nothing(tmp_path, monkeypatch):
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(outputs, "record_file", full)
+    monkeypatch.setattr(atomic, "record_file", full)  # as the commit calls it
     with pytest.raises(DiskFullError) as info:
         write_image(dst, np.zeros((2, 2), np.uint8), record=Claim({"v": 1}))
     assert str(info.value) == f"no space left on device writing {dst}: free space or choose another -o"
@@ -563,7 +564,7 @@ def test_atomic_store_refuses_to_swap_in_an_incomplete_store(tmp_path):
 def test_atomic_file_temporaries_carry_a_valid_check(tmp_path):
     with atomic_file(tmp_path / "o.txt", record=False) as tmp:
         name = tmp.name
-        m = outputs._TEMP.match(name)
+        m = TEMP_NAME.match(name)
         assert m and m["check"] == hashlib.sha256(f"{m['head']}/o.txt".encode()).hexdigest()[:8]
         tmp.write_text("x")
     assert os.listdir(tmp_path) == ["o.txt"]
