@@ -60,7 +60,6 @@ def test_limits_and_percentiles_options_equal_the_api(capsys, images, tmp_path, 
     assert not np.array_equal(read_image(dst), upscale(src, scale=2, model=model))  # the option mattered
 
 
-
 @pytest.mark.parametrize("name, dtype", [("rgb.png", np.uint8), ("u16.tif", np.uint16), ("f32.tif", np.float32),
                                          ("f64.npy", np.float64)])
 def test_upscale_one_file_equals_the_api(capsys, images, tmp_path, ckpt, model, name, dtype):
@@ -82,7 +81,9 @@ def test_size_means_exactly_that_output_grid(capsys, images, tmp_path, ckpt, mod
     assert np.array_equal(res, upscale(read_image(images / "u16.tif"), size=(30, 41), model=model))
     rc, _, _ = run(capsys, "upscale", images / "rgb.png", "--size", "7x50", "-o", tmp_path / "t.png",
                    "--checkpoint", ckpt)
-    assert rc == 0 and read_image(tmp_path / "t.png").shape == (7, 50, 3)
+    res = read_image(tmp_path / "t.png")
+    assert rc == 0 and res.shape == (7, 50, 3)
+    assert np.array_equal(res, upscale(read_image(images / "rgb.png"), size=(7, 50), model=model))
 
 
 def test_anisotropic_scale_and_cell_option(capsys, images, tmp_path, ckpt, model):
