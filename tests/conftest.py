@@ -1,5 +1,7 @@
-"""Shared fixtures: tiny random LIIF models for every encoder, model files on disk, and the
-suite-wide guard of test inputs.
+"""Shared fixtures: tiny random LIIF models for every encoder, model files on disk, the tiny model
+of the command-line tests (``ckpt``, ``model``, ``bmodel``), one torch thread per test or per
+module, the docked upscale widget, and the suite-wide guard of test inputs (docs/testing.md lists
+where every shared fixture and helper lives).
 
 The models are deliberately small (two residual blocks, narrow decoders) so that the whole
 suite stays fast on a two-core CPU; the query procedure they exercise is the full one.
