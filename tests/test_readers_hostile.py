@@ -201,8 +201,16 @@ def test_the_command_upscales_a_transparent_palette_png_as_rgba(capsys, tmp_path
     rc, out, err = run(capsys, "upscale", src, "--scale", "2", "-o", tmp_path / "o.png", "--checkpoint", ckpt)
     assert (rc, err) == (0, "")
     res = read_image(tmp_path / "o.png")
-    alpha = np.rint(bilinear_numpy(np.where(IDX == 0, 0.0, 1.0), (8, 12)) * 255)
+    unit_alpha = bilinear_numpy(np.where(IDX == 0, 0.0, 1.0), (8, 12))
+    alpha = np.rint(unit_alpha * 255)
     assert res.shape == (8, 12, 4) and np.abs(res[..., 3] - alpha).max() <= 1 and (res[..., 3] == 0).sum() == 6
+    # colour went through premultiplied by alpha and came back divided by the upscaled alpha; 0 where that is 0
+    rgb = np.array([PALETTE[i] for i in IDX.ravel()], np.float64).reshape(4, 6, 3)
+    seen = unit_alpha > 0
+    for c in range(3):
+        premultiplied = bilinear_numpy(rgb[..., c] * np.where(IDX == 0, 0.0, 1.0), (8, 12))
+        expected = np.where(seen, premultiplied / np.where(seen, unit_alpha, 1.0), 0.0)
+        assert np.abs(res[..., c] - expected).max() <= 0.5 + 1e-6, c
 
 
 # == ranges ======================================================================================
