@@ -320,7 +320,8 @@ def upscale_fitted(a: np.ndarray, kind: str, maps: dict, out_hw: tuple[int, int]
             dst[...] = codec.decode([render(u) for u in codec.encode(src)])
         codec.carry(src, dst)  # NaN, inf, nodata and outliers stay where their pixels are nearest
         if preserve_flux:
-            dst[...] = flux.preserve_flux(dst, src, dtype=a.dtype)
+            outliers, bounds = codec.flux_limits(src)  # carried values held, the rest within the held range
+            dst[...] = flux.preserve_flux(dst, src, dtype=a.dtype, outliers=outliers, bounds=bounds)
         if progress is not None:
             progress((k + 1) * per_job, total)
     return out

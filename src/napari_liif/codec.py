@@ -225,6 +225,29 @@ class PlaneCodec:
         else:
             carry(src, dst, self.value_map, rows, cols)
 
+    def flux_limits(self, src: np.ndarray):
+        """``(outliers, bounds)`` of :func:`napari_liif.flux.preserve_flux` for this job's raw
+        window ``src``: the values carried (:meth:`carry`; a mask like ``src``, or None) and, per
+        channel, the least and greatest of the values the map holds (the valid, in-range ones)."""
+        if self.what == "rgba":
+            parts = [(src[..., :3], self.value_map), (src[..., 3:], self.alpha_map)]
+        else:
+            parts = [(src, self.value_map)]
+        masks, lows, highs = [], [], []
+        for part, imap in parts:
+            bad = imap.outside(part)
+            bad = np.zeros(part.shape, bool) if bad is None else bad
+            held = part[~bad]
+            lo, hi = (held.min(), held.max()) if held.size else (0, 0)
+            n = part.shape[-1] if part.ndim == 3 else 1
+            masks.append(bad)
+            lows += [float(lo)] * n
+            highs += [float(hi)] * n
+        mask = masks[0] if len(masks) == 1 else np.concatenate(masks, axis=-1)
+        if src.ndim == 2:
+            return (mask if mask.any() else None), (lows[0], highs[0])
+        return (mask if mask.any() else None), (np.array(lows), np.array(highs))
+
     def carry_values(self, near: np.ndarray, out: np.ndarray) -> None:
         """Live zoom's carry: ``near`` is the raw data under each output sample (same rows and
         columns as ``out``); where the value map cannot hold it, ``out`` shows it as it is."""

@@ -27,6 +27,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .intensity import nearest_index
+
+MAX_SWEEPS = 500  # of the bounded correction's projections (bounded_correction)
+STALL_SWEEPS = 20  # every this many sweeps, a pixel whose average error has not fallen below
+STALL_RATIO = 0.5  # this share of what it was is let go (its average cannot be reached with the others)
+TOLERANCE = 1e-12  # its area averages' largest error, relative to the largest input value (at least 1)
+
 
 def _axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each of ``n_out`` fine pixels spanning ``n_in`` coarse ones (``n_out >= n_in``): the
@@ -137,7 +144,7 @@ def check_preservable(image: np.ndarray, in_hw: tuple[int, int], out_hw: tuple[i
                              "(replace them, or upscale without preserve_flux)")
 
 
-def preserve_flux(output: np.ndarray, image: np.ndarray, dtype=None) -> np.ndarray:
+def preserve_flux(output: np.ndarray, image: np.ndarray, dtype=None, *, outliers=None, bounds=None) -> np.ndarray:
     """Correct ``output`` so that its area average over every pixel of ``image`` equals that pixel.
 
     Parameters
@@ -152,6 +159,15 @@ def preserve_flux(output: np.ndarray, image: np.ndarray, dtype=None) -> np.ndarr
         pixel (the largest fractional parts are rounded up); at non-integer scales they are
         rounded to the nearest integer (area averages then within 0.5 of the input). Values
         outside the dtype's range are clipped, and a clipped block is no longer exact.
+    outliers : bool array like ``image``, optional
+        Input pixels carried as they are (:func:`napari_liif.intensity.carry`): the output
+        samples whose nearest input pixel is one of them are *held* (left exactly as they are), and
+        their own area averages are not asked for. Every other pixel's area average is taken over
+        the samples that are not held.
+    bounds : (low, high), optional
+        No sample that is not held leaves ``[low, high]`` (numbers, or one per channel). With
+        ``outliers`` or ``bounds`` the correction is the bounded one (:func:`bounded_correction`);
+        without, the least-squares one.
 
     Returns
     -------
@@ -174,6 +190,7 @@ def preserve_flux(output: np.ndarray, image: np.ndarray, dtype=None) -> np.ndarr
         bad = int(np.count_nonzero(~np.isfinite(a)))
         if bad:
             raise ValueError(f"flux preservation needs finite values; the {name} has {bad} NaN or infinite values")
+    outliers, bounds = _check_limits(outliers, bounds, src.shape)
     (H, W), (h, w) = out.shape[:2], src.shape[:2]
     residual = src - area_average(out, (h, w))
     x = _solve_gram_axis0(residual, H)
@@ -181,9 +198,25 @@ def preserve_flux(output: np.ndarray, image: np.ndarray, dtype=None) -> np.ndarr
     corr = _expand_axis0(x, H)
     corr = np.swapaxes(_expand_axis0(np.swapaxes(corr, 0, 1), W), 0, 1)
     res = out + corr
+    if outliers is not None or bounds is not None:
+        res = _bounded(out, src, res, outliers, bounds)
     if dtype is None or np.dtype(dtype).kind == "f":
         return res.astype(dtype or np.float64, copy=False)
     return _round_to_integers(res, src, np.dtype(dtype))
+
+
+def _check_limits(outliers, bounds, shape):
+    """``outliers`` as a boolean array of the input's ``shape`` (or None) and ``bounds`` checked."""
+    if outliers is not None:
+        outliers = np.asarray(outliers)
+        if outliers.dtype != bool or outliers.shape != shape:
+            raise ValueError(f"outliers must be a boolean mask of the input's shape {shape}, got "
+                             f"{outliers.dtype} of shape {outliers.shape}")
+    if bounds is not None:
+        low, high = (np.asarray(b, np.float64) for b in bounds)
+        if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(low <= high)):
+            raise ValueError(f"bounds must be finite (low, high) with low <= high, got {bounds!r}")
+    return outliers, bounds
 
 
 def _round_to_integers(values: np.ndarray, image: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -205,3 +238,134 @@ def _round_to_integers(values: np.ndarray, image: np.ndarray, dtype: np.dtype) -
     rounded = rounded.reshape(h, w, *rest, sr, sc)
     rounded = np.moveaxis(rounded, (-2, -1), (1, 3)).reshape(values.shape)
     return np.clip(rounded, info.min, info.max).astype(dtype)
+
+
+# ------------------------------------------------------------------------ the bounded correction
+
+
+def _axis_members(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``n_in`` coarse pixels, the fine pixels overlapping it, ``(n_in, K)``, and their
+    shares (:func:`_axis_weights`); unused places hold fine pixel 0 with share 0."""
+    first, w0, w1 = _axis_weights(n_in, n_out)
+    fine = np.concatenate([np.arange(n_out), np.arange(n_out)])
+    pix, share = np.concatenate([first, first + 1]), np.concatenate([w0, w1])
+    keep = (share > 0) & (pix < n_in)
+    pix, fine, share = pix[keep], fine[keep], share[keep]  # already sorted by fine pixel
+    order = np.argsort(pix, kind="stable")
+    pix, fine, share = pix[order], fine[order], share[order]
+    counts = np.bincount(pix, minlength=n_in)
+    place = np.arange(pix.size) - (np.cumsum(counts) - counts)[pix]
+    idx, wt = np.zeros((n_in, counts.max()), np.int64), np.zeros((n_in, counts.max()))
+    idx[pix, place], wt[pix, place] = fine, share
+    return idx, wt
+
+
+class _Members:
+    """The output samples overlapping each input pixel and their area weights, both axes."""
+
+    def __init__(self, in_hw, out_hw):
+        self.rows, self.row_w = _axis_members(in_hw[0], out_hw[0])
+        self.cols, self.col_w = _axis_members(in_hw[1], out_hw[1])
+
+    def patches(self, ri: np.ndarray, ci: np.ndarray):
+        """Row and column indices ``(n, Kr, Kc)`` of the samples of input pixels ``(ri, ci)`` and
+        their weights (0 at unused places)."""
+        a = self.row_w[ri][:, :, None] * self.col_w[ci][:, None, :]
+        r = np.broadcast_to(self.rows[ri][:, :, None], a.shape)
+        c = np.broadcast_to(self.cols[ci][:, None, :], a.shape)
+        return r, c, a
+
+
+def _project(y, held, x, ri, ci, members: _Members, low: float, high: float) -> None:
+    """Move ``y`` (in place) so that each input pixel ``(ri, ci)`` (no two sharing a sample) has the
+    weighted mean of its free samples equal to it. The move is the smallest one, ``t`` times the
+    samples' weights, where that keeps every sample within ``[low, high]``; otherwise the samples
+    are scaled towards the bound they approach (``y + l (y - low)``, ``-1 <= l <= 0``, going down;
+    ``y + l (high - y)``, ``0 <= l <= 1``, going up), which never crosses it and reaches it only
+    where a sample already lies there or the pixel itself is at the bound."""
+    r, c, a = members.patches(ri, ci)
+    m = y[r, c]
+    free = (a > 0) & ~held[r, c]
+    af = np.where(free, a, 0.0)
+    total = af.sum((1, 2))
+    target = np.clip(x[ri, ci], low, high) * total
+    gap = (target - (af * m).sum((1, 2)))[:, None, None]
+    new = m + gap / (af * af).sum((1, 2))[:, None, None] * af  # the smallest move
+    outside = ((new < low) | (new > high)) & free
+    bad = outside.any((1, 2))
+    if bad.any():
+        room = np.where(gap < 0, m - low, high - m)[bad]  # how far each sample may go, towards its bound
+        rate = gap[bad] / np.maximum((af[bad] * room).sum((1, 2)), np.finfo(np.float64).tiny)[:, None, None]
+        new[bad] = np.clip(m[bad] + rate * np.where(free[bad], room, 0.0), low, high)
+    y[r[free], c[free]] = new[free]
+
+
+def _residual(y, held, x, den, h_w) -> np.ndarray:
+    """Each input pixel's weighted mean over its free samples, minus the pixel."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return area_average(np.where(held, 0.0, y), h_w) / den - x
+
+
+def bounded_correction(output: np.ndarray, image: np.ndarray, start: np.ndarray, outliers=None,
+                       low: float = -np.inf, high: float = np.inf) -> np.ndarray:
+    """One plane (H, W) of ``output`` corrected so that each input pixel's area average over the
+    output samples that are not held equals it, with no sample that is not held outside
+    ``[low, high]``; float64.
+
+    *Held* samples are those whose nearest input pixel (:func:`napari_liif.intensity.nearest_index`)
+    is one of ``outliers`` (a boolean (h, w) mask; carried values): they keep ``output``'s values
+    and those pixels' own averages are not asked for. The rest starts from ``start`` (the
+    least-squares correction), except that the samples of every pixel with one outside the bounds
+    there start from ``output`` clipped to them, and is moved, pixel by pixel, to each pixel's average (:func:`_project`), in four
+    interleaved sets of pixels that share no sample, until every average is within ``TOLERANCE``
+    (relative) or after ``MAX_SWEEPS`` sweeps. Each pixel's target lies within the bounds, so each
+    move is exact; at integer scales pixels share no sample and one sweep is exact."""
+    (H, W), (h, w) = output.shape, image.shape
+    held = np.zeros((H, W), bool)
+    if outliers is not None and outliers.any():
+        held = outliers[nearest_index(h, H)][:, nearest_index(w, W)]
+    inside = np.all((start >= low) & (start <= high))
+    if not held.any() and inside:
+        return start
+    # pixels with a sample out of bounds start over from the model's output (clipped), all their samples
+    leaves = area_average(((start < low) | (start > high)).astype(np.float64), (h, w)) > 0
+    redo = _expand_axis0(leaves.astype(np.float64), H)
+    redo = np.swapaxes(_expand_axis0(np.swapaxes(redo, 0, 1), W), 0, 1) > 0
+    y = np.where(held, output, np.where(redo, np.clip(output, low, high), start))
+    den = area_average((~held).astype(np.float64), (h, w))
+    kept = den > 0 if outliers is None else (den > 0) & ~outliers
+    if not kept.any():
+        return y
+    members = _Members((h, w), (H, W))
+    tol = TOLERANCE * max(1.0, float(np.abs(image[kept]).max()))
+    ri, ci = np.nonzero(kept)
+    before = np.full(ri.shape, np.inf)
+    for sweep in range(1, MAX_SWEEPS + 1):
+        moved = False
+        for part in ((ri % 2 == p) & (ci % 2 == q) for p in (0, 1) for q in (0, 1)):
+            err = _residual(y, held, image, den, (h, w))[ri, ci]
+            act = part & (np.abs(err) > tol)
+            if act.any():
+                _project(y, held, image, ri[act], ci[act], members, low, high)
+                moved = True
+        if not moved:
+            break
+        if sweep % STALL_SWEEPS == 0:  # averages the bounds cannot reach together stop being asked for
+            err = np.abs(_residual(y, held, image, den, (h, w))[ri, ci])
+            go = (err <= tol) | (err < STALL_RATIO * before)
+            ri, ci, before = ri[go], ci[go], err[go]
+    return y
+
+
+def _bounded(out, src, start, outliers, bounds) -> np.ndarray:
+    """:func:`bounded_correction` of every channel: ``bounds`` (low, high) numbers or one per channel."""
+    low, high = (-np.inf, np.inf) if bounds is None else bounds
+    if out.ndim == 2:
+        return bounded_correction(out, src, start, outliers, float(low), float(high))
+    n = out.shape[2]
+    low, high = np.broadcast_to(np.asarray(low, np.float64), (n,)), np.broadcast_to(np.asarray(high, np.float64), (n,))
+    res = np.empty_like(start)
+    for k in range(n):
+        mask = None if outliers is None else outliers[..., k]
+        res[..., k] = bounded_correction(out[..., k], src[..., k], start[..., k], mask, low[k], high[k])
+    return res
