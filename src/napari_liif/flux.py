@@ -193,6 +193,8 @@ def preserve_flux(output: np.ndarray, image: np.ndarray, dtype=None, *, outliers
     outliers, bounds = _check_limits(outliers, bounds, src.shape)
     (H, W), (h, w) = out.shape[:2], src.shape[:2]
     residual = src - area_average(out, (h, w))
+    if outliers is not None:
+        residual[outliers] = 0.0  # their averages are not asked for: nothing of theirs to spread
     x = _solve_gram_axis0(residual, H)
     x = np.swapaxes(_solve_gram_axis0(np.swapaxes(x, 0, 1), W), 0, 1)
     corr = _expand_axis0(x, H)
@@ -300,10 +302,23 @@ def _project(y, held, x, ri, ci, members: _Members, low: float, high: float) -> 
     y[r[free], c[free]] = new[free]
 
 
-def _residual(y, held, x, den, h_w) -> np.ndarray:
-    """Each input pixel's weighted mean over its free samples, minus the pixel."""
+def _errors(y, held, x, ri, ci, members: _Members) -> np.ndarray:
+    """For input pixels ``(ri, ci)``: the weighted mean of their free samples minus the pixel."""
+    r, c, a = members.patches(ri, ci)
+    af = np.where(held[r, c], 0.0, a)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return area_average(np.where(held, 0.0, y), h_w) / den - x
+        return (af * y[r, c]).sum((1, 2)) / af.sum((1, 2)) - x[ri, ci]
+
+
+def _grow(mask: np.ndarray) -> np.ndarray:
+    """``mask`` and its 8 neighbours."""
+    out = mask.copy()
+    out[1:] |= mask[:-1]
+    out[:-1] |= mask[1:]
+    grown = out.copy()
+    grown[:, 1:] |= out[:, :-1]
+    grown[:, :-1] |= out[:, 1:]
+    return grown
 
 
 def bounded_correction(output: np.ndarray, image: np.ndarray, start: np.ndarray, outliers=None,
@@ -338,22 +353,32 @@ def bounded_correction(output: np.ndarray, image: np.ndarray, start: np.ndarray,
         return y
     members = _Members((h, w), (H, W))
     tol = TOLERANCE * max(1.0, float(np.abs(image[kept]).max()))
-    ri, ci = np.nonzero(kept)
-    before = np.full(ri.shape, np.inf)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        err = np.abs(area_average(np.where(held, 0.0, y), (h, w)) / den - image)
+    todo = kept & (err > tol)  # pixels to check: those off, and those beside a pixel that moved
+    parity = np.add.outer(np.arange(h) % 2 * 2, np.arange(w) % 2)  # four sets sharing no sample
+    then = np.full((h, w), np.inf)
     for sweep in range(1, MAX_SWEEPS + 1):
-        moved = False
-        for part in ((ri % 2 == p) & (ci % 2 == q) for p in (0, 1) for q in (0, 1)):
-            err = _residual(y, held, image, den, (h, w))[ri, ci]
-            act = part & (np.abs(err) > tol)
+        if not todo.any():
+            break
+        for k in range(4):
+            ri, ci = np.nonzero(todo & (parity == k))
+            if not ri.size:
+                continue
+            e = np.abs(_errors(y, held, image, ri, ci, members))
+            err[ri, ci] = e
+            todo[ri, ci] = False
+            act = e > tol
             if act.any():
                 _project(y, held, image, ri[act], ci[act], members, low, high)
-                moved = True
-        if not moved:
-            break
+                moved = np.zeros((h, w), bool)
+                moved[ri[act], ci[act]] = True
+                todo |= _grow(moved) & kept
         if sweep % STALL_SWEEPS == 0:  # averages the bounds cannot reach together stop being asked for
-            err = np.abs(_residual(y, held, image, den, (h, w))[ri, ci])
-            go = (err <= tol) | (err < STALL_RATIO * before)
-            ri, ci, before = ri[go], ci[go], err[go]
+            stalled = todo & (err > tol) & (err >= STALL_RATIO * then)
+            kept &= ~stalled
+            todo &= kept
+            then = np.where(todo, err, np.inf)
     return y
 
 
