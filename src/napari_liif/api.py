@@ -211,7 +211,11 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
     preserve_flux : bool
         Correct each plane so that its area average over every input pixel equals that pixel
         (:func:`napari_liif.flux.preserve_flux`; docs/microscopy.md): exact for float data, exact
-        block sums for integer data at integer scales. Needs a scale of at least 1 and finite data.
+        block sums for integer data at integer scales. Carried outliers keep their value on their
+        footprint (their own averages are not asked for; their neighbours' are taken without
+        them), and no other value leaves the range of the values the map holds; where two averages
+        cannot both be kept inside it, the closest values reached. Needs a scale of at least 1
+        and finite data.
 
     Returns
     -------

@@ -120,8 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="replace outputs that exist, even files or zarr stores napari-liif did not write (never "
                          "an input, nor a folder that is not a zarr store)")
     up.add_argument("--preserve-flux", action="store_true",
-                    help="make the output's area average over every input pixel equal that pixel (exact; "
-                         "docs/microscopy.md); not with --dask")
+                    help="make the output's area average over every input pixel equal that pixel (exact where "
+                         "the input's range allows; hot pixels and other carried values kept as they are; no "
+                         "value outside the input's range: docs/microscopy.md); not with --dask")
     up.add_argument("--dask", action="store_true", help="chunked, out-of-core upscale to a zarr store")
     up.add_argument("--chunk", type=int, default=512, help="input chunk size (rows and cols) with --dask")
     up.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -20,6 +20,14 @@ exact flux, cost 0.24 dB more PSNR and added more background noise at x2 on a he
 scene, and did not clearly win at x2.5.) Close to scale 1 the system is less well conditioned (the
 correction can alternate between neighbours), as any exact correction's must be.
 
+Carried outliers and bounds (what ``upscale(..., preserve_flux=True)`` asks for, through
+:meth:`napari_liif.codec.PlaneCodec.flux_limits`): the samples of carried input pixels are held as
+they are and those pixels' averages are not asked for; every other pixel's average is taken over
+its samples that are not held, and no sample that is not held leaves ``bounds`` (the range of the
+values the intensity map holds). The least-squares result stands where it lies within the bounds;
+elsewhere :func:`bounded_correction` corrects pixel by pixel, scaling towards a bound instead of
+crossing it, so it adds no value at a bound that the model did not give (docs/microscopy.md).
+
 Pure numpy; no torch, no scipy.
 """
 
