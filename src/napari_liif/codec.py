@@ -214,7 +214,10 @@ class PlaneCodec:
     def _values(u: np.ndarray, imap: IntensityMap, exact: bool) -> np.ndarray:
         if exact:
             return imap.inverse(u)
-        return (np.clip(u, 0.0, 1.0) * imap.span + float(imap.lo)).astype(np.float32)
+        v = (np.clip(u, 0.0, 1.0) * imap.span + float(imap.lo)).astype(np.float32)
+        if imap.floor is not None and imap.dtype.kind != "b":  # user limits: the data's range inside them
+            np.clip(v, np.float32(imap.floor), np.float32(imap.ceil), out=v)
+        return v
 
     def carry(self, src: np.ndarray, dst: np.ndarray, rows=None, cols=None) -> None:
         """Masked and out-of-range values of ``src`` into ``dst`` by nearest neighbour

@@ -2,7 +2,8 @@
 
 * :mod:`.viewport`: camera, lattice and tiles (which samples a view needs, and where they go);
 * :mod:`.planes`, :mod:`.prepared`: a source's displayed plane, described plainly, and made
-  ready for the engine (intensity maps, lazy windows, maps back to data units);
+  ready for the engine through the plane codec (:mod:`napari_liif.codec`: intensity maps, the
+  fields, values back in data units) and lazy windows;
 * :mod:`.keys`: typed tile keys, jobs, requests and the renderer's messages;
 * :mod:`.port`: the one protocol through which the core uses the engine;
 * :mod:`.batches`: a view's tiles gathered into few, large engine calls;

@@ -4,8 +4,8 @@ A :class:`SourceState` is the displayed 2D plane of a layer as napari shows it (
 translates a napari layer into one: :func:`napari_liif._qt.layer_state.read_source`): the
 full-resolution array, the index (or, when projecting, the slab) of each leading axis, colour,
 geometry and intensity options. From it come windows of the plane (lazy arrays through a
-:class:`ChunkCache`, each storage chunk read once), the one intensity mapping
-(:mod:`napari_liif.intensity`) and, with :meth:`SourceState.prepare`, a
+:class:`ChunkCache`, each storage chunk read once), the plane codec's intensity maps
+(:mod:`napari_liif.codec`, :mod:`napari_liif.intensity`) and, with :meth:`SourceState.prepare`, a
 :class:`~napari_liif.live.prepared.Prepared` plane ready for the engine.
 """
 
@@ -19,7 +19,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..intensity import IntensityMap, check_options, choose_limits, valid_values
+from ..codec import dtype_range_map
+from ..codec import intensity_maps as plane_maps
+from ..intensity import IntensityMap, check_options, choose_limits, user_map, valid_values
 from .prepared import Prepared
 from .viewport import LayerGeometry
 
@@ -179,27 +181,36 @@ class SourceState:
         return read
 
     def intensity_maps(self, read=None) -> dict:
-        """``{"value": map of the gray values or colours, "alpha": map of RGBA's alpha or None}``
-        (module docstring). Reads the plane, or samples of it: call it off the UI thread."""
+        """``{"value": map of the gray values or colours, "alpha": map of RGBA's alpha or None}``,
+        by the plane codec's rules (:func:`napari_liif.codec.intensity_maps`): uint8 and bool at
+        their dtype range, else the robust range, ``limits`` or ``percentiles``; maps from user
+        options are checked against the data (:func:`napari_liif.intensity.user_map`: a one-line
+        ValueError where the data would span under 1/100 of them). Reads the plane, or samples
+        of a lazy one (whose data range also takes in the layer's contrast range): call it off
+        the UI thread."""
         dtype = self._value_dtype()
         alpha = IntensityMap.alpha(self.data.dtype) if self.alpha else None
         opts = self.options
-        if opts.limits is not None:
-            return {"value": IntensityMap.of(dtype, *opts.limits), "alpha": alpha}
-        if (dtype == np.uint8 or dtype.kind == "b") and opts.percentiles is None:
-            return {"value": IntensityMap.fit(np.empty(0, dtype)), "alpha": alpha}
+        fixed = dtype_range_map(dtype, opts.percentiles) if opts.limits is None else None
+        if fixed is not None:
+            return {"value": fixed, "alpha": alpha}
         if not self.lazy:
             plane = self.plane()
-            return {"value": IntensityMap.fit(plane[..., :3] if self.rgb else plane, percentiles=opts.percentiles,
-                                              colour=self.rgb), "alpha": alpha}
-        sample = self._lazy_sample(read)
-        vals = valid_values(sample)
+            kind = "rgb" if self.rgb else "gray"
+            maps = plane_maps(plane[..., :3] if self.rgb else plane, kind, opts.limits, opts.percentiles)
+            return {"value": maps["rgb" if self.rgb else None], "alpha": alpha}
+        vals = valid_values(self._lazy_sample(read))
         lo, hi = self.range_hint
         if vals.size:
             lo, hi = min(lo, float(vals.min())), max(hi, float(vals.max()))
         vmin, vmax = (lo, hi) if dtype.kind == "f" else (math.floor(lo), math.ceil(hi))
-        return {"value": IntensityMap.of(dtype, *choose_limits(dtype, vmin, vmax, vals, opts.percentiles)),
-                "alpha": alpha}
+        if opts.limits is not None:
+            imap = IntensityMap.of(dtype, *opts.limits)
+        else:
+            imap = IntensityMap.of(dtype, *choose_limits(dtype, vmin, vmax, vals, opts.percentiles))
+        if opts.limits is not None or opts.percentiles is not None:
+            imap = user_map(imap, vmin, vmax, opts.limits, opts.percentiles)
+        return {"value": imap, "alpha": alpha}
 
     def _value_dtype(self) -> np.dtype:
         dtype = np.dtype(self.data.dtype)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..codec import PlaneCodec
+
+
 def _nearest_index(lo: float, hi: float, n: int, size: int) -> np.ndarray:
     """Data pixel under the centre of each of ``n`` samples spanning edges ``[lo, hi]``."""
     centres = lo + (np.arange(n) + 0.5) * ((hi - lo) / n)
@@ -13,6 +16,11 @@ def _nearest_index(lo: float, hi: float, n: int, size: int) -> np.ndarray:
 class Prepared:
     """A plane ready for the engine: its fields (one, or colour and alpha for RGBA), and the maps
     from renders and from raw samples back to what the overlay shows.
+
+    The plane's rules are the batch paths' own: a :class:`~napari_liif.codec.PlaneCodec` (gray,
+    RGB or premultiplied RGBA) encodes each window into the fields, decodes the renders into data
+    units and carries what its map cannot hold; live zoom only adds how napari draws them (float32
+    data units for the overlay, alpha in [0, 1], RGB given an alpha of 1).
 
     ``fields``: ``[(name, source)]`` with ``source(y0, y1, x0, x1)`` a window in [0, 1] (gray
     (h, w), colour (h, w, 3)). ``combine(renders, near)`` gives the overlay's values from one render
@@ -25,25 +33,17 @@ class Prepared:
     def __init__(self, state, read, maps: dict):
         self.state, self.read, self.maps = state, read, maps
         self.shape = state.geometry.shape
-        vmap, amap = maps["value"], maps["alpha"]
-        span, lo = np.float32(vmap.span), np.float32(vmap.lo)
-        self._span, self._lo = span, lo
-        rgb, alpha = state.rgb, state.alpha
+        kind = "rgba" if state.alpha else "rgb" if state.rgb else "gray"
+        self.codec = codec = PlaneCodec.of(kind, maps["value"], maps["alpha"])
 
-        def value_source(y0, y1, x0, x1):
-            w = read(y0, y1, x0, x1)
-            u = vmap.forward(w[..., :3] if rgb else w)
-            if alpha:
-                u = u * amap.forward(w[..., 3])[..., None]
-            return u
+        def field(k: int):
+            return lambda y0, y1, x0, x1: codec.encode(read(y0, y1, x0, x1))[k]
 
         #: whether a sample can hold a value the map cannot (masked, or beyond its range): only then
         #: is the raw data under each sample read to carry it (:meth:`combine`)
-        dtype = vmap.dtype
-        self.carries = not (dtype.kind == "b" or (dtype == np.uint8 and vmap.lo <= 0 and vmap.hi >= 255))
-        self.fields = [("value", value_source)]
-        if alpha:
-            self.fields.append(("alpha", lambda y0, y1, x0, x1: amap.forward(read(y0, y1, x0, x1)[..., 3])))
+        vmap = maps["value"]
+        self.carries = not (vmap.dtype.kind == "b" or (vmap.dtype == np.uint8 and vmap.lo <= 0 and vmap.hi >= 255))
+        self.fields = [("value", field(0))] + ([("alpha", field(1))] if codec.premultiplied else [])
 
     @property
     def cache(self):
@@ -54,33 +54,12 @@ class Prepared:
 
     # -- renders -> overlay values ----------------------------------------------------------------
     def combine(self, renders: list[np.ndarray], near: np.ndarray | None = None) -> np.ndarray:
-        st = self.state
-        if not st.rgb:
-            out = renders[0].mean(-1) * self._span + self._lo
-        else:
-            colour = renders[0]
-            out = np.empty(colour.shape[:2] + (4,), np.float32)
-            if st.alpha:
-                a = np.clip(renders[1].mean(-1), 0.0, 1.0)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    colour = np.where(a[..., None] > 0, colour / a[..., None], 0.0)
-                out[..., 3] = a
-            else:
-                out[..., 3] = 1.0
-            out[..., :3] = np.clip(colour, 0.0, 1.0) * self._span + self._lo
-        out = out.astype(np.float32, copy=False)
+        out = self.codec.decode(renders, exact=False)
+        if self.state.rgb and not self.state.alpha:  # the overlay is RGBA: opaque
+            out = np.concatenate([out, np.ones(out.shape[:2] + (1,), np.float32)], -1)
         if near is not None:
-            self._carry(out, near)
+            self.codec.carry_values(near, out)
         return out
-
-    def _carry(self, out: np.ndarray, near: np.ndarray) -> None:
-        vals = near[..., :3] if self.state.rgb else near
-        bad = self.maps["value"].outside(vals)
-        if bad is not None and bad.any():
-            if self.state.rgb:
-                np.copyto(out[..., :3], vals.astype(np.float32), where=bad)
-            else:
-                np.copyto(out, vals.astype(np.float32), where=bad)
 
     # -- raw samples --------------------------------------------------------------------------------
     def nearest(self, region, shape) -> np.ndarray:

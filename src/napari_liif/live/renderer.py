@@ -38,6 +38,11 @@ PREVIEW_MIN_S = 0.5
 CPU_BATCH, GPU_BATCH = 1 << 17, 1 << 22
 
 
+class Refused(Exception):
+    """A plane the user's options cannot show (e.g. limits under which the data would vanish):
+    reported as its one line, without a type name."""
+
+
 @dataclass
 class Plane:
     """A source's plane as the renderer holds it: its key, the Prepared plane and its fields."""
@@ -49,7 +54,11 @@ class Plane:
 
 class Renderer(threading.Thread):
     """Renders requests from ``submit``; ``stop`` ends it. ``loader()`` returns the model (a
-    ``LiifModel`` or an :class:`~napari_liif.live.port.Engine`); it runs on this thread."""
+    ``LiifModel`` or an :class:`~napari_liif.live.port.Engine`); it runs on this thread.
+    ``cache_bytes`` bounds each field's latent cache: every live layer (channel) gets the room
+    it would get alone, so a channel beside others is encoded, cached and rendered exactly as it
+    would be on its own (split between channels, three 512² planes of the ``fast`` model each
+    fell below what the idle pass needs, and every pan encoded again)."""
 
     def __init__(self, loader: Callable[[], Any], *, encoder_tile: int = 32, cache_bytes: int = 512 << 20,
                  window_px: int = WINDOW_PX, batch_samples: int | None = None):
@@ -163,6 +172,8 @@ class Renderer(threading.Thread):
                 self.working = req.gen
             try:
                 self._serve(req)
+            except Refused as exc:
+                self.outbox.put(Failed(req.gen, str(exc)))
             except Exception as exc:  # noqa: BLE001 - reported to the front end, never raised in a thread
                 self.outbox.put(Failed(req.gen, f"{type(exc).__name__}: {exc}"))
             finally:
@@ -174,15 +185,18 @@ class Renderer(threading.Thread):
         plane key; earlier ones kept for later views. None if superseded."""
         with self._cond:
             known = dict(self._planes)
-        out, per_field = dict(known), max(1, self._cache_bytes // max(1, len(req.planes)))
+        out = dict(known)
         for sid, spec in req.planes.items():
             if self.wanted != req.gen:
                 return None
             have = known.get(sid)
             if have is not None and have.key == spec.key:
                 continue
-            prep = spec.prepare()
-            flds = [engine.field(source, prep.shape, tile=self._encoder_tile, cache_bytes=per_field,
+            try:
+                prep = spec.prepare()
+            except ValueError as exc:  # the options' own one-line refusal (intensity.user_map)
+                raise Refused(str(exc)) from None
+            flds = [engine.field(source, prep.shape, tile=self._encoder_tile, cache_bytes=self._cache_bytes,
                                  window_px=self._window_px) for _, source in prep.fields]
             out[sid] = Plane(spec.key, prep, flds)
         with self._cond:
