@@ -76,8 +76,8 @@ def attach(viewer, layers, model=None, *, device: str = "auto", precision: str =
         (a quarter of them, as 2x2 blocks), then complete each tile with the rest: the view is
         covered sooner at no extra decoding. Skipped when the full pass is quick anyway.
     encoder_tile, cache_bytes : int
-        Encoder tile size (input pixels) and the memory bound of the encoded-latent caches (all
-        layers together).
+        Encoder tile size (input pixels) and the memory bound of each live layer's encoded-latent
+        cache (per layer: three channels live may hold three times this).
     limits, percentiles : (float, float), optional
         The intensity mapping (:mod:`napari_liif.intensity`): data values, or percentiles of each
         plane, mapped to the model's 0 and 1 instead of the robust range.
