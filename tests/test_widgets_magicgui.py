@@ -102,13 +102,13 @@ def test_layer_choices_follow_the_layer_list_and_list_only_images(make_napari_vi
 
 
 def test_checkpoint_picker_offers_the_bundled_models_by_name_and_a_file(make_napari_viewer, tmp_path):
-    from napari_liif._qt.model_options import FILE, ModelOptions
+    from napari_liif._qt.model_options import AUTO, FILE, ModelOptions
     from napari_liif.bundled import names
 
     opts = ModelOptions()
-    assert list(opts.checkpoint.choices) == [*names(), FILE]
+    assert list(opts.checkpoint.choices) == [AUTO, *names(), FILE]
     assert "default" in names()
-    assert opts.checkpoint.value == "default" and not opts.file.visible
+    assert opts.checkpoint.value == AUTO and not opts.file.visible  # auto with no layer: the photo model
     assert opts.options() == {"checkpoint": "default", "device": "auto", "precision": "fp32", "cell": "on"}
     if "fast" in names():
         opts.set_checkpoint("fast")
@@ -120,7 +120,7 @@ def test_checkpoint_picker_offers_the_bundled_models_by_name_and_a_file(make_nap
     opts.set_checkpoint(path)
     assert opts.checkpoint.value == FILE and opts.options()["checkpoint"] == str(path)
     opts.set_checkpoint(None)
-    assert opts.checkpoint.value == "default"
+    assert opts.checkpoint.value == AUTO
     assert ModelOptions(precision="auto").precision.value == "auto"
 
 

@@ -16,27 +16,43 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 @dataclass(frozen=True)
 class Bundled:
+    """One bundled model and its measured figures: the table that the automatic model choice
+    (:mod:`napari_liif.model_choice`) and ``napari-liif models`` read. After retraining a model,
+    edit its ``gains`` here and its table in docs/model-card.md (a test checks they agree)."""
+
     name: str
     filename: str
     family: str
     purpose: str
-    quality: str  # measured gain over bicubic on the held-out images (docs/model-card.md)
+    data: str  # what it was trained for and is chosen for: "photo" or "microscopy"
+    gains: tuple[tuple[int, float], ...]  # (scale, dB gain over bicubic) on the held-out set of its data
+    held_out: str  # that held-out set
+    decoder_macs: int  # decoder multiply-adds per output sample (`napari-liif models`): the speed key
+    note: str = ""  # further measured figures
 
     @property
     def path(self) -> Path:
         return WEIGHTS_DIR / self.filename
 
+    @property
+    def quality(self) -> str:
+        """The measured gains in one line, e.g. ``x2 +2.95, x4 +2.61 dB (11 held-out photos)``."""
+        gains = ", ".join(f"x{s} {g:+.2f}" for s, g in self.gains)
+        return f"{gains} dB{', ' + self.note if self.note else ''} ({self.held_out})"
 
+
+PHOTOS = "11 held-out photos, 480 px crops"
 BUNDLED: dict[str, Bundled] = {b.name: b for b in (
     Bundled("default", "liif-edsr-baseline-default.safetensors", "liif",
-            "best quality on photographs; the default of upscale() and the batch tools",
-            "x2 +2.95, x4 +2.61, x12 +1.74 dB (11 held-out photos, 480 px crops)"),
+            "best quality on photographs; the default of upscale() and the command line", "photo",
+            ((2, 2.95), (3, 2.70), (4, 2.61), (6, 2.06), (12, 1.74)), PHOTOS, 793_600),
     Bundled("fast", "lmliif-edsr-baseline-fast.safetensors", "lmliif",
-            "LM-LIIF: 6.6 k decoder MACs per pixel (LIIF: 794 k) plus 163 k per latent and cell",
-            "x2 +2.54, x4 +2.34, x12 +1.55 dB (11 held-out photos, 480 px crops)"),
+            "LM-LIIF: 6.6 k decoder MACs per pixel (LIIF: 794 k) plus 163 k per latent and cell", "photo",
+            ((2, 2.54), (3, 2.37), (4, 2.34), (6, 1.84), (12, 1.55)), PHOTOS, 6_592),
     Bundled("microscopy", "liif-edsr-baseline-microscopy.safetensors", "liif",
             "fluorescence: camera-binned noisy 16-bit input; denoises while upscaling (preserve_flux for "
-            "measurements)", "x2 +3.15, x4 +2.53 dB, bias +0.01 % (8 held-out generated scenes)"),
+            "measurements)", "microscopy", ((2, 3.15), (4, 2.53)), "8 held-out generated scenes", 793_600,
+            note="bias +0.01 %"),
 )}
 
 #: the model that upscale(), the CLI and the batch widget use when none is given

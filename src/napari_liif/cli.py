@@ -79,9 +79,9 @@ def _intensity_args(p: argparse.ArgumentParser) -> None:
                    help="percentiles of the valid values (per channel) mapped to 0 and 1 instead, e.g. 0.5,99.5")
 
 
-def _model_args(p: argparse.ArgumentParser, precision: str = "fp32") -> None:
+def _model_args(p: argparse.ArgumentParser, precision: str = "fp32", checkpoint: str = "default") -> None:
     p.add_argument("--checkpoint", help="a bundled model (default, fast, ...: napari-liif models), an official "
-                                        "LIIF/LMF .pth or a napari-liif .safetensors (default: default)")
+                                        f"LIIF/LMF .pth or a napari-liif .safetensors (default: {checkpoint})")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--precision", default=precision, choices=["auto", "fp32", "bf16", "fp16"],
                    help=f"numeric precision (default {precision}); auto: bf16 on CPUs with fast bf16, else fp32")
@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     view = sub.add_parser("view", help="open napari with live LIIF zoom")
     view.add_argument("image", nargs="?", help="image file (default: the bundled sample photograph)")
-    _model_args(view, precision="auto")
+    _model_args(view, precision="auto", checkpoint="chosen for the image: microscopy for single-channel, "
+                                                   "the photo model for RGB; the dock says which and why")
 
     from .train.cli import add_train_parsers
 

@@ -11,7 +11,7 @@ from .controller import LiveZoom
 __all__ = ["LiveZoom", "attach", "channel_group", "default_tile", "model_loader"]
 
 def model_loader(model, device: str, precision: str):
-    """Load ``model`` (a path or None for the bundled default) on ``device`` at ``precision``,
+    """Load ``model`` (a bundled name, a path, or None for the bundled default) on ``device`` at ``precision``,
     cached (:func:`napari_liif.api.get_model`). Bound with ``functools.partial`` it is a loader
     for :class:`LiveZoom`, called on the render thread."""
     from ..api import get_model
@@ -55,9 +55,12 @@ def attach(viewer, layers, model=None, *, device: str = "auto", precision: str =
         The image layer(s) (or names), e.g. every channel of a stack opened with
         ``channel_axis``: each gets its overlay, and all share one render queue, centre first.
         Labels and other layer types raise ``TypeError``; a layer that is live already, ``ValueError``.
-    model : LiifModel, path or None
-        A loaded model, a checkpoint file (official ``.pth`` or napari-liif ``.safetensors``),
-        or None for the bundled default. Files are loaded on the render thread.
+    model : LiifModel, str, path or None
+        A loaded model, a bundled model's name, a checkpoint file (official ``.pth`` or napari-liif
+        ``.safetensors``), or None: the bundled model for the first layer
+        (:func:`napari_liif.model_choice.choose_for_layer`: microscopy for single-channel layers,
+        the photo model for RGB). Files are loaded on the render thread; ``model_choice`` of the
+        controller says which model and why.
     device, precision : str
         Used when ``model`` is a path or None: ``auto|cpu|cuda|mps`` and ``auto|fp32|bf16|fp16``
         (``auto``: bf16 on CUDA and on CPUs with fast bf16 matrix products, fp32 elsewhere; the
@@ -102,7 +105,13 @@ def attach(viewer, layers, model=None, *, device: str = "auto", precision: str =
     items = list(layers) if isinstance(layers, (list, tuple)) else [layers]
     items = [viewer.layers[ly] if isinstance(ly, str) else ly for ly in items]
     from ..engine import LiifModel
+    from ..model_choice import Choice, choose_for_layer
 
+    if model is None:
+        choice = choose_for_layer(items[0] if items else None, "live")
+        choice, model = Choice(choice.name, f"auto: {choice.reason}"), choice.name
+    else:
+        choice = Choice(model.name if isinstance(model, LiifModel) else str(model), "given to attach()")
     if isinstance(model, LiifModel):
         loader = functools.partial(lambda m: m, model)
     else:
@@ -110,4 +119,5 @@ def attach(viewer, layers, model=None, *, device: str = "auto", precision: str =
     if tile is None:
         tile = default_tile(model.device if isinstance(model, LiifModel) else device)
     return LiveZoom(viewer, items, loader, cell=cell, tile=tile, debounce_ms=debounce_ms, preview=preview,
-                    encoder_tile=encoder_tile, cache_bytes=cache_bytes, limits=limits, percentiles=percentiles)
+                    encoder_tile=encoder_tile, cache_bytes=cache_bytes, limits=limits, percentiles=percentiles,
+                    model_choice=choice)

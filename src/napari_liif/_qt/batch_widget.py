@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, ProgressBar, PushButton, TextEdit
@@ -38,7 +39,8 @@ from qtpy.QtCore import Signal
 from superqt.utils import qthrottled
 
 from .dock import ViewerDockWidget, image_layer_picker, notify_error, notify_info
-from .model_options import ModelOptions
+from ..model_choice import choose_for_jobs
+from .model_options import AUTO, ModelOptions
 
 MODES = ("scale", "target shape")
 
@@ -363,7 +365,9 @@ class UpscaleWidget(ViewerDockWidget):
         self.channels = LineEdit(label="channel axis", value="",
                                  tooltip="a stack axis of independent channels, each with its own intensity map: "
                                          "empty for auto (an axis labelled c or channel), none, or its number")
-        self.options = ModelOptions()
+        self.options = ModelOptions()  # "auto": the model for the layer (folder mode: for the files)
+        self.options.set_layer(self.source.value)
+        self.source.changed.connect(self.options.set_layer)
         self.run_button = PushButton(text="Upscale layer")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.bar = ProgressBar(min=0, max=1000, value=0, label="progress")
@@ -450,7 +454,8 @@ class UpscaleWidget(ViewerDockWidget):
         self._source_levels = (layer.data, bool(layer.multiscale))
         data = layer.data[0] if layer.multiscale else layer.data
         self._start(self._layer_work, job, data, options, on_done=self._layer_done,
-                    text=f"upscaling '{layer.name}': {planes} to {job.out_shape}",
+                    text=f"upscaling '{layer.name}' with {Path(options['checkpoint']).name}: {planes} to "
+                         f"{job.out_shape}",
                     desc=f"LIIF upscale '{layer.name}' {scale_label(job.scale, job.size)}")
         return job
 
@@ -485,14 +490,17 @@ class UpscaleWidget(ViewerDockWidget):
         try:
             target = folder_target(self._target())
             jobs = plan([src], dst, scale=target["scale"], size=target["size"])
-            options = {**self.options.options(), **self._intensity()}
+            auto = choose_for_jobs(jobs) if self.options.checkpoint.value == AUTO else None  # headers only
+            choice = self.options.choice(auto)
+            options = {**self.options.options(auto), **self._intensity()}
         except (ValueError, BatchError) as exc:
             self._refuse(f"not started: {exc}")
             return None
         self.report.value = ""
         files = f"{len(jobs)} file{'s' * (len(jobs) != 1)}"
         self._start(self._folder_work, jobs, target, options, on_done=self._folder_done,
-                    text=f"upscaling {files} into {dst}", desc=f"LIIF upscale {files}")
+                    text=f"upscaling {files} into {dst} with {Path(choice.name).name} ({choice.reason})",
+                    desc=f"LIIF upscale {files}")
         return jobs
 
     def _folder_work(self, jobs, target: dict, options: dict):

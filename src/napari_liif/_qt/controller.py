@@ -62,7 +62,7 @@ class LiveZoom:
 
     def __init__(self, viewer, layers, loader, *, cell: str = "on", tile: int = 128, debounce_ms: int = 80,
                  preview: bool = True, encoder_tile: int = 32, cache_bytes: int = 512 << 20,
-                 tile_cache_bytes: int = 256 << 20, limits=None, percentiles=None):
+                 tile_cache_bytes: int = 256 << 20, limits=None, percentiles=None, model_choice=None):
         layers = list(layers) if isinstance(layers, (list, tuple)) else [layers]
         if not layers:
             raise ValueError("give at least one image layer to make live")
@@ -82,6 +82,7 @@ class LiveZoom:
         self.attached = True
         self.message = "starting"
         self.error: str | None = None
+        self.model_choice = model_choice  # which model renders and why (a model_choice.Choice), for display
         self.longest_callback_s = 0.0  # longest planning or tile-pasting call on the UI thread
         start_thread_pool()  # from the main thread, before the render thread loads the model (napari_liif.loading)
         self.session = Session(loader, len(layers), tile=tile, cell=cell, preview=preview, encoder_tile=encoder_tile,
@@ -168,8 +169,10 @@ class LiveZoom:
     def cell(self) -> str:
         return self.session.cell
 
-    def set_model(self, loader) -> None:
-        """Render with another model from now on (``loader()`` runs on the render thread)."""
+    def set_model(self, loader, choice=None) -> None:
+        """Render with another model from now on (``loader()`` runs on the render thread); ``choice``
+        says which and why (:class:`napari_liif.model_choice.Choice`)."""
+        self.model_choice = choice
         self.session.set_loader(loader)
         self.schedule()
 

@@ -19,7 +19,9 @@ def open_viewer(image_path=None, checkpoint=None, device: str = "auto", precisio
                 *, show: bool = True):
     """Open napari with the image and live LIIF zoom on; returns ``(viewer, widget)``.
 
-    Raises ``ImageIOError``/``CheckpointError``/``ValueError`` (with the value received) before
+    ``checkpoint`` None: the dock's ``auto``, the bundled model for the image
+    (:func:`napari_liif.model_choice.choose_for_layer`: microscopy for single-channel images, the
+    photo model for RGB). Raises ``ImageIOError``/``CheckpointError``/``ValueError`` (with the value received) before
     any window opens.
     """
     from ..api import get_model
@@ -36,14 +38,18 @@ def open_viewer(image_path=None, checkpoint=None, device: str = "auto", precisio
         from ..io import read_image
 
         image, name = read_image(image_path), Path(image_path).stem
-    get_model(checkpoint, device, precision)  # load (and cache) now: a bad file fails here, not in a thread
-
     import napari
+    from napari.layers import Image
 
+    from ..model_choice import choose_for_layer
     from .widgets import LiveZoomWidget
 
+    layer = Image(image, name=name)  # napari decides whether it is RGB; the model follows
+    model = choose_for_layer(layer, "live").name if checkpoint is None else checkpoint
+    get_model(model, device, precision)  # load (and cache) now: a bad file fails here, not in a thread
+
     viewer = napari.Viewer(title=f"napari-liif: {name}", show=show)
-    layer = viewer.add_image(image, name=name)
+    viewer.add_layer(layer)
     widget = LiveZoomWidget(viewer)
     viewer.window.add_dock_widget(widget, name="LIIF zoom", area="right")
     opts = widget.options

@@ -1,4 +1,6 @@
 """The "LIIF zoom" dock widget: pick an image layer and model options, switch live zoom on or off.
+The model picker's ``auto`` takes the model for the layer (:mod:`napari_liif.model_choice`); the
+line under it says which model is live and why.
 
 The form is made of magicgui widgets (:mod:`.dock`); the widget only reads its inputs and
 drives a :class:`~napari_liif._qt.controller.LiveZoom`. A view that takes longer than
@@ -44,7 +46,7 @@ class LiveZoomWidget(ViewerDockWidget):
         self.range = LineEdit(label="intensity", value="",
                               tooltip="the data range mapped to the model's 0..1: empty for the robust range (hot "
                                       "pixels ignored), LOW,HIGH for values, LOW%,HIGH% for percentiles of the plane")
-        self.options = ModelOptions(precision="auto")  # interactive: the fastest good precision
+        self.options = ModelOptions(precision="auto", use="live")  # interactive: the fastest good precision
         self.channels = CheckBox(text="all channels", value=True,
                                  tooltip="with the layer, every layer shown as a channel with it (additive, same "
                                          "shape and place), or every selected image layer when several are selected")
@@ -64,6 +66,7 @@ class LiveZoomWidget(ViewerDockWidget):
         self.options.changed.connect(self._on_options)
         self.range.changed.connect(self._on_range)
         self._picked = None  # the layer the switch was turned on for
+        self.options.set_layer(self.source.value)  # "auto" chooses the model for this layer
         registry.changed.connect(self._on_registry)
         self._on_registry(napari_viewer)  # a live zoom started from a script before the widget opened
 
@@ -80,6 +83,7 @@ class LiveZoomWidget(ViewerDockWidget):
     def _on_layer(self, *_):
         # a new choice restarts live zoom; the picker moving on by itself because the live layer
         # was removed does not
+        self.options.set_layer(self.source.value)
         if self.live.value and self._picked is not None and self._picked in self.viewer.layers:
             self._stop()
             self._start()
@@ -100,21 +104,22 @@ class LiveZoomWidget(ViewerDockWidget):
         return channel_group(self.viewer, layer)
 
     def _model_options(self):
-        """``(checkpoint, device, precision), cell``; a ValueError for a missing checkpoint file."""
+        """``(checkpoint, device, precision), cell, choice``; a ValueError for a missing checkpoint file."""
         o = self.options.options()
-        return (o["checkpoint"], o["device"], o["precision"]), o["cell"]
+        return (o["checkpoint"], o["device"], o["precision"]), o["cell"], self.options.choice()
 
     def _on_options(self, *_) -> None:
         if self.controller is None:
             return
         try:
-            model_key, cell = self._model_options()
+            model_key, cell, choice = self._model_options()
         except ValueError as exc:
             self._show(str(exc))
             return
         if model_key != self._model_key:  # a cell change alone keeps the encoded image
             self._model_key = model_key
-            self.controller.set_model(functools.partial(model_loader, *model_key))
+            self.controller.set_model(functools.partial(model_loader, *model_key), choice)
+            self.options.set_live(choice)
         self.controller.set_cell(cell)
 
     def _on_range(self, *_) -> None:
@@ -132,11 +137,11 @@ class LiveZoomWidget(ViewerDockWidget):
             return
         self._picked = layer
         try:
-            self._model_key, cell = self._model_options()
+            self._model_key, cell, choice = self._model_options()
             loader = functools.partial(model_loader, *self._model_key)
             limits, percentiles = parse_range(self.range.value)
             LiveZoom(self.viewer, self._layers_for(layer), loader, cell=cell, tile=default_tile(self._model_key[1]),
-                     limits=limits, percentiles=percentiles)
+                     limits=limits, percentiles=percentiles, model_choice=choice)
         except (TypeError, ValueError) as exc:
             self._refuse(str(exc))
             return  # (a controller made here is adopted through the registry as it starts)
@@ -153,6 +158,8 @@ class LiveZoomWidget(ViewerDockWidget):
             with self.source.changed.blocked():
                 self.source.value = ctl.layer  # the picker shows a layer that is live
         self._picked = self.source.value
+        self.options.set_layer(self._picked)
+        self.options.set_live(ctl.model_choice)
         self._show(ctl.message)
         done, total = ctl.tiles_done()  # the first view was planned while attaching, before these connections
         if total:
@@ -178,6 +185,7 @@ class LiveZoomWidget(ViewerDockWidget):
     def _stop(self) -> None:
         ctl, self.controller = self.controller, None
         self.live_layers.value = ""
+        self.options.set_live(None)
         if ctl is not None:
             ctl.detached.disconnect(self._on_detached)
             ctl.status.disconnect(self._show)
@@ -194,6 +202,7 @@ class LiveZoomWidget(ViewerDockWidget):
         # the controller let go by itself (its layers or overlays were removed, or a script detached it)
         self.controller = None
         self.live_layers.value = ""
+        self.options.set_live(None)
         self._untick()
         removed = self._picked is not None and self._picked not in self.viewer.layers
         self._show("off: the layer was removed" if removed else "off")
