@@ -79,6 +79,9 @@ def test_dock_says_which_model_is_live_and_why_and_a_pick_wins(viewer, loaded):
     w.source.value = viewer.layers["cells"]  # live zoom moves to the uint16 layer, and the model with it
     w.controller.wait_idle(60)
     assert loaded[-1] == "microscopy" and w.options.chosen.value == f"live model: microscopy ({CELLS})"
+    w.options.checkpoint.value = "microscopy"  # the same model by name: not loaded again, but said so
+    assert len(loaded) == 2 and w.options.chosen.value == "live model: microscopy (picked)"
+    assert w.controller.model_choice == Choice("microscopy", "picked")
     w.options.checkpoint.value = "fast"  # the user's pick wins, at once
     w.controller.wait_idle(60)
     assert loaded[-1] == "fast" and w.options.chosen.value == "live model: fast (picked)"

@@ -119,7 +119,8 @@ class LiveZoomWidget(ViewerDockWidget):
         if model_key != self._model_key:  # a cell change alone keeps the encoded image
             self._model_key = model_key
             self.controller.set_model(functools.partial(model_loader, *model_key), choice)
-            self.options.set_live(choice)
+        self.controller.model_choice = choice  # the same model picked by name instead of auto: say so
+        self.options.set_live(choice)
         self.controller.set_cell(cell)
 
     def _on_range(self, *_) -> None:
