@@ -1,5 +1,6 @@
 """Which bundled model suits a piece of data, and why: the widgets', ``view``'s and ``attach``'s
-automatic choice (the command line and ``upscale()`` keep ``default`` and print a hint instead).
+automatic choice (the command line and ``upscale()`` keep ``default``; the command line prints a
+hint instead).
 
 Photographs (RGB/RGBA layers) get the photo models, everything single-channel (grayscale, 16-bit,
 float, each channel of a stack opened with ``channel_axis``) the microscopy model; a bool layer is a
