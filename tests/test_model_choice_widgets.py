@@ -16,7 +16,6 @@ if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.env
     pytest.skip("the widget GUI tests need a display: run them under xvfb-run -a", allow_module_level=True)
 
 from gui_helpers import set_canvas  # noqa: E402
-from helpers_models import bilinear_model  # noqa: E402
 
 import napari_liif  # noqa: E402
 from napari_liif.model_choice import Choice  # noqa: E402
@@ -28,15 +27,10 @@ PHOTO = "auto: RGB uint8 layer; fast is 0.41 dB below default (needs ≤ 0.15)" 
 CELLS = "auto: single-channel uint16 layer"
 
 
-@pytest.fixture(scope="module")
-def small():
-    return bilinear_model()
-
-
 @pytest.fixture
-def loaded(monkeypatch, small):
+def loaded(monkeypatch, bmodel):
     """The checkpoint named in every model load (the widgets', attach's, view's and the batch
-    worker's, all through ``napari_liif.api.get_model``); each load returns ``small``."""
+    worker's, all through ``napari_liif.api.get_model``); each load returns ``bmodel`` (conftest)."""
     import napari_liif.api
     from napari_liif.engine import LiifModel
 
@@ -46,7 +40,7 @@ def loaded(monkeypatch, small):
         if isinstance(model, LiifModel):  # a loaded model passed on (as the real one does)
             return model
         names.append(model)
-        return small
+        return bmodel
 
     monkeypatch.setattr(napari_liif.api, "get_model", get_model)
     return names
@@ -94,7 +88,7 @@ def test_dock_says_which_model_is_live_and_why_and_a_pick_wins(viewer, loaded):
     assert w.options.checkpoint.value == "auto" and w.options.chosen.value == f"model: default ({PHOTO})"
 
 
-def test_attach_picks_per_layer_and_the_dock_shows_a_scripts_choice(viewer, loaded, small):
+def test_attach_picks_per_layer_and_the_dock_shows_a_scripts_choice(viewer, loaded, bmodel):
     from napari_liif._qt.widgets import LiveZoomWidget
 
     rng = np.random.default_rng(1)
@@ -118,8 +112,8 @@ def test_attach_picks_per_layer_and_the_dock_shows_a_scripts_choice(viewer, load
     live.wait_idle(60)
     assert loaded[-1] == "fast" and live.model_choice == Choice("fast", "given to attach()")
     live.detach()
-    live = napari_liif.attach(viewer, viewer.layers["cells"], small)  # a loaded model: never reloaded
-    assert live.model_choice == Choice(small.name, "given to attach()") and loaded[-1] == "fast"
+    live = napari_liif.attach(viewer, viewer.layers["cells"], bmodel)  # a loaded model: never reloaded
+    assert live.model_choice == Choice(bmodel.name, "given to attach()") and loaded[-1] == "fast"
     live.detach()
 
 
@@ -147,17 +141,14 @@ def test_view_picks_the_model_for_the_image(tmp_path, loaded, kind, checkpoint, 
         viewer.close()
 
 
-def test_upscale_widget_takes_the_model_for_the_layer_or_the_folder(make_napari_viewer, qtbot, loaded, tmp_path):
-    from napari_liif._qt.batch_widget import UpscaleWidget
+def test_upscale_widget_takes_the_model_for_the_layer_or_the_folder(upscale_widget, qtbot, loaded, tmp_path):
     from napari_liif.io import write_image
 
-    viewer = make_napari_viewer()
+    w = upscale_widget(None)  # None: auto
+    viewer = w.viewer
     rng = np.random.default_rng(3)
     viewer.add_image(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8), name="photo")
     viewer.add_image(rng.integers(0, 4000, (20, 24), dtype=np.uint16), name="cells")
-    w = UpscaleWidget(viewer)
-    viewer.window.add_dock_widget(w, name="LIIF upscale")
-    w.options.device.value = "cpu"
     w.source.value = viewer.layers["photo"]
     assert w.options.chosen.value == "model: default (auto: RGB uint8 layer)"  # batch: the best, not the fastest
     w.source.value = viewer.layers["cells"]
