@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from .. import flux
 from ..intensity import IntensityMap
-from .metrics import background_noise_gain, mean_bias, psnr, ssim
+from .metrics import background_noise_gain, dark_floor, mean_bias, psnr, psnr_lowpass, ssim
 from .patches import downsample
 
 EVAL_SCALES = (2, 3, 4, 6, 12)
@@ -64,18 +64,42 @@ def _score(acc: dict, pred, base, hr, lr, s: int, with_ssim: bool, norm=(0.0, 1.
     acc["noise_gain"].append(background_noise_gain(pred, base, hr, s, shave=sh))
 
 
+def _score_floor(acc: dict, pred, base, hr, lr, s, norm, clean=None) -> None:
+    """The low-passed PSNR and the dark floor of one scene (generated scenes: data units, ``norm`` as in
+    :func:`_score`). Floors compare the output's interior (``ceil(s) + 6`` px shaved) with the input's
+    interior (the same extent, in input pixels), in percent of the input's range; ``ref_floor_pct`` is the
+    clean target's, where the scene has one (else the reference's): what a perfect model would give."""
+    sh = math.ceil(s) + 6
+    lo, span = norm
+    p, b, t = ((x - lo) / span for x in (pred, base, hr))
+    acc["liif_psnr_lp"].append(psnr_lowpass(p, t, sh))
+    acc["bicubic_psnr_lp"].append(psnr_lowpass(b, t, sh))
+    li = math.ceil(sh / s)
+    inner_lr = lr[li:-li, li:-li] if min(lr.shape) > 2 * li + 1 else lr
+
+    def inner(x):
+        return x[sh:-sh, sh:-sh] if min(x.shape) > 2 * sh + 1 else x
+
+    acc["liif_floor_pct"].append(dark_floor(inner(pred), inner_lr))
+    acc["bicubic_floor_pct"].append(dark_floor(inner(base), inner_lr))
+    acc["ref_floor_pct"].append(dark_floor(inner(hr if clean is None else clean), inner_lr))
+
+
 def _rows(per_scale: dict) -> list[dict]:
     rows = []
-    for s, acc in per_scale.items():
-        row = {"scale": s, **{k: float(np.mean(v)) for k, v in acc.items() if v}}
+    for key, acc in per_scale.items():
+        kind, s = key if isinstance(key, tuple) else (None, key)
+        row = {"scale": s, **({"kind": kind} if kind else {}), **{k: float(np.mean(v)) for k, v in acc.items() if v}}
         row["gain_db"] = row["liif_psnr"] - row["bicubic_psnr"]
+        if "liif_psnr_lp" in row:
+            row["gain_lp_db"] = row["liif_psnr_lp"] - row["bicubic_psnr_lp"]
         rows.append(row)
     return rows
 
 
 def _new_acc() -> dict:
     keys = ("liif_psnr", "bicubic_psnr", "liif_ssim", "bicubic_ssim", "liif_bias_pct", "bicubic_bias_pct",
-            "noise_gain")
+            "noise_gain", "liif_psnr_lp", "bicubic_psnr_lp", "liif_floor_pct", "bicubic_floor_pct", "ref_floor_pct")
     return {k: [] for k in keys}
 
 
@@ -121,18 +145,42 @@ def evaluate_scenes(model, scenes: list[dict], with_ssim: bool = True, cell: str
     """As :func:`evaluate`, on generated microscopy scenes (``napari_liif.train.microscopy``): each a
     dict with ``lr`` (the camera's 16-bit image), ``hr`` (the clean target, same units) and ``scale``
     (fractional scales too: the border shaved is ceil(scale) + 6). PSNR and SSIM are computed after
-    mapping the target's range to [0, 1]."""
-    per_scale: dict[int, dict] = {}
-    for sc in sorted(scenes, key=lambda d: d["scale"]):
+    mapping the target's range to [0, 1].
+
+    Rows come per scale, or per (``kind``, scale) where the scenes carry a ``kind`` (the held-out
+    sets of :func:`napari_liif.train.microscopy.held_out_scenes`). Besides :func:`evaluate`'s figures:
+    PSNR of the low-passed output against the low-passed reference (``liif_psnr_lp``, ``bicubic_psnr_lp``,
+    ``gain_lp_db``; :func:`~napari_liif.train.metrics.psnr_lowpass`) and the dark floor of the output,
+    of bicubic and of the clean target (``*_floor_pct``; :func:`~napari_liif.train.metrics.dark_floor`).
+    ``hr`` is the reference (noisy for ``binned`` scenes), ``clean`` (optional) the clean target."""
+    per_scale: dict = {}
+    order = {"legacy": 0, "drawn": 1, "low": 2, "noisy": 3, "binned": 4}
+    for sc in sorted(scenes, key=lambda d: (order.get(d.get("kind"), 5), d["scale"])):
         s, hr = float(sc["scale"]), np.asarray(sc["hr"], np.float64)
         s = int(s) if s.is_integer() else s
         lr = np.asarray(sc["lr"], np.float64)
         pred = upscale_gray(model, lr, hr.shape, cell)
         if preserve_flux:
             pred = flux.preserve_flux(pred, lr)
+        base = bicubic_gray(lr, hr.shape)
         norm = (float(hr.min()), float(hr.max() - hr.min()) or 1.0)
-        _score(per_scale.setdefault(s, _new_acc()), pred, bicubic_gray(lr, hr.shape), hr, lr, s, with_ssim, norm)
+        acc = per_scale.setdefault((sc["kind"], s) if sc.get("kind") else s, _new_acc())
+        _score(acc, pred, base, hr, lr, s, with_ssim, norm)
+        _score_floor(acc, pred, base, hr, lr, s, norm, sc.get("clean"))
     return _rows(per_scale)
+
+
+def format_floor_table(rows: list[dict]) -> str:
+    """Markdown table of the generated scenes' honesty figures: PSNR gain over bicubic against the
+    reference and against the low-passed reference, mean bias, dark floor (output, bicubic, clean
+    target; percent of the input's range above the input's 1st percentile) and background noise gain."""
+    head = ("| set | scale | gain dB | low-passed: LIIF PSNR | bicubic | gain dB | LIIF bias % | LIIF floor % | "
+            "bicubic floor % | clean floor % | noise gain |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    body = [f"| {r.get('kind', '')} | x{r['scale']} | {r['gain_db']:+.2f} | {r['liif_psnr_lp']:.2f} | "
+            f"{r['bicubic_psnr_lp']:.2f} | {r['gain_lp_db']:+.2f} | {r['liif_bias_pct']:+.3f} | "
+            f"{r['liif_floor_pct']:+.3f} | {r['bicubic_floor_pct']:+.3f} | {r['ref_floor_pct']:+.3f} | "
+            f"{r['noise_gain']:.2f}x |" for r in rows]
+    return "\n".join([head, *body])
 
 
 def format_table(rows: list[dict]) -> str:
@@ -140,7 +188,7 @@ def format_table(rows: list[dict]) -> str:
     nan = float("nan")
     head = ("| scale | LIIF PSNR | bicubic PSNR | gain dB | LIIF SSIM | bicubic SSIM | LIIF bias % | "
             "bicubic bias % | noise gain |\n|---|---|---|---|---|---|---|---|---|")
-    body = [f"| x{r['scale']} | {r['liif_psnr']:.2f} | {r['bicubic_psnr']:.2f} | {r['gain_db']:+.2f} | "
+    body = [f"| {r['kind'] + ' ' if 'kind' in r else ''}x{r['scale']} | {r['liif_psnr']:.2f} | {r['bicubic_psnr']:.2f} | {r['gain_db']:+.2f} | "
             f"{r.get('liif_ssim', nan):.4f} | {r.get('bicubic_ssim', nan):.4f} | "
             f"{r.get('liif_bias_pct', nan):+.3f} | {r.get('bicubic_bias_pct', nan):+.3f} | "
             f"{r.get('noise_gain', nan):.2f}x |" for r in rows]

@@ -19,8 +19,8 @@ from ..engine import LiifModel
 from ..intensity import to_unit_float
 from ..io import read_image
 from ..outputs import claim_run_folder
-from .evaluate import EVAL_SCALES, evaluate, evaluate_scenes, format_table, load_images
-from .microscopy import block_flux_loss
+from .evaluate import EVAL_SCALES, evaluate, evaluate_scenes, format_floor_table, format_table, load_images
+from .microscopy import block_flux_loss, floor_loss
 from .patches import collate, min_side_for, sample_patch
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy"}
@@ -209,7 +209,7 @@ class Trainer:
                     tpred = self._decode(self.teacher, tfeat, b).float()
         loss = torch.nn.functional.l1_loss(pred.float(), target)
         if "block" in b:  # generated microscopy: targets in whole LR pixels, whose means must match too
-            loss = loss + block_flux_loss(pred.float(), target, b["block"])
+            loss = loss + block_flux_loss(pred.float(), target, b["block"]) + floor_loss(pred.float(), target)
         if self.teacher is not None:
             w = self.cfg.teacher_weight
             loss = (1 - w) * loss + w * torch.nn.functional.l1_loss(pred.float(), tpred)
@@ -240,13 +240,15 @@ class Trainer:
         path = self.out / "val.csv"
         new = not path.exists()
         with path.open("a", newline="") as f:
-            w = csv.DictWriter(f, ["step", "scale", "liif_psnr", "bicubic_psnr", "gain_db", "liif_bias_pct",
-                                   "noise_gain"], extrasaction="ignore")
+            w = csv.DictWriter(f, ["step", "kind", "scale", "liif_psnr", "bicubic_psnr", "gain_db", "liif_bias_pct",
+                                   "noise_gain", "gain_lp_db", "liif_floor_pct", "ref_floor_pct"],
+                               extrasaction="ignore")
             if new:
                 w.writeheader()
             for r in rows:
                 w.writerow({"step": self.step, **r})
-        self.log(f"step {self.step} validation\n{format_table(rows)}")
+        table = format_floor_table(rows) if "liif_floor_pct" in rows[0] else format_table(rows)
+        self.log(f"step {self.step} validation\n{table}")
         return rows
 
     def save(self):

@@ -30,7 +30,7 @@ the held-out scenes as 16-bit TIFFs.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,9 @@ KINDS = ("nuclei", "filaments", "membranes", "puncta", "cytoplasm")
 HELD_OUT_SEEDS = tuple(range(8))  # held-out scene k uses np.random.default_rng((13, 1, k)); training (13, 0, ...)
 HELD_OUT_SHAPE = (192, 192)
 ADU_MAX = 65535
+FWHM_RANGE = (0.8, 6.0)  # PSF full width at half maximum, HR pixels (log-uniform)
+PHOTON_RANGE = (2.0, 2e5)  # expected photons per HR pixel at density 1 (log-uniform): strong noise to nearly none
+NOISELESS_SHARE = 0.15  # share of cameras that record the expected values (rounded), no noise at all
 
 
 def _training_rng(seed: int, counter: int) -> np.random.Generator:
@@ -140,17 +143,29 @@ class SceneParams:
     puncta_count: int
 
 
-def draw_params(rng: np.random.Generator, shape) -> SceneParams:
-    """Random scene parameters: which structures, how many, how big, how bright, which optics."""
+def draw_params(rng: np.random.Generator, shape, wide: bool = True) -> SceneParams:
+    """Random scene parameters: which structures, how many, how big, how bright, which optics.
+
+    ``wide`` (the default since the second microscopy model): PSF FWHM log-uniform over
+    ``FWHM_RANGE`` (sub-pixel to several pixels) and a background that is black (density below
+    0.003) in 30 % of the scenes, otherwise log-uniform over 0.005-0.15. ``wide=False`` draws the
+    first model's narrower scenes (FWHM 1.4-3.4, background uniform 0-0.06).
+    """
     kinds = tuple(k for k in KINDS if rng.random() < 0.45)
     if not kinds:
         kinds = (KINDS[rng.integers(len(KINDS))],)
     area = shape[0] * shape[1]
+    psf = "airy" if rng.random() < 0.6 else "gaussian"
+    if wide:
+        fwhm = float(np.exp(rng.uniform(*np.log(FWHM_RANGE))))
+        background = float(rng.uniform(0, 0.003) if rng.random() < 0.3 else np.exp(rng.uniform(np.log(0.005), np.log(0.15))))
+    else:
+        fwhm, background = float(rng.uniform(1.4, 3.4)), float(rng.uniform(0.0, 0.06))
     return SceneParams(
         kinds=kinds,
-        psf="airy" if rng.random() < 0.6 else "gaussian",
-        fwhm=float(rng.uniform(1.4, 3.4)),
-        background=float(rng.uniform(0.0, 0.06)),
+        psf=psf,
+        fwhm=fwhm,
+        background=background,
         cell_radius=float(np.exp(rng.uniform(np.log(9), np.log(40)))),
         cell_cover=float(rng.uniform(0.15, 0.75)),
         levels={k: float(np.exp(rng.uniform(np.log(0.15), np.log(1.0)))) for k in KINDS},
@@ -264,24 +279,54 @@ def scene(shape, rng: np.random.Generator, params: SceneParams | None = None) ->
 
 @dataclass(frozen=True)
 class Camera:
-    """Photon budget and sensor: ``photons`` expected per HR pixel at scene intensity 1."""
+    """Photon budget and sensor: ``photons`` expected per HR pixel at scene intensity 1. ``noise``
+    False records the expected values, rounded (an ideal, noiseless camera: the clean end of real
+    acquisitions, e.g. a bright, long exposure binned further)."""
 
     photons: float
     gain: float  # ADU per electron
     offset: float  # ADU
     read_noise: float  # electrons rms
+    noise: bool = True
 
     @classmethod
-    def random(cls, rng: np.random.Generator) -> "Camera":
-        """Dim to bright samples, sCMOS-like sensors."""
-        return cls(photons=float(np.exp(rng.uniform(np.log(4.0), np.log(1000.0)))),
-                   gain=float(np.exp(rng.uniform(np.log(0.25), np.log(4.0)))),
-                   offset=float(rng.integers(50, 500)),
-                   read_noise=float(rng.uniform(0.8, 3.0)))
+    def random(cls, rng: np.random.Generator, wide: bool = True, photons=None) -> "Camera":
+        """Dim to bright samples, sCMOS-like sensors.
+
+        ``wide`` (default): photons log-uniform over ``PHOTON_RANGE`` (2 to 200,000 per HR pixel at
+        density 1: from strong shot noise to nearly none), ``NOISELESS_SHARE`` of the cameras
+        noiseless, gain log-uniform 0.2-5 ADU/e (``observe`` lowers it where the brightest pixel would
+        pass 16 bits), offset 0 in 10 % of the cameras (background-subtracted data, the noise clipped
+        at 0), otherwise log-uniform 10-2000 ADU, read noise 0.5-3 e. ``photons=(lo, hi)`` narrows the
+        photon range (the held-out low-noise and noisy scenes). ``wide=False``: the first model's
+        cameras (photons 4-1000, gain 0.25-4, offset 50-499, read noise 0.8-3, always noisy).
+        """
+        if not wide:
+            return cls(photons=float(np.exp(rng.uniform(np.log(4.0), np.log(1000.0)))),
+                       gain=float(np.exp(rng.uniform(np.log(0.25), np.log(4.0)))),
+                       offset=float(rng.integers(50, 500)),
+                       read_noise=float(rng.uniform(0.8, 3.0)))
+        lo, hi = photons or PHOTON_RANGE
+        noise = bool(rng.random() >= NOISELESS_SHARE) if photons is None else True
+        offset = 0.0 if rng.random() < 0.1 else float(np.rint(np.exp(rng.uniform(np.log(10), np.log(2000)))))
+        return cls(photons=float(np.exp(rng.uniform(np.log(lo), np.log(hi)))),
+                   gain=float(np.exp(rng.uniform(np.log(0.2), np.log(5.0)))),
+                   offset=offset, read_noise=float(rng.uniform(0.5, 3.0)), noise=noise)
+
+    def within_range(self, peak_electrons: float, rng: np.random.Generator | None = None) -> "Camera":
+        """This camera, its gain lowered where ``offset + gain * peak_electrons`` would pass 90 % of 16 bits
+        (to put the peak at 30-90 % of the range, at random with ``rng``, else at 90 %)."""
+        top = 0.9 * ADU_MAX
+        if self.offset + self.gain * peak_electrons <= top or peak_electrons <= 0:
+            return self
+        frac = rng.uniform(0.3, 0.9) if rng is not None else 0.9
+        return replace(self, gain=max(frac * ADU_MAX - self.offset, 1.0) / peak_electrons)
 
     def expose(self, photons: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Record expected photon counts per pixel: Poisson shot noise, Gaussian read noise, gain, offset,
-        rounding and clipping to uint16."""
+        rounding and clipping to uint16 (noiseless cameras: only gain, offset, rounding, clipping)."""
+        if not self.noise:
+            return np.clip(np.rint(self.expected(photons)), 0, ADU_MAX).astype(np.uint16)
         electrons = rng.poisson(np.clip(photons, 0, None)) + rng.normal(0, self.read_noise, np.shape(photons))
         return np.clip(np.rint(self.offset + self.gain * electrons), 0, ADU_MAX).astype(np.uint16)
 
@@ -304,28 +349,60 @@ def observe(clean: np.ndarray, lr_shape, camera: Camera, rng: np.random.Generato
             "hr": camera.expected(area * flux_hr), "area": area}
 
 
-def held_out_scene(k: int, scale: int, shape=HELD_OUT_SHAPE, tag: int = 1) -> dict:
-    """Held-out scene ``k`` (seed fixed, never trained on) seen at ``scale``: ``lr``, ``hr``, ``camera``,
-    ``params``. The same ``k`` gives the same clean scene and camera at every scale; the noise differs.
-    ``tag`` picks the seed sequence (1: held-out test scenes, 3: validation scenes)."""
+HELD_OUT_KINDS = ("low", "noisy", "binned")
+# photons per HR pixel at density 1 of the held-out cameras: low-noise ("low"), strong noise ("noisy"),
+# and the HR camera whose noisy image is binned in software ("binned": the reference keeps its noise)
+HELD_OUT_PHOTONS = {"low": (2e4, 2e5), "noisy": (2.0, 50.0), "binned": (10.0, 1000.0)}
+
+
+def held_out_scene(k: int, scale: int, shape=HELD_OUT_SHAPE, tag: int = 1, kind: str = "drawn") -> dict:
+    """Held-out scene ``k`` (seed fixed, never trained on) seen at ``scale``: ``lr``, ``hr`` (the
+    reference), ``clean`` (the clean target, same units), ``camera``, ``params``, ``kind``. The same ``k``
+    gives the same clean scene at every scale and kind; the noise differs.
+
+    ``tag`` picks the seed sequence (1: held-out test scenes, 3: validation scenes). ``kind``:
+
+    * ``"drawn"``: a camera with ``scale`` times larger pixels drawn as for training (any noise level);
+    * ``"low"`` / ``"noisy"``: the same, its photons narrowed to ``HELD_OUT_PHOTONS[kind]`` (nearly
+      clean / strong shot noise);
+    * ``"binned"``: what the real-data check does to a real image: a noisy HR camera image (photons
+      ``HELD_OUT_PHOTONS["binned"]``) is the reference, ``hr``, and its mean over each ``scale x scale``
+      block the input (software binning: the input is cleaner than the reference);
+    * ``"legacy"``: the first microscopy model's held-out scenes (narrow scene and camera ranges).
+    """
     if shape[0] % scale or shape[1] % scale:
         raise ValueError(f"held-out scene shape {shape} is not divisible by scale {scale}")
+    if kind not in ("drawn", "legacy", *HELD_OUT_KINDS):
+        raise ValueError(f"held-out scene kind must be drawn, legacy, {', '.join(HELD_OUT_KINDS)}; got {kind!r}")
+    wide = kind != "legacy"
     rng = np.random.default_rng((13, int(tag), int(k)))
-    clean, params = scene(shape, rng)
-    cam = Camera.random(rng)
-    noise = np.random.default_rng((13, 2, int(tag), int(k), int(scale)))
-    obs = observe(clean, (shape[0] // scale, shape[1] // scale), cam, noise)
-    return {**obs, "camera": cam, "params": params, "seed": k, "scale": scale}
+    params = draw_params(rng, shape, wide=wide)
+    clean, params = scene(shape, rng, params)
+    cam = Camera.random(rng, wide=wide, photons=HELD_OUT_PHOTONS.get(kind))
+    code = (HELD_OUT_KINDS.index(kind) + 1) if kind in HELD_OUT_KINDS else 0
+    noise = np.random.default_rng((13, 2, int(tag), int(k), int(scale)) + ((code,) if code else ()))
+    lr_shape = (shape[0] // scale, shape[1] // scale)
+    if kind == "binned":
+        cam = cam.within_range(cam.photons * clean.max())
+        ref = cam.expose(cam.photons * clean, noise).astype(np.float64)
+        return {"lr": area_average(ref, lr_shape), "hr": ref, "clean": cam.expected(cam.photons * clean),
+                "camera": cam, "params": params, "seed": k, "scale": scale, "kind": kind}
+    if wide:
+        cam = cam.within_range(scale * scale * cam.photons * clean.max())
+    obs = observe(clean, lr_shape, cam, noise)
+    return {**obs, "clean": obs["hr"], "camera": cam, "params": params, "seed": k, "scale": scale, "kind": kind}
 
 
-def held_out_scenes(scale: int, n: int = len(HELD_OUT_SEEDS), shape=HELD_OUT_SHAPE) -> list[dict]:
-    return [held_out_scene(k, scale, shape) for k in HELD_OUT_SEEDS[:n]]
+def held_out_scenes(scale: int, n: int = len(HELD_OUT_SEEDS), shape=HELD_OUT_SHAPE, kinds=HELD_OUT_KINDS) -> list[dict]:
+    """The held-out test set at ``scale``: the first ``n`` scenes, each seen as every one of ``kinds``."""
+    return [held_out_scene(k, scale, shape, kind=kind) for kind in kinds for k in HELD_OUT_SEEDS[:n]]
 
 
 def validation_scenes(scales=(2, 4), n: int = 4, shape=(144, 144)) -> list[dict]:
     """Scenes for choosing checkpoints during training: a third seed sequence, neither the training
-    scenes nor the held-out ones (those stay untouched until the final evaluation)."""
-    return [held_out_scene(k, s, shape, tag=3) for s in scales for k in range(n)]
+    scenes nor the held-out ones (those stay untouched until the final evaluation); even ``k`` low-noise,
+    odd ``k`` noisy cameras."""
+    return [held_out_scene(k, s, shape, tag=3, kind=("low", "noisy")[k % 2]) for s in scales for k in range(n)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -377,11 +454,16 @@ class MicroscopyPatches:
         y0, x0 = rng.randint(0, self.side - hr_size), rng.randint(0, self.side - hr_size)
         crop = img[y0:y0 + hr_size, x0:x0 + hr_size]
         nrng = np.random.default_rng(rng.getrandbits(64))
-        obs = observe(crop, (inp_size, inp_size), Camera.random(nrng), nrng)
+        cam = Camera.random(nrng)
+        cam = cam.within_range((hr_size / inp_size) ** 2 * cam.photons * float(crop.max()), nrng)
+        obs = observe(crop, (inp_size, inp_size), cam, nrng)
         lr, hr = obs["lr"].astype(np.float64), obs["hr"]
         span = max(lr.max() - lr.min(), 1.0)
-        lo = lr.min() - rng.uniform(0, 0.05) * span
-        hi = lr.max() + rng.uniform(0, 0.3) * span
+        # half the patches in the input's exact range (what upscale() uses for an image without outliers,
+        # so a clean image's dark floor sits at 0), half widened a little (a whole image spans more)
+        exact = rng.random() < 0.5
+        lo = lr.min() - (0.0 if exact else rng.uniform(0, 0.05)) * span
+        hi = lr.max() + (0.0 if exact else rng.uniform(0, 0.3)) * span
         inp = torch.from_numpy(np.clip((lr - lo) / (hi - lo), 0, 1).astype(np.float32))
         gt = torch.from_numpy(np.clip((hr - lo) / (hi - lo), 0, 1).astype(np.float32))
         flips = (rng.random() < 0.5, rng.random() < 0.5, rng.random() < 0.5)
@@ -436,6 +518,23 @@ def block_flux_loss(pred, gt, block):
     if not terms:
         return pred.sum() * 0.0
     return FLUX_WEIGHT * sum(terms) / len(terms)
+
+
+# weight of the dark-floor term (the second microscopy model)
+FLOOR_WEIGHT = 1.0
+FLOOR_QUANTILE = 0.01
+
+
+def floor_loss(pred, gt):
+    """``FLOOR_WEIGHT`` times the mean over samples of ``|q(pred) - q(gt)|``, ``q`` the ``FLOOR_QUANTILE``
+    (1st percentile) of a sample's target pixels (the first channel). The first model lifted the dark
+    floor of clean images (its darkest pixels came out brighter than the input's); per-pixel L1 barely
+    sees a handful of dark pixels, this term looks at them directly."""
+    import torch
+
+    q = torch.quantile(pred[..., 0].float(), FLOOR_QUANTILE, dim=1)
+    qt = torch.quantile(gt[..., 0].float(), FLOOR_QUANTILE, dim=1)
+    return FLOOR_WEIGHT * (q - qt).abs().mean()
 
 
 # ----------------------------------------------------------------------------------------------
