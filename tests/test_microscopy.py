@@ -115,7 +115,8 @@ def test_scene_parameters_cover_kinds_sizes_and_brightness():
         assert any(kind in p.kinds for p in ps), kind
     radii = [p.cell_radius for p in ps]
     assert min(radii) < 14 and max(radii) > 30  # small and large cells
-    assert min(p.fwhm for p in ps) < 1.8 and max(p.fwhm for p in ps) > 3.0
+    assert min(p.fwhm for p in ps) < 1.0 and max(p.fwhm for p in ps) > 4.5  # sub-pixel to several pixels
+    assert min(p.background for p in ps) < 0.003 and max(p.background for p in ps) > 0.1  # black to bright
     assert {p.psf for p in ps} == {"airy", "gaussian"}
     assert min(p.levels["nuclei"] for p in ps) < 0.25 and max(p.levels["nuclei"] for p in ps) > 0.8
 
@@ -125,9 +126,9 @@ def test_held_out_scenes_are_reproducible_and_the_same_scene_at_every_scale():
     np.testing.assert_array_equal(a["lr"], b["lr"])
     assert a["lr"].dtype == np.uint16 and a["lr"].shape == (48, 48)
     x4 = mic.held_out_scene(3, 4, (96, 96))
-    off = a["camera"].offset
-    assert x4["camera"] == a["camera"]
-    np.testing.assert_allclose(x4["hr"] - off, 4 * (a["hr"] - off), rtol=1e-12)  # 4x the pixel area
+    off, g2, g4 = a["camera"].offset, a["camera"].gain, x4["camera"].gain
+    assert (x4["camera"].photons, x4["camera"].offset) == (a["camera"].photons, off)  # the gain may be lowered
+    np.testing.assert_allclose((x4["hr"] - off) / g4, 4 * (a["hr"] - off) / g2, rtol=1e-12)  # 4x the pixel area
     assert not np.array_equal(mic.held_out_scene(3, 2, (96, 96), tag=3)["hr"], a["hr"])  # validation differs
 
 
@@ -178,8 +179,9 @@ def test_trainer_on_generated_microscopy(tmp_path, make_liif, monkeypatch):
     t = train(cfg, progress=False, log=lambda *a: None)
     assert t.step == 2
     rows = (tmp_path / "run" / "val.csv").read_text().splitlines()
-    assert rows[0] == "step,scale,liif_psnr,bicubic_psnr,gain_db,liif_bias_pct,noise_gain"
-    assert [r.split(",")[:2] for r in rows[1:]] == [["2", "2"], ["2", "4"]]
+    assert rows[0] == ("step,kind,scale,liif_psnr,bicubic_psnr,gain_db,liif_bias_pct,noise_gain,gain_lp_db,"
+                       "liif_floor_pct,ref_floor_pct")
+    assert [r.split(",")[:3] for r in rows[1:]] == [["2", "low", "2"], ["2", "low", "4"]]
     assert (tmp_path / "run" / "best.safetensors").is_file()
 
 
@@ -224,11 +226,18 @@ def test_evaluate_cli_on_generated_scenes(own_safetensors, capsys):
 
     path, _, _ = own_safetensors
     assert main(["evaluate", "--data", "microscopy", "--scenes", "1", "--scales", "4", "--checkpoint", str(path),
-                 "--preserve-flux"]) == 0
+                 "--preserve-flux", "--kinds", "low,binned"]) == 0
     out = capsys.readouterr().out
-    assert "1 held-out generated scenes of 192 px" in out and "flux preserved" in out
-    row = next(line for line in out.splitlines() if line.startswith("| x4 |")).split("|")
-    assert float(row[7]) == pytest.approx(0.0, abs=1e-9)  # LIIF bias with the flux preserved
+    assert "1 held-out generated scenes of 192 px per set (low, binned;" in out and "flux preserved" in out
+    for kind in ("low", "binned"):
+        row = next(line for line in out.splitlines() if line.startswith(f"| {kind} x4 |")).split("|")
+        assert float(row[7]) == pytest.approx(0.0, abs=1e-9)  # LIIF bias with the flux preserved
+    assert not any(line.startswith("| noisy") for line in out.splitlines())
+    floor = next(line for line in out.splitlines() if line.startswith("| low | x4 |")).split("|")
+    assert len(floor) == 13  # the honesty table: 11 columns
+    assert main(["evaluate", "--data", "microscopy", "--kinds", "clean", "--checkpoint", str(path)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'clean'" in err[0] and "--kinds" in err[0]
     assert main(["evaluate", "--data", "microscopy", "--scales", "5", "--checkpoint", str(path)]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "[5]" in err[0]
@@ -241,12 +250,13 @@ MICROSCOPY_WEIGHTS = Path(napari_liif.__file__).parent / "weights" / "liif-edsr-
 
 @pytest.mark.parametrize("scale, side", [(2, 96), (4, 128)])
 def test_shipped_microscopy_model_beats_bicubic_without_amplifying_noise(scale, side):
-    """Held-out scene 0 (its seed sequence is never trained on), small: the bundled file's own numbers."""
+    """Held-out scene 0 of the first model's set (its seed sequence is never trained on), small: the
+    bundled file's own numbers."""
     from napari_liif.engine import load_model
     from napari_liif.train.evaluate import evaluate_scenes
 
     model = load_model(MICROSCOPY_WEIGHTS, device="cpu")
-    row = evaluate_scenes(model, [mic.held_out_scene(0, scale, (side, side))], with_ssim=False)[0]
+    row = evaluate_scenes(model, [mic.held_out_scene(0, scale, (side, side), kind="legacy")], with_ssim=False)[0]
     print(f"x{scale}: {row['gain_db']:+.2f} dB over bicubic, bias {row['liif_bias_pct']:+.3f} %, "
           f"noise gain {row['noise_gain']:.2f}x")
     assert row["gain_db"] > 1.0

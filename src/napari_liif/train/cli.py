@@ -62,6 +62,10 @@ def add_train_parsers(sub) -> None:
     e.add_argument("--data", default="images", choices=["images", "microscopy"],
                    help="microscopy: the held-out generated fluorescence scenes (192 px: scales that divide 192)")
     e.add_argument("--scenes", type=int, default=8, help="with --data microscopy: how many held-out scenes (1-8)")
+    e.add_argument("--kinds", default="low,noisy,binned",
+                   help="with --data microscopy: which held-out sets, comma separated: low (nearly clean input), "
+                        "noisy (strong noise), binned (a noisy reference binned in software), legacy (the first "
+                        "model's scenes)")
     e.add_argument("--preserve-flux", action="store_true",
                    help="correct the model's output so its area average over each input pixel is that pixel")
     e.add_argument("--checkpoint", help="model file (default: the bundled model)")
@@ -134,7 +138,7 @@ def cmd_evaluate(args) -> int:
     import csv
 
     from ..engine import load_model
-    from .evaluate import evaluate, format_table, load_images
+    from .evaluate import evaluate, format_floor_table, format_table, load_images
 
     scales = [int(v) for v in args.scales.split(",")]
     if args.csv:
@@ -154,6 +158,11 @@ def cmd_evaluate(args) -> int:
         rows = evaluate(model, images, scales, cell=args.cell, preserve_flux=args.preserve_flux)
         print(f"{len(images)} images, crop {args.crop or 'none'}, border of scale+6 px ignored")
     print(format_table(rows))
+    if "liif_floor_pct" in rows[0]:
+        print()
+        print(format_floor_table(rows))
+        print("low-passed: both images blurred by a Gaussian of sigma 1 output pixel first; floor: 1st percentile "
+              "of the output minus the input's, % of the input's range (clean: the clean target's)")
     print("bias: mean of the output / mean of the input - 1; noise gain: high-pass energy (finer than an input "
           "pixel) in the darkest third of the target, relative to bicubic's")
     if args.csv:
@@ -168,7 +177,7 @@ def cmd_evaluate(args) -> int:
 
 def _evaluate_microscopy(model, args, scales) -> list[dict]:
     from .evaluate import evaluate_scenes
-    from .microscopy import HELD_OUT_SEEDS, HELD_OUT_SHAPE, held_out_scenes
+    from .microscopy import HELD_OUT_KINDS, HELD_OUT_SEEDS, HELD_OUT_SHAPE, held_out_scenes
 
     if args.images:
         raise ValueError(f"--data microscopy generates its scenes; drop the folder {args.images}")
@@ -177,9 +186,14 @@ def _evaluate_microscopy(model, args, scales) -> list[dict]:
     bad = [s for s in scales if s < 1 or HELD_OUT_SHAPE[0] % s]
     if bad:
         raise ValueError(f"--data microscopy scenes are {HELD_OUT_SHAPE[0]} px: scales must divide it, got {bad}")
-    scenes = [sc for s in scales for sc in held_out_scenes(s, args.scenes)]
-    print(f"{args.scenes} held-out generated scenes of {HELD_OUT_SHAPE[0]} px (LR: camera binning + noise; "
-          "target: clean), border of scale+6 px ignored" + (", flux preserved" if args.preserve_flux else ""))
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in (*HELD_OUT_KINDS, "legacy")]
+    if bad or not kinds:
+        raise ValueError(f"--kinds takes {', '.join(HELD_OUT_KINDS)} or legacy, comma separated; got {args.kinds!r}")
+    scenes = [sc for s in scales for sc in held_out_scenes(s, args.scenes, kinds=kinds)]
+    print(f"{args.scenes} held-out generated scenes of {HELD_OUT_SHAPE[0]} px per set ({', '.join(kinds)}; LR: "
+          "camera binning + noise, or a noisy image binned; target: clean, or the noisy image), border of "
+          "scale+6 px ignored" + (", flux preserved" if args.preserve_flux else ""))
     return evaluate_scenes(model, scenes, cell=args.cell, preserve_flux=args.preserve_flux)
 
 
