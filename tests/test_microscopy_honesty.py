@@ -162,3 +162,20 @@ def test_training_patches_include_exact_range_inputs_and_clean_ones():
     samples = [src.sample(24, (2.0, 2.0), 0, rng) for _ in range(40)]
     exact = np.mean([float(s["inp"].min()) == -1.0 and float(s["inp"].max()) == 1.0 for s in samples])
     assert 0.3 < exact < 0.7  # half the patches in the input's exact range
+
+
+def test_held_out_scenes_written_as_tiffs_per_set(tmp_path):
+    import json
+
+    import tifffile
+
+    written = mic.write_held_out(tmp_path, scales=(2,), shape=(24, 24))
+    assert len(written) == len(mic.HELD_OUT_SEEDS) * 3 * 3  # seeds x sets x (lr, hr, clean)
+    sc = mic.held_out_scene(3, 2, (24, 24), kind="binned")
+    lr = tifffile.imread(tmp_path / "scene3_binned_x2_lr.tif")
+    assert lr.dtype == np.float32
+    np.testing.assert_allclose(lr, sc["lr"], rtol=1e-6)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "scene3_low_x2_lr.tif"),
+                                  mic.held_out_scene(3, 2, (24, 24), kind="low")["lr"])
+    meta = json.loads((tmp_path / "scenes.json").read_text())
+    assert meta["scene3_binned_x2"]["camera"]["photons"] == pytest.approx(sc["camera"].photons)

@@ -542,8 +542,10 @@ def floor_loss(pred, gt):
 
 
 def write_held_out(out: str | Path, scales=(2, 4), shape=HELD_OUT_SHAPE) -> list[Path]:
-    """Write every held-out scene: ``scene{k}_x{s}_lr.tif`` (uint16, what the camera recorded) and
-    ``scene{k}_x{s}_hr.tif`` (float32, the clean target), plus ``scenes.json`` (parameters)."""
+    """Write every held-out scene of every set (``HELD_OUT_KINDS``): ``scene{k}_{kind}_x{s}_lr.tif`` (the
+    input: uint16 as the camera recorded it, float32 for ``binned``), ``..._hr.tif`` (float32, the
+    reference: clean, or the noisy HR image for ``binned``) and ``..._clean.tif`` (float32, the clean target),
+    plus ``scenes.json`` (parameters)."""
     import json
 
     import tifffile
@@ -553,10 +555,11 @@ def write_held_out(out: str | Path, scales=(2, 4), shape=HELD_OUT_SHAPE) -> list
     written, meta = [], {}
     for s in scales:
         for sc in held_out_scenes(s, shape=shape):
-            stem = out / f"scene{sc['seed']}_x{s}"
-            tifffile.imwrite(f"{stem}_lr.tif", sc["lr"])
-            tifffile.imwrite(f"{stem}_hr.tif", sc["hr"].astype(np.float32))
-            written += [Path(f"{stem}_lr.tif"), Path(f"{stem}_hr.tif")]
+            stem = out / f"scene{sc['seed']}_{sc['kind']}_x{s}"
+            lr = sc["lr"] if sc["lr"].dtype == np.uint16 else sc["lr"].astype(np.float32)
+            for part, img in (("lr", lr), ("hr", sc["hr"].astype(np.float32)), ("clean", sc["clean"].astype(np.float32))):
+                tifffile.imwrite(f"{stem}_{part}.tif", img)
+                written.append(Path(f"{stem}_{part}.tif"))
             meta[stem.name] = {"camera": asdict(sc["camera"]), "params": asdict(sc["params"])}
     (out / "scenes.json").write_text(json.dumps(meta, indent=1))
     return written
