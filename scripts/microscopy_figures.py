@@ -49,6 +49,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", help="the microscopy model file")
     ap.add_argument("--scene", type=int, default=2, help="held-out scene number")
+    ap.add_argument("--kind", default="legacy", choices=["legacy", "low", "noisy", "binned"],
+                    help="held-out set (legacy: the first evaluation's, the figures in docs/microscopy.md)")
     ap.add_argument("--crop", type=int, nargs=3, default=(48, 48, 96), metavar=("Y", "X", "SIDE"),
                     help="crop of the high-resolution grid (multiples of 4)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "images"))
@@ -56,8 +58,8 @@ def main() -> None:
     photo, micro = load_model(None, device="cpu"), load_model(args.model, device="cpu")
     y, x, side = args.crop
     for s in (2, 4):
-        sc = held_out_scene(args.scene, s)
-        lr, hr = sc["lr"].astype(np.float64), sc["hr"]
+        sc = held_out_scene(args.scene, s, kind=args.kind)
+        lr, hr = sc["lr"].astype(np.float64), sc["clean"]
         outs = [("camera (native pixels)", np.kron(lr, np.ones((s, s)))),
                 ("bicubic", bicubic_gray(lr, hr.shape)),
                 ("photo model", upscale_gray(photo, lr, hr.shape)),
@@ -66,7 +68,8 @@ def main() -> None:
         crops = [(t, a[y:y + side, x:x + side]) for t, a in outs]
         truth = crops[-1][1]
         lo, hi = float(truth.min()), float(np.percentile(truth, 99.7))
-        path = Path(args.out) / f"microscopy-scene{args.scene}-x{s}.png"
+        tag = "" if args.kind == "legacy" else f"-{args.kind}"
+        path = Path(args.out) / f"microscopy-scene{args.scene}{tag}-x{s}.png"
         figure(crops, lo, hi, path)
         span = float(hr.max() - hr.min())
         scores = ", ".join(f"{t}: {psnr(a / span, truth / span):.2f} dB" for t, a in crops[:-1])
