@@ -188,7 +188,8 @@ def format_table(rows: list[dict]) -> str:
     nan = float("nan")
     head = ("| scale | LIIF PSNR | bicubic PSNR | gain dB | LIIF SSIM | bicubic SSIM | LIIF bias % | "
             "bicubic bias % | noise gain |\n|---|---|---|---|---|---|---|---|---|")
-    body = [f"| {r['kind'] + ' ' if 'kind' in r else ''}x{r['scale']} | {r['liif_psnr']:.2f} | {r['bicubic_psnr']:.2f} | {r['gain_db']:+.2f} | "
+    body = [f"| {r['kind'] + ' ' if 'kind' in r else ''}x{r['scale']} | {r['liif_psnr']:.2f} | "
+            f"{r['bicubic_psnr']:.2f} | {r['gain_db']:+.2f} | "
             f"{r.get('liif_ssim', nan):.4f} | {r.get('bicubic_ssim', nan):.4f} | "
             f"{r.get('liif_bias_pct', nan):+.3f} | {r.get('bicubic_bias_pct', nan):+.3f} | "
             f"{r.get('noise_gain', nan):.2f}x |" for r in rows]

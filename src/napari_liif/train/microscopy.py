@@ -158,7 +158,8 @@ def draw_params(rng: np.random.Generator, shape, wide: bool = True) -> ScenePara
     psf = "airy" if rng.random() < 0.6 else "gaussian"
     if wide:
         fwhm = float(np.exp(rng.uniform(*np.log(FWHM_RANGE))))
-        background = float(rng.uniform(0, 0.003) if rng.random() < 0.3 else np.exp(rng.uniform(np.log(0.005), np.log(0.15))))
+        black = rng.random() < 0.3
+        background = float(rng.uniform(0, 0.003) if black else np.exp(rng.uniform(np.log(0.005), np.log(0.15))))
     else:
         fwhm, background = float(rng.uniform(1.4, 3.4)), float(rng.uniform(0.0, 0.06))
     return SceneParams(
@@ -557,7 +558,8 @@ def write_held_out(out: str | Path, scales=(2, 4), shape=HELD_OUT_SHAPE) -> list
         for sc in held_out_scenes(s, shape=shape):
             stem = out / f"scene{sc['seed']}_{sc['kind']}_x{s}"
             lr = sc["lr"] if sc["lr"].dtype == np.uint16 else sc["lr"].astype(np.float32)
-            for part, img in (("lr", lr), ("hr", sc["hr"].astype(np.float32)), ("clean", sc["clean"].astype(np.float32))):
+            hr, clean = sc["hr"].astype(np.float32), sc["clean"].astype(np.float32)
+            for part, img in (("lr", lr), ("hr", hr), ("clean", clean)):
                 tifffile.imwrite(f"{stem}_{part}.tif", img)
                 written.append(Path(f"{stem}_{part}.tif"))
             meta[stem.name] = {"camera": asdict(sc["camera"]), "params": asdict(sc["params"])}
