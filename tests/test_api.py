@@ -11,8 +11,7 @@ import math
 
 import numpy as np
 import pytest
-from helpers_models import (bilinear_model, bilinear_numpy, one_torch_thread, reference_render, tiny_model,
-                            write_tiny_checkpoint)
+from helpers_models import bilinear_numpy, reference_render, tiny_model, write_tiny_checkpoint
 
 from napari_liif.api import check_allocatable, output_hw, upscale
 
@@ -20,20 +19,13 @@ H, W = 12, 17
 MISSING = "/nonexistent/model.safetensors"  # validation must fail before any model is loaded
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread_module")  # conftest.py, as is ``bmodel``
 
 
 @pytest.fixture(scope="module")
 def model():
+    """The tiny LIIF of ``helpers_models`` (overrides conftest's model of the command tests)."""
     return tiny_model(seed=3)
-
-
-@pytest.fixture(scope="module")
-def bmodel():
-    return bilinear_model()
 
 
 @pytest.fixture
