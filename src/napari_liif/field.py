@@ -85,6 +85,11 @@ class _DeviceAxis:
         return {s: (i[a:b] - lo, self.rel[s][a:b]) for s, i in self.index.items()}
 
 
+def _moved(runs, lo: int):
+    """A block's runs with their host-side latent starts measured from ``lo``, as its indices."""
+    return None if runs is None else runs.moved(lo)
+
+
 class _Output:
     """Puts decoded blocks (on the [0, 1] scale) into the host array ``out``: directly from a
     CPU tensor; on CUDA through a ring of pinned buffers filled by non-blocking copies, each
@@ -272,7 +277,7 @@ class EncodedField(LatentTiles):
         # only the part this block reads is encoded again
         prods = self.products(ly0, ly1, lx0, lx1, grid.rel_cell if fam.cell_dependent else None, whole=False)
         block = Block(grid.members, dy.block(r0, r1, ly0), dx.block(c0, c1, lx0), grid.rel_cell,
-                      row_runs=dy.runs.get((r0, r1)), col_runs=dx.runs.get((c0, c1)))
+                      row_runs=_moved(dy.runs.get((r0, r1)), ly0), col_runs=_moved(dx.runs.get((c0, c1)), lx0))
         if fam.needs_bilinear:
             block.bilinear = self._bilinear(grid, dy, dx, box)
         return fam.decode_block(prods, block, state)

@@ -61,7 +61,8 @@ def cell_size(frame: tuple[int, int], region, shape, mode="on") -> tuple[float, 
 def group_runs(indices, cap: int = RUN_CAP) -> Runs:
     """:class:`Runs` of samples whose latent ``indices`` (one (k,) int64 tensor per shift, on
     the host) are all equal. The piece length ``n <= cap`` is the one that minimises
-    ``pieces * (2 n + 1)``: slots, plus half a slot per piece for its per-latent values."""
+    ``pieces * (2 n + 1)``: slots, plus half a slot per piece for its per-latent values.
+    ``start`` is set when every shift's pieces read consecutive latents (see :class:`Runs`)."""
     idx = torch.stack([torch.as_tensor(i).cpu() for i in indices])
     k = idx.shape[1]
     cut = torch.ones(k, dtype=torch.bool)
@@ -81,7 +82,10 @@ def group_runs(indices, cap: int = RUN_CAP) -> Runs:
     slot = torch.minimum(first[None, :] + torch.arange(n)[:, None], last[None, :])
     piece = torch.repeat_interleave(torch.arange(len(first)), last - first + 1)
     unpad = (torch.arange(k) - first[piece]) * len(first) + piece
-    return Runs(n, first, slot, unpad)
+    at = idx[:, first]  # (shifts, pieces): the latent each piece reads for each shift
+    steps = torch.arange(len(first))
+    start = tuple(int(v) for v in at[:, 0]) if bool((at == at[:, :1] + steps).all()) else None
+    return Runs(n, first, slot, unpad, start)
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,17 @@ def default_window_px(device: torch.device | None) -> int:
     return WINDOW_PX if device is None or device.type == "cpu" else GPU_WINDOW_PX
 
 
+def _cat(parts: list, dim: int) -> torch.Tensor:
+    """``torch.cat`` of (rows, cols, D) pieces along ``dim`` (0 or 1), keeping their memory
+    layout: pieces stored channels first (see ``LatentTiles._cell_layout``) are joined as
+    (D, rows, cols) tensors, so the result is channels first too."""
+    if len(parts) == 1:
+        return parts[0]
+    if parts[0].shape[-1] > 1 and parts[0].stride(-1) != 1:
+        return torch.cat([p.permute(2, 0, 1) for p in parts], dim + 1).permute(1, 2, 0)
+    return torch.cat(parts, dim)
+
+
 def _nbytes(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.numel() * t.element_size()
 
@@ -292,8 +303,8 @@ class LatentTiles:
                 e = self._chunk(key, cy, cx, (max(a, cy * CELL_CHUNK), min(b, cy * CELL_CHUNK + CELL_CHUNK),
                                               max(c, cx * CELL_CHUNK), min(d, cx * CELL_CHUNK + CELL_CHUNK)), rel_cell)
                 row.append(e.data[max(a, e.y0) - e.y0: min(b, e.y1) - e.y0, max(c, e.x0) - e.x0: min(d, e.x1) - e.x0])
-            rows.append(torch.cat(row, 1) if len(row) > 1 else row[0])
-        return Entry(a, b, c, d, torch.cat(rows, 0) if len(rows) > 1 else rows[0])
+            rows.append(_cat(row, 1))
+        return Entry(a, b, c, d, _cat(rows, 0))
 
     def _chunk(self, key, cy: int, cx: int, need, rel_cell) -> Entry:
         ckey = key + (rel_cell, cy, cx)
@@ -304,7 +315,7 @@ class LatentTiles:
             x0, x1 = max(base.x0, cx * CELL_CHUNK), min(base.x1, cx * CELL_CHUNK + CELL_CHUNK)
             part = base.data[y0 - base.y0: y1 - base.y0, x0 - base.x0: x1 - base.x0]
             with torch.inference_mode():
-                data = self.family.cell_products(part, rel_cell)
+                data = self._cell_layout(self.family.cell_products(part, rel_cell))
             entry = Entry(y0, y1, x0, x1, data)
             self._store(ckey, entry)
         return entry
@@ -337,7 +348,7 @@ class LatentTiles:
             with torch.inference_mode():
                 out = self.family.cell_products(torch.cat(parts, 0), rel)
             for (ckey, (r0, r1, c0, c1), _), data in zip(todo, out.split([p.shape[0] for p in parts])):
-                self._store(ckey, Entry(r0, r1, c0, c1, data.reshape(r1 - r0, c1 - c0, -1).contiguous()))
+                self._store(ckey, Entry(r0, r1, c0, c1, self._cell_layout(data.reshape(r1 - r0, c1 - c0, -1))))
             return int(out.shape[0])
 
     def _assemble(self, y0: int, y1: int, x0: int, x1: int, pick) -> torch.Tensor:
@@ -345,13 +356,21 @@ class LatentTiles:
         last_ty = None
         for key, (a, b, c, d) in self._tiles(y0, y1, x0, x1):
             if last_ty is not None and key[0] != last_ty:
-                rows.append(torch.cat(row, 1) if len(row) > 1 else row[0])
+                rows.append(_cat(row, 1))
                 row = []
             last_ty = key[0]
             e, t = pick(key, (a, b, c, d))
             row.append(t[a - e.y0: b - e.y0, c - e.x0: d - e.x0])
-        rows.append(torch.cat(row, 1) if len(row) > 1 else row[0])
-        return torch.cat(rows, 0) if len(rows) > 1 else rows[0]
+        rows.append(_cat(row, 1))
+        return _cat(rows, 0)
+
+    def _cell_layout(self, data: torch.Tensor) -> torch.Tensor:
+        """Cell products (rows, cols, D2) in the memory layout the family reads fastest:
+        channels first (a (D2, rows, cols) tensor viewed as (rows, cols, D2)) where it asks
+        (``Family.cells_channels_first``), else channels last; contiguous either way."""
+        if self.family.cells_channels_first:
+            return data.permute(2, 0, 1).contiguous().permute(1, 2, 0)
+        return data.contiguous()
 
     def products(self, y0: int, y1: int, x0: int, x1: int, rel_cell=None, *, whole: bool = True) -> torch.Tensor:
         """Products of latent rows [y0, y1) x columns [x0, x1), channels last: (rows, cols, D).

@@ -39,7 +39,10 @@ The stages, in the order the field calls them
     on any sub-rectangle of a tile). Called only if ``cell_dependent`` is true; the field then
     caches the result keyed by (tile, rel_cell), beside the tile's own products, within the
     same byte bound. ``D2 == cell_channels``. The default returns ``products`` unchanged
-    (LIIF: nothing per latent depends on the cell).
+    (LIIF: nothing per latent depends on the cell). With ``cells_channels_first`` the field
+    stores them as a contiguous (D2, h, w) tensor viewed as (h, w, D2), joins tiles and chunks
+    in that layout, and ``decode_block`` receives them so (LM-LIIF: each channel's plane can
+    then be read as a strided window, without a transposing gather).
 
 ``prepare(rel_cell, device) -> state``
     Per-render constants that depend on the cell but not on a latent, computed once per render
@@ -89,19 +92,33 @@ class Runs:
         sample (so it reads the same latent and finite coordinates; its value is dropped).
     unpad : torch.Tensor
         (k,) int64: for each sample, its slot as ``position * count + piece``.
+    start : tuple of int, or None
+        Known on the host: when, for every ensemble shift (in sorted order), piece ``t`` reads
+        latent ``start[shift] + t`` (each piece a whole run, runs one latent apart: a zoom-in
+        away from clamped borders), the latent of piece 0 for each shift; None otherwise. A
+        decoder can then read per-piece values as a strided window of the latent map instead
+        of gathering them. Indices are those of the grid's tables (``moved`` follows a
+        block's ``index - lo``).
     """
 
     n: int
     first: torch.Tensor
     slot: torch.Tensor
     unpad: torch.Tensor
+    start: tuple | None = None
 
     @property
     def count(self) -> int:
         return len(self.first)
 
     def to(self, device) -> Runs:
-        return Runs(self.n, self.first.to(device), self.slot.to(device), self.unpad.to(device))
+        return Runs(self.n, self.first.to(device), self.slot.to(device), self.unpad.to(device), self.start)
+
+    def moved(self, lo: int) -> Runs:
+        """The same runs with ``start`` measured from latent ``lo`` (as a block's indices)."""
+        if self.start is None:
+            return self
+        return Runs(self.n, self.first, self.slot, self.unpad, tuple(s - int(lo) for s in self.start))
 
     @classmethod
     def singles(cls, k: int, device=None) -> Runs:
@@ -165,6 +182,9 @@ class Family:
     cell_dependent: ClassVar[bool] = False
     #: whether ``decode_block`` reads ``block.row_runs`` / ``col_runs`` (the field then builds them)
     wants_runs: ClassVar[bool] = False
+    #: whether the field should store and assemble ``cell_products`` channels first: a
+    #: contiguous (D2, h, w) tensor viewed as (h, w, D2), which ``decode_block`` then receives
+    cells_channels_first: ClassVar[bool] = False
 
     def __init__(self, net: nn.Module):
         self.net = net

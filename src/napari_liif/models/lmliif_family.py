@@ -23,6 +23,10 @@ per layer.
 
 from __future__ import annotations
 
+import itertools
+import math
+import threading
+
 import torch
 
 from .family import Block, Family, Runs, register_family
@@ -57,6 +61,7 @@ class LmliifFamily(Family):
 
     cell_dependent = True
     wants_runs = True
+    cells_channels_first = True
 
     @property
     def out_dim(self) -> int:
@@ -92,60 +97,99 @@ class LmliifFamily(Family):
         n_rows, n_cols = block.shape
         yr = block.row_runs or Runs.singles(n_rows, products.device)
         xr = block.col_runs or Runs.singles(n_cols, products.device)
-        members = block.members
-        m, ry_n, rx_n = len(members), yr.count, xr.count
-        npos, nq = yr.n * xr.n, m * ry_n * rx_n
-        f = self._gather(products, block, yr, xr)  # (k, nq) float32, q = (member, row piece, col piece)
-        # relative coordinates of every slot (npos, nq): rows depend on (row position, member, row piece)
-        ry = torch.stack([block.rows[sy][1][yr.slot] for sy, _ in members])  # (m, ny, Ry)
-        rx = torch.stack([block.cols[sx][1][xr.slot] for _, sx in members])  # (m, nx, Rx)
-        shape = (yr.n, xr.n, m, ry_n, rx_n)
-        ry = ry.permute(1, 0, 2)[:, None, :, :, None].expand(shape).reshape(npos, nq)
-        rx = rx.permute(1, 0, 2)[None, :, :, None, :].expand(shape).reshape(npos, nq)
-        preds = torch.empty(self.out_dim, npos, nq, device=products.device)
+        row_shifts, col_shifts = sorted(block.rows), sorted(block.cols)
+        if tuple(block.members) != tuple(itertools.product(row_shifts, col_shifts)):
+            raise ValueError(f"LM-LIIF decodes ensembles of every (row, column) shift pair, got {block.members}")
+        nrs, ncs, ry_n, rx_n = len(row_shifts), len(col_shifts), yr.count, xr.count
+        # slots (p, q): p = (row position, column position) in a piece, q = (member, row piece,
+        # column piece), the member being (row shift, column shift)
+        npos, nq = yr.n * xr.n, nrs * ncs * ry_n * rx_n
+        scratch = _Scratch(products.device)
+        f = self._gather(products, block, yr, xr, row_shifts, col_shifts, scratch)  # (k, nq) float32
+        ry = torch.stack([block.rows[s][1][yr.slot] for s in row_shifts], 1)  # (row position, row shift, row piece)
+        rx = torch.stack([block.cols[s][1][xr.slot] for s in col_shifts], 1)
+        full = (yr.n, xr.n, nrs, ncs, ry_n, rx_n)
+        ryq = scratch.take("ry", (npos, nq)).view(full).copy_(ry[:, None, :, None, :, None].expand(full)).view(npos, nq)
+        rxq = scratch.take("rx", (npos, nq)).view(full).copy_(rx[None, :, None, :, None, :].expand(full)).view(npos, nq)
+        preds = scratch.take("preds", (self.out_dim, npos, nq))
         size = min(CHUNK_SLOTS, npos * nq) if nq <= CHUNK_SLOTS else CHUNK_SLOTS
-        bufs = torch.empty(2, d * size, device=products.device)
+        bufs = scratch.take("bufs", (2, d * size))
         for p0, p1, q0, q1 in _chunks(npos, nq, CHUNK_SLOTS):
             fc = f[:, None, q0:q1]  # (k, 1, qc): per-piece values, broadcast over positions
             a = bufs[0, : d * (p1 - p0) * (q1 - q0)].view(d, p1 - p0, q1 - q0)
             y = bufs[1, : a.numel()].view(a.shape)
             # first layer: relu(A + ry P + rx Q)
-            torch.addcmul(fc[:d], fc[d:2 * d], ry[None, p0:p1, q0:q1], out=a)
-            a.addcmul_(fc[2 * d:3 * d], rx[None, p0:p1, q0:q1]).relu_()
+            torch.addcmul(fc[:d], fc[d:2 * d], ryq[None, p0:p1, q0:q1], out=a)
+            a.addcmul_(fc[2 * d:3 * d], rxq[None, p0:p1, q0:q1]).relu_()
             for i, w in enumerate(hidden):
                 o = 3 * d + 2 * d * i  # S_k at rows [o, o + d), B_k at [o + d, o + 2d)
                 torch.mm(w, a.view(d, -1), out=y.view(d, -1))
                 torch.addcmul(fc[o + d:o + 2 * d], y, fc[o:o + d], out=y).relu_()
                 a, y = y, a
             preds[:, p0:p1, q0:q1] = torch.addmm(b_out[:, None], w_out, a.view(d, -1)).view(-1, p1 - p0, q1 - q0)
-        out = self._blend(preds, ry, rx, m)  # (out, npos, Ry * Rx)
+        out = self._blend(preds.view(-1, npos, nrs * ncs, ry_n * rx_n), ryq.view(npos, nrs * ncs, -1),
+                          rxq.view(npos, nrs * ncs, -1))
         out = out.view(-1, yr.n, xr.n, ry_n, rx_n).permute(1, 3, 2, 4, 0).reshape(yr.n * ry_n, xr.n * rx_n, -1)
         out = out.index_select(0, yr.unpad).index_select(1, xr.unpad)
         return out if block.bilinear is None else out + block.bilinear
 
     @staticmethod
-    def _gather(products: torch.Tensor, block: Block, yr: Runs, xr: Runs) -> torch.Tensor:
-        """The folded values of each (member, row piece, column piece): (k, q) float32, by two
-        ``index_select`` passes on the channels-last products (columns for every column shift,
-        then rows for every member), each copying whole runs of ``k`` values."""
-        ny, _, k = products.shape
-        col_shifts = sorted(block.cols)
-        ncs = len(col_shifts)
-        ix = torch.cat([block.cols[s][0][xr.first] for s in col_shifts])
-        by_col = products.index_select(1, ix).view(ny * ncs, xr.count, k)  # row y * ncs + shift
-        iy = torch.cat([block.rows[sy][0][yr.first] * ncs + col_shifts.index(sx) for sy, sx in block.members])
-        return by_col.index_select(0, iy).view(-1, k).t().float().contiguous()
+    def _gather(products: torch.Tensor, block: Block, yr: Runs, xr: Runs, row_shifts, col_shifts,
+                scratch: _Scratch) -> torch.Tensor:
+        """The folded values of each (row shift, column shift, row piece, column piece):
+        (k, q) float32. ``products`` (ny, nx, k) is best channels first in memory
+        (``cells_channels_first``). Where every shift's pieces read consecutive latents
+        (``Runs.start``: a zoom-in away from clamped borders) the values are strided windows
+        of each channel's plane, copied once; otherwise two ``index_select`` passes (columns,
+        then rows) on the channels-first view."""
+        k = products.shape[-1]
+        cf = products.permute(2, 0, 1)  # (k, ny, nx), contiguous when stored channels first
+        if cf.dtype != torch.float32:
+            cf = cf.float()
+        nrs, ncs = len(row_shifts), len(col_shifts)
+        shape = (k, nrs, ncs, yr.count, xr.count)
+        out = scratch.take("f", shape)
+        if yr.start is not None and xr.start is not None and len(yr.start) == nrs <= 2 and len(xr.start) == ncs <= 2:
+            sk, sy, sx = cf.stride()
+            dy, dx = yr.start[-1] - yr.start[0], xr.start[-1] - xr.start[0]  # latents between the shifts' windows
+            view = cf.as_strided(shape, (sk, dy * sy, dx * sx, sy, sx),
+                                 cf.storage_offset() + yr.start[0] * sy + xr.start[0] * sx)
+        else:
+            ix = torch.cat([block.cols[s][0][xr.first] for s in col_shifts])
+            iy = torch.cat([block.rows[s][0][yr.first] for s in row_shifts])
+            got = cf.index_select(2, ix).index_select(1, iy)  # (k, row shift * row piece, column shift * column piece)
+            view = got.view(k, nrs, yr.count, ncs, xr.count).permute(0, 1, 3, 2, 4)
+        return out.copy_(view).view(k, -1)
 
     @staticmethod
-    def _blend(preds: torch.Tensor, ry: torch.Tensor, rx: torch.Tensor, m: int) -> torch.Tensor:
-        """The local ensemble's sum of ``preds`` (out, npos, q) with the members' opposite-area
-        weights (as :func:`~napari_liif.models.family.ensemble_weights`): (out, npos, q / m)."""
-        npos = preds.shape[1]
-        preds = preds.view(preds.shape[0], npos, m, -1)
+    def _blend(preds: torch.Tensor, ry: torch.Tensor, rx: torch.Tensor) -> torch.Tensor:
+        """The local ensemble's sum of ``preds`` (out, npos, m, q / m) with the members'
+        opposite-area weights (as :func:`~napari_liif.models.family.ensemble_weights`), from the
+        slots' relative coordinates ``ry``, ``rx`` (npos, m, q / m): (out, npos, q / m)."""
+        m = preds.shape[2]
         if m == 1:
             return preds[:, :, 0]
-        areas = (ry * rx).abs_().add_(1e-9).view(npos, m, -1)
+        areas = (ry * rx).abs_().add_(1e-9)
         if m == 4:
             areas = areas.flip(1)  # each member is weighted by the diagonally opposite area
         tot = areas.sum(1, keepdim=True)
         return (preds * (areas / tot)).sum(2)
+
+
+class _Scratch:
+    """Per-thread reusable float32 buffers for one block's decoding (blocks run on several
+    worker threads at once): a fresh multi-MiB tensor per block costs page faults that took
+    as long as the copy into it on the 2-core EPYC."""
+
+    _local = threading.local()
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.bufs = self._local.__dict__.setdefault(str(device), {})
+
+    def take(self, name: str, shape) -> torch.Tensor:
+        n = math.prod(shape)
+        buf = self.bufs.get(name)
+        if buf is None or buf.numel() < n:
+            buf = self.bufs[name] = torch.empty(n, device=self.device)
+        return buf[:n].view(shape)
