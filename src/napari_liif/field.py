@@ -275,7 +275,8 @@ class EncodedField(LatentTiles):
         (r0, r1, c0, c1), (ly0, ly1), (lx0, lx1) = box, lat_rows, lat_cols
         # normally cached by the plan; after an eviction (a cache under a block's latents),
         # only the part this block reads is encoded again
-        prods = self.products(ly0, ly1, lx0, lx1, grid.rel_cell if fam.cell_dependent else None, whole=False)
+        prods = self.products(ly0, ly1, lx0, lx1, grid.rel_cell if fam.cell_dependent else None, whole=False,
+                              transient=True)
         block = Block(grid.members, dy.block(r0, r1, ly0), dx.block(c0, c1, lx0), grid.rel_cell,
                       row_runs=_moved(dy.runs.get((r0, r1)), ly0), col_runs=_moved(dx.runs.get((c0, c1)), lx0))
         if fam.needs_bilinear:

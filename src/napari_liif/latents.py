@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .device import exact_fp32
+from .models.family import Scratch
 
 #: largest encoder window on a CPU, in input pixels with its halo (~362 x 362). Measured on a
 #: 2-core EPYC (32 MiB L3; EDSR-baseline, fp32, channels-last, one thread): 88-93 k px/s on
@@ -50,15 +51,12 @@ def default_window_px(device: torch.device | None) -> int:
     return WINDOW_PX if device is None or device.type == "cpu" else GPU_WINDOW_PX
 
 
-def _cat(parts: list, dim: int) -> torch.Tensor:
-    """``torch.cat`` of (rows, cols, D) pieces along ``dim`` (0 or 1), keeping their memory
-    layout: pieces stored channels first (see ``LatentTiles._cell_layout``) are joined as
-    (D, rows, cols) tensors, so the result is channels first too."""
-    if len(parts) == 1:
-        return parts[0]
-    if parts[0].shape[-1] > 1 and parts[0].stride(-1) != 1:
-        return torch.cat([p.permute(2, 0, 1) for p in parts], dim + 1).permute(1, 2, 0)
-    return torch.cat(parts, dim)
+def _piece(e: Entry, rect, image: bool = False) -> tuple:
+    """``(y0, y1, x0, x1, data)``: the part of entry ``e`` (its products, or its input image)
+    over ``rect = (y0, y1, x0, x1)``, a view."""
+    a, b, c, d = rect
+    t = e.image if image else e.data
+    return a, b, c, d, t[a - e.y0:b - e.y0, c - e.x0:d - e.x0]
 
 
 def _nbytes(t: torch.Tensor | None) -> int:
@@ -290,21 +288,19 @@ class LatentTiles:
             entry = self._cache[key]
         return entry
 
-    def _cell_entry(self, key, rect, rel_cell) -> Entry:
-        """Cell products of ``rect`` (within tile ``key``), assembled from chunks of at most
-        ``CELL_CHUNK`` latents a side, each computed once per cell and cached: a zoom reruns
-        the cell-dependent work (LM-LIIF's latent MLP) for the latents under the view only,
-        not for whole tiles."""
+    def _cell_pieces(self, key, rect, rel_cell) -> list:
+        """Cell products of ``rect`` (within tile ``key``) as pieces ``(y0, y1, x0, x1, data)``,
+        one per chunk of at most ``CELL_CHUNK`` latents a side, each computed once per cell and
+        cached: a zoom reruns the cell-dependent work (LM-LIIF's latent MLP) for the latents
+        under the view only, not for whole tiles."""
         a, b, c, d = rect
-        rows = []
+        pieces = []
         for cy in range(a // CELL_CHUNK, (b - 1) // CELL_CHUNK + 1):
-            row = []
             for cx in range(c // CELL_CHUNK, (d - 1) // CELL_CHUNK + 1):
-                e = self._chunk(key, cy, cx, (max(a, cy * CELL_CHUNK), min(b, cy * CELL_CHUNK + CELL_CHUNK),
-                                              max(c, cx * CELL_CHUNK), min(d, cx * CELL_CHUNK + CELL_CHUNK)), rel_cell)
-                row.append(e.data[max(a, e.y0) - e.y0: min(b, e.y1) - e.y0, max(c, e.x0) - e.x0: min(d, e.x1) - e.x0])
-            rows.append(_cat(row, 1))
-        return Entry(a, b, c, d, _cat(rows, 0))
+                need = (max(a, cy * CELL_CHUNK), min(b, cy * CELL_CHUNK + CELL_CHUNK),
+                        max(c, cx * CELL_CHUNK), min(d, cx * CELL_CHUNK + CELL_CHUNK))
+                pieces.append(_piece(self._chunk(key, cy, cx, need, rel_cell), need))
+        return pieces
 
     def _chunk(self, key, cy: int, cx: int, need, rel_cell) -> Entry:
         ckey = key + (rel_cell, cy, cx)
@@ -351,18 +347,26 @@ class LatentTiles:
                 self._store(ckey, Entry(r0, r1, c0, c1, self._cell_layout(data.reshape(r1 - r0, c1 - c0, -1))))
             return int(out.shape[0])
 
-    def _assemble(self, y0: int, y1: int, x0: int, x1: int, pick) -> torch.Tensor:
-        rows, row = [], []
-        last_ty = None
-        for key, (a, b, c, d) in self._tiles(y0, y1, x0, x1):
-            if last_ty is not None and key[0] != last_ty:
-                rows.append(_cat(row, 1))
-                row = []
-            last_ty = key[0]
-            e, t = pick(key, (a, b, c, d))
-            row.append(t[a - e.y0: b - e.y0, c - e.x0: d - e.x0])
-        rows.append(_cat(row, 1))
-        return _cat(rows, 0)
+    def _assemble(self, y0: int, y1: int, x0: int, x1: int, pick, scratch: Scratch | None = None) -> torch.Tensor:
+        """Latents [y0, y1) x [x0, x1) from the pieces ``pick(key, rect)`` returns for each tile
+        (see ``_piece``): the one piece itself when it covers everything, else each piece copied
+        once into a new tensor (into ``scratch``'s buffer if given) in the pieces' memory layout
+        (channels first where they are stored so, see ``_cell_layout``)."""
+        pieces = [p for key, rect in self._tiles(y0, y1, x0, x1) for p in pick(key, rect)]
+        if len(pieces) == 1:
+            return pieces[0][4]
+        t0 = pieces[0][4]
+        ch = t0.shape[-1]
+        first = ch > 1 and t0.stride(-1) != 1
+        shape = (ch, y1 - y0, x1 - x0) if first else (y1 - y0, x1 - x0, ch)
+        if scratch is not None:
+            out = scratch.take("products", shape, t0.dtype)
+        else:
+            out = torch.empty(shape, dtype=t0.dtype, device=t0.device)
+        view = out.permute(1, 2, 0) if first else out
+        for a, b, c, d, t in pieces:
+            view[a - y0:b - y0, c - x0:d - x0] = t
+        return view
 
     def _cell_layout(self, data: torch.Tensor) -> torch.Tensor:
         """Cell products (rows, cols, D2) in the memory layout the family reads fastest:
@@ -372,21 +376,24 @@ class LatentTiles:
             return data.permute(2, 0, 1).contiguous().permute(1, 2, 0)
         return data.contiguous()
 
-    def products(self, y0: int, y1: int, x0: int, x1: int, rel_cell=None, *, whole: bool = True) -> torch.Tensor:
+    def products(self, y0: int, y1: int, x0: int, x1: int, rel_cell=None, *, whole: bool = True,
+                 transient: bool = False) -> torch.Tensor:
         """Products of latent rows [y0, y1) x columns [x0, x1), channels last: (rows, cols, D).
         With ``rel_cell`` and a cell-dependent family, its cell products (rows, cols, D2).
-        What the cache lacks is encoded first (whole tiles, or only the part asked for)."""
+        What the cache lacks is encoded first (whole tiles, or only the part asked for).
+        ``transient``: the result may be a per-thread buffer that this thread's next transient
+        call overwrites (a block's decoding: no fresh multi-MB tensor per block)."""
         with self._lock:
             self.encode_rect(y0, y1, x0, x1, whole=whole)
             if rel_cell is not None and self.family.cell_dependent:
+                rel = tuple(float(v) for v in rel_cell)
+
                 def pick(key, rect):
-                    e = self._cell_entry(key, rect, tuple(float(v) for v in rel_cell))
-                    return e, e.data
+                    return self._cell_pieces(key, rect, rel)
             else:
                 def pick(key, rect):
-                    e = self._tile_entry(key, rect)
-                    return e, e.data
-            return self._assemble(y0, y1, x0, x1, pick)
+                    return [_piece(self._tile_entry(key, rect), rect)]
+            return self._assemble(y0, y1, x0, x1, pick, Scratch(self.model.device) if transient else None)
 
     def latents(self, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
         """Tile products (LIIF: projected latents) of rows [y0, y1) and columns [x0, x1),
@@ -404,8 +411,7 @@ class LatentTiles:
             it = iter(entries)
 
             def pick(key, rect):
-                e = next(it)
-                return e, e.image
+                return [_piece(next(it), rect, image=True)]
 
             return self._assemble(y0, y1, x0, x1, pick)
 

@@ -64,6 +64,8 @@ bilinear input in float32. Return float32.
 
 from __future__ import annotations
 
+import math
+import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -167,6 +169,28 @@ class Block:
     def shape(self) -> tuple[int, int]:
         """(rows, cols) of the block."""
         return len(next(iter(self.rows.values()))[0]), len(next(iter(self.cols.values()))[0])
+
+
+class Scratch:
+    """Reusable per-thread buffers for one block's work, by name: ``take`` hands out a view of
+    the calling thread's buffer, grown when too small, so a block decoder allocates no fresh
+    multi-MB tensor per block (whose page faults cost about as much as filling it on the
+    2-core EPYC). Blocks run on several worker threads at once, hence per thread. What
+    ``take`` returns is overwritten by the next ``take`` of that name on the same thread."""
+
+    _local = threading.local()
+
+    def __init__(self, device: torch.device):
+        self.device = torch.device(device)
+        self.bufs = self._local.__dict__.setdefault(str(self.device), {})
+
+    def take(self, name: str, shape, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        n = math.prod(shape)
+        key = (name, dtype)
+        buf = self.bufs.get(key)
+        if buf is None or buf.numel() < n:
+            buf = self.bufs[key] = torch.empty(n, dtype=dtype, device=self.device)
+        return buf[:n].view(shape)
 
 
 class Family:

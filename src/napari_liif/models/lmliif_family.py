@@ -24,12 +24,10 @@ per layer.
 from __future__ import annotations
 
 import itertools
-import math
-import threading
 
 import torch
 
-from .family import Block, Family, Runs, register_family
+from .family import Block, Family, Runs, Scratch, register_family
 from .lmliif import LMLIIF
 
 #: slots (samples x members, padding included) per pass through the render MLP, written into
@@ -104,7 +102,7 @@ class LmliifFamily(Family):
         # slots (p, q): p = (row position, column position) in a piece, q = (member, row piece,
         # column piece), the member being (row shift, column shift)
         npos, nq = yr.n * xr.n, nrs * ncs * ry_n * rx_n
-        scratch = _Scratch(products.device)
+        scratch = Scratch(products.device)
         f = self._gather(products, block, yr, xr, row_shifts, col_shifts, scratch)  # (k, nq) float32
         ry = torch.stack([block.rows[s][1][yr.slot] for s in row_shifts], 1)  # (row position, row shift, row piece)
         rx = torch.stack([block.cols[s][1][xr.slot] for s in col_shifts], 1)
@@ -135,7 +133,7 @@ class LmliifFamily(Family):
 
     @staticmethod
     def _gather(products: torch.Tensor, block: Block, yr: Runs, xr: Runs, row_shifts, col_shifts,
-                scratch: _Scratch) -> torch.Tensor:
+                scratch: Scratch) -> torch.Tensor:
         """The folded values of each (row shift, column shift, row piece, column piece):
         (k, q) float32. ``products`` (ny, nx, k) is best channels first in memory
         (``cells_channels_first``). Where every shift's pieces read consecutive latents
@@ -174,22 +172,3 @@ class LmliifFamily(Family):
             areas = areas.flip(1)  # each member is weighted by the diagonally opposite area
         tot = areas.sum(1, keepdim=True)
         return (preds * (areas / tot)).sum(2)
-
-
-class _Scratch:
-    """Per-thread reusable float32 buffers for one block's decoding (blocks run on several
-    worker threads at once): a fresh multi-MiB tensor per block costs page faults that took
-    as long as the copy into it on the 2-core EPYC."""
-
-    _local = threading.local()
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.bufs = self._local.__dict__.setdefault(str(device), {})
-
-    def take(self, name: str, shape) -> torch.Tensor:
-        n = math.prod(shape)
-        buf = self.bufs.get(name)
-        if buf is None or buf.numel() < n:
-            buf = self.bufs[name] = torch.empty(n, device=self.device)
-        return buf[:n].view(shape)
