@@ -111,3 +111,17 @@ def test_runs_group_samples_by_the_latents_they_read(zoom, lo, n_out, most_slots
         assert torch.equal(index[runs.slot], index[runs.first][None, :].expand_as(runs.slot))
     assert torch.equal(runs.slot.reshape(-1)[runs.unpad], torch.arange(n_out))
     assert runs.slot.shape == (runs.n, runs.count) and runs.slot.numel() <= most_slots
+
+
+def test_runs_start_hand_values():
+    """``start`` is the latent of piece 0 for each shift when every shift's pieces read
+    consecutive latents. 16 samples over pixel edges [2.5, 6.5] of 8 latents (zoom 4, samples at
+    2.625 .. 6.375): shift -1 reads latents 2, 3, 4, 5 in runs of 4, shift +1 reads 3 .. 6.
+    Over [2, 6] the runs are 2, 4, 4, 4, 2 samples, cut into pieces of 2 (two pieces read one
+    latent): no start. From the image's edge, shift -1 is clamped to latent 0 for the first
+    samples (latents 0, 0, 1, ...): no start."""
+    runs = Axis.regular(8, 2.5, 6.5, 16, [-1, 1], EPS_SHIFT).runs()
+    assert (runs.start, runs.n, runs.count) == ((2, 3), 4, 4)
+    assert runs.moved(2).start == (0, 1) and runs.moved(2).n == 4
+    assert Axis.regular(8, 2.0, 6.0, 16, [-1, 1], EPS_SHIFT).runs().start is None
+    assert Axis.regular(8, 0.0, 4.0, 16, [-1, 1], EPS_SHIFT).runs().start is None

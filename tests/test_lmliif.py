@@ -337,3 +337,34 @@ def test_bf16_render_does_not_band_a_deep_zoom(image):
     assert np.ptp(fp32, axis=1).max() > 0.02  # the row does vary: a smooth ramp, not a constant
     assert roughness(bf16) <= 2 * roughness(fp32)
     assert np.abs(bf16 - fp32).max() < 0.01  # bf16 latent products: a small, smooth offset
+
+
+def test_window_and_gathered_reads_both_match_reference(image, monkeypatch):
+    """Zoom 4 over a region whose edges sit on latent centres: every run is 4 samples and
+    reads consecutive latents, so blocks read their per-piece values as strided windows of the
+    channels-first cell products. The whole image in 16-sample blocks: runs are cut at block
+    edges and clamped at the border, so the values are gathered by index. Both agree with the
+    float64 reference."""
+    from napari_liif.models.lmliif_family import LmliifFamily
+
+    paths = []
+    gather = LmliifFamily._gather
+
+    def spy(products, block, yr, xr, *rest):
+        paths.append("window" if yr.start is not None and xr.start is not None else "gathered")
+        assert products.stride(2) > products.stride(0) > products.stride(1)  # stored and assembled channels first
+        return gather(products, block, yr, xr, *rest)
+
+    monkeypatch.setattr(LmliifFamily, "_gather", staticmethod(spy))
+    spec = lmliif_spec()
+    net = build_lmliif(spec, seed=15, out_gain=0.3)
+    h, w = IMAGE_SHAPE
+    field = as_lm_model(net, spec).encode(image, tile=6)
+    for region, block, path in [((1.5, 1.5, 9.5, 15.5), 24, "window"), ((0, 0, h, w), 16, "gathered")]:
+        shape = (int(4 * (region[2] - region[0])), int(4 * (region[3] - region[1])))
+        paths.clear()
+        field.block = block
+        got = field.render(region, shape)
+        assert set(paths) == {path}, region
+        cell = (2 / shape[0] * (region[2] - region[0]) / h, 2 / shape[1] * (region[3] - region[1]) / w)
+        assert render_diff(got, render_reference(net, spec, image, region, shape, cell)) < TOL
