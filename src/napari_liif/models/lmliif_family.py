@@ -12,13 +12,17 @@ Three levels of work, each done as rarely as it can be:
 
 A block's samples are laid out by the latents they read (``block.row_runs``/``col_runs``,
 :class:`~napari_liif.models.family.Runs`): slot ``(p, q)`` with ``p`` the position inside a
-piece of a run and ``q`` = (member, row piece, column piece). The folded values are gathered
-once per piece, not per sample, and each layer broadcasts them over the positions. Channels
-come first, so every matrix product is a wide ``(d x d) @ (d x slots)`` one. The per-sample
-part runs in float32 at every precision (bf16 coordinates would band deep zooms, and on a CPU
-these small float32 layers are no slower), in chunks of :data:`CHUNK_SLOTS` slots written into
-two reused buffers, so a layer's activations stay in the L2 cache and nothing is allocated
-per layer.
+piece of a run and ``q`` = (member, row piece, column piece). The folded values are read
+once per piece, not per sample, and each layer broadcasts them over the positions. The cell
+products are stored channels first (``cells_channels_first``), so where every shift's pieces
+read consecutive latents (``Runs.start``) a member's values are a strided window of each
+channel's plane, copied once; elsewhere they are gathered by index. Channels come first, so
+every matrix product is a wide ``(d x d) @ (d x slots)`` one. The per-sample part runs in
+float32 at every precision (bf16 coordinates would band deep zooms, and on a CPU these small
+float32 layers are no slower), in chunks of :data:`CHUNK_SLOTS` slots written into two reused
+buffers, so a layer's activations stay in the L2 cache; a block's larger temporaries live in
+per-thread :class:`~napari_liif.models.family.Scratch` buffers, so nothing is allocated per
+layer or, after the first block, per block.
 """
 
 from __future__ import annotations
