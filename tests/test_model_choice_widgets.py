@@ -122,8 +122,15 @@ def test_attach_picks_per_layer_and_the_dock_shows_a_scripts_choice(viewer, load
     ("rgb", None, "default", f"live model: default ({PHOTO})"),
     ("uint16", "fast", "fast", "live model: fast (picked)"),
 ])
-def test_view_picks_the_model_for_the_image(tmp_path, loaded, kind, checkpoint, want, line):
+def test_view_picks_the_model_for_the_image(tmp_path, loaded, kind, checkpoint, want, line, monkeypatch,
+                                           make_napari_viewer):
+    import napari
+
     from napari_liif._qt.view import open_viewer
+
+    # napari's own fixture makes the window (plugins isolated, closed at teardown): a bare
+    # napari.Viewer() after other files' viewers registers our manifest's commands twice
+    monkeypatch.setattr(napari, "Viewer", lambda title=None, show=True: make_napari_viewer(title=title, show=show))
     from napari_liif.io import write_image
 
     rng = np.random.default_rng(2)
@@ -138,7 +145,6 @@ def test_view_picks_the_model_for_the_image(tmp_path, loaded, kind, checkpoint, 
         assert widget.options.chosen.value == line
     finally:
         widget.shutdown()
-        viewer.close()
 
 
 def test_upscale_widget_takes_the_model_for_the_layer_or_the_folder(upscale_widget, qtbot, loaded, tmp_path):
