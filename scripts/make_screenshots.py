@@ -139,8 +139,9 @@ def upscale_widget_view(checkpoint, out: Path) -> None:
     viewer.add_image(np.round(lr * 255).astype(np.uint8), name="camera / 4", colormap="gray")
     widget = UpscaleWidget(viewer)
     viewer.window.add_dock_widget(widget, name="LIIF upscale", area="right")
-    if checkpoint is not None:
-        widget.options.set_checkpoint(checkpoint)
+    # a grayscale photograph: auto would take the microscopy model (single channel), so the photo
+    # model is picked, as docs/microscopy.md tells users of grayscale photographs to do
+    widget.options.set_checkpoint(checkpoint or "default")
     widget.options.device.value = "cpu"
     widget.value.value = "4"
     done = []
