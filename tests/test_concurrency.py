@@ -86,8 +86,13 @@ def log_records(folder: Path) -> list[dict]:
 
 
 # -- subprocesses stopped at chosen points -----------------------------------------------------------
-def start(point: str, *argv) -> subprocess.Popen:
+def start(point: str, *argv, ignore: str | None = None) -> subprocess.Popen:
+    """The command stopped at ``point`` (concurrency_driver.py), its signals at their defaults
+    whatever this test run inherited, or with ``ignore`` (a signal name) ignored as under nohup."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), str(TESTS)]), OMP_NUM_THREADS="1")
+    env.pop("DRIVER_IGNORE", None)
+    if ignore:
+        env["DRIVER_IGNORE"] = ignore
     return subprocess.Popen([sys.executable, str(DRIVER), point, *map(str, argv)], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -232,6 +237,32 @@ def test_a_signal_mid_store_removes_the_temporary(tmp_path, ckpt, img, sig, rc, 
     assert (code, out) == (rc, "")
     assert one_line(err) == f"napari-liif: {words} (outputs not finished were not written)"
     assert sorted(os.listdir(tmp_path)) == ["user"]
+
+
+@needs_proc
+@pytest.mark.parametrize("sig, rc, words", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "stopped by SIGTERM")])
+def test_a_signal_that_lands_in_a_dask_worker_thread_still_stops_the_run(tmp_path, ckpt, img, sig, rc, words):
+    """The kernel gives a process's signal to any of its threads; Python runs the handler in the
+    main thread, which waits inside dask's compute. Here the worker writing the second chunk
+    receives it itself."""
+    src, _ = img
+    code, out, err = finish(start(f"chunk={sig}", *dask_args(src, tmp_path / "o.zarr", ckpt)))
+    assert (code, out) == (rc, "")
+    assert one_line(err) == f"napari-liif: {words} (outputs not finished were not written)"
+    assert sorted(os.listdir(tmp_path)) == ["user"]
+
+
+@needs_proc
+def test_a_sigint_the_caller_ignores_stays_ignored(tmp_path, ckpt, model, img):
+    """A background job of a non-interactive shell (``cmd &`` in a script) starts with SIGINT
+    ignored, so that Ctrl-C in the terminal is not for it: napari-liif keeps it ignored and
+    finishes (the failure of the signal test when the suite itself ran so)."""
+    src, a = img
+    dst = tmp_path / "o.zarr"
+    p = start("chunk", *dask_args(src, dst, ckpt), ignore="SIGINT")
+    wait_stopped(p)
+    assert finish(p, signal.SIGINT) == (0, f"wrote {dst}\n", "")
+    assert hidden(tmp_path) == [] and np.array_equal(read_zarr(dst).compute(), upscale(a, scale=2, model=model))
 
 
 @needs_proc
