@@ -266,6 +266,21 @@ def test_a_sigint_the_caller_ignores_stays_ignored(tmp_path, ckpt, model, img):
 
 
 @needs_proc
+@pytest.mark.slow
+def test_a_signal_in_a_store_swap_finishes_the_swap_then_stops_the_run(tmp_path, ckpt, model, img):
+    """Once the commit began (the old store moved aside), the swap is finished, the old store
+    removed, and the run ends with the signal's status."""
+    src, a = img
+    dst = tmp_path / "o.zarr"
+    assert main([str(v) for v in dask_args(src, dst, ckpt, "--cell", "off")]) == 0  # a stale store of ours
+    p = start("aside", *dask_args(src, dst, ckpt))
+    wait_stopped(p)
+    code, out, err = finish(p, signal.SIGINT)
+    assert (code, out, one_line(err)) == (130, "", "napari-liif: interrupted (outputs not finished were not written)")
+    assert hidden(tmp_path) == [] and np.array_equal(read_zarr(dst).compute(), upscale(a, scale=2, model=model))
+
+
+@needs_proc
 def test_sigterm_while_a_file_is_written_leaves_nothing(tmp_path, ckpt, img):
     src, _ = img
     p = start("temp", *file_args(src, tmp_path / "out", ckpt))

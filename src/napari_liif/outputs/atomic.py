@@ -162,29 +162,33 @@ def atomic_store(dst: str | Path, claim: Claim | None = None) -> Iterator[Path]:
 def _commit_store(dst: Path, tmp: Path, claim: Claim) -> None:
     if store_state(tmp) != "ours":
         raise OutputError(f"{dst}: the finished temporary store {tmp.name} is not complete; nothing was replaced")
-    old = None
-    with signals_held(), folder_lock(dst.parent):  # the swap is never cut in two
-        if _changed(claim, fingerprint(dst)):
-            ours = store_state(dst) == "ours"
-            same = ours and same_made(store_mark(dst).get("made"), claim.made)
-            _lost_race(dst, tmp, claim, ours, same and _same_tree(tmp, dst))
-            return
-        if os.path.lexists(dst):
-            aside = temp_name(dst, "old")
-            os.rename(dst, aside)
-            old = lock_owned(aside)
-        try:
-            os.rename(tmp, dst)
-        except BaseException:
+    old, swapped = None, False
+    try:
+        with signals_held(), folder_lock(dst.parent):  # the swap is never cut in two
+            if _changed(claim, fingerprint(dst)):
+                ours = store_state(dst) == "ours"
+                same = ours and same_made(store_mark(dst).get("made"), claim.made)
+                _lost_race(dst, tmp, claim, ours, same and _same_tree(tmp, dst))
+                return
+            if os.path.lexists(dst):
+                aside = temp_name(dst, "old")
+                os.rename(dst, aside)
+                old = lock_owned(aside)
+            try:
+                os.rename(tmp, dst)
+            except BaseException:
+                if old is not None:
+                    os.rename(old.path, dst)
+                raise
+            swapped = True
+    finally:  # also when a signal that came during the swap is raised as the held step ends
+        if swapped:
+            claim.outcome = "written"
             if old is not None:
-                os.rename(old.path, dst)
-            raise
-    claim.outcome = "written"
-    if old is not None:
-        try:
-            remove_path(old.path)
-        finally:
-            old.release()
+                try:
+                    remove_path(old.path)
+                finally:
+                    old.release()
 
 
 def _same_tree(a: Path, b: Path) -> bool:
