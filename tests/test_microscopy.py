@@ -262,3 +262,19 @@ def test_shipped_microscopy_model_beats_bicubic_without_amplifying_noise(scale, 
     assert row["gain_db"] > 1.0
     assert row["noise_gain"] < 1.0
     assert abs(row["liif_bias_pct"]) < 0.5
+
+
+def test_a_flat_patch_gives_finite_training_values(monkeypatch):
+    """A noiseless camera over a black scene records one value everywhere; the patch's range was then
+    0 ADU and the map divided 0 by 0 (the second model's run turned NaN at step 967 from it)."""
+    src = mic.MicroscopyPatches(seed=9, pool=1, side=112)
+    src.pool = [np.zeros((112, 112))]
+    flat = mic.Camera(photons=100.0, gain=1.0, offset=100.0, read_noise=1.0, noise=False)
+    monkeypatch.setattr(mic.Camera, "random", staticmethod(lambda *a, **k: flat))
+    rng = random.Random(4)
+    for _ in range(8):  # exact and widened ranges both drawn
+        s = src.sample(24, (2.0, 2.0), 0, rng)
+        inp, gt = s["inp"].numpy(), s["gt"].numpy()
+        assert np.isfinite(inp).all() and np.isfinite(gt).all()
+        # 100 ADU everywhere, the map [lo, lo + >= 1 ADU]: the input at the range's bottom, the target too
+        assert inp.max() <= -0.9 and np.abs(gt - inp.reshape(-1)[0]).max() < 1e-6

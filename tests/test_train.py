@@ -132,6 +132,35 @@ def test_resume_continues_the_step_count(tmp_path):
     assert len(np.loadtxt(tmp_path / "run" / "loss.csv", delimiter=",")) == 8
 
 
+def test_a_non_finite_batch_skips_its_update_and_a_run_of_them_stops(tmp_path):
+    from napari_liif.train import loop
+
+    _smooth_images(tmp_path / "imgs", n=2, size=48)
+    logged = []
+    t = loop.Trainer(_tiny_config(tmp_path, tmp_path / "imgs"), log=logged.append)
+    good = t.batch
+    before = [p.detach().clone() for p in t.net.parameters()]
+
+    def poisoned():
+        b = good()
+        b["gt"][0, 0, 0] = float("nan")
+        return b
+
+    t.batch = poisoned
+    t.train_step()  # NaN target: loss and gradients NaN; Adam would have made every weight NaN
+    assert t.step == 1 and "step 0: non-finite loss or gradient; update skipped" in logged
+    assert all(torch.equal(a, p) for a, p in zip(before, t.net.parameters()))
+    t.batch = good
+    t.train_step()  # a good batch trains again, from finite moments
+    assert all(bool(torch.isfinite(p).all()) for p in t.net.parameters())
+    assert any(not torch.equal(a, p) for a, p in zip(before, t.net.parameters()))
+    t.batch = poisoned
+    for _ in range(loop.MAX_SKIPPED - 1):
+        t.train_step()
+    with pytest.raises(ValueError, match=f"{loop.MAX_SKIPPED} updates in a row had non-finite gradients"):
+        t.train_step()
+
+
 def test_finetune_on_16bit_gray_tiffs(tmp_path):
     """The microscopy recipe: --init from an existing model, a folder of single-channel uint16 TIFFs."""
     from napari_liif.checkpoint import save_safetensors

@@ -23,6 +23,8 @@ from .evaluate import EVAL_SCALES, evaluate, evaluate_scenes, format_floor_table
 from .microscopy import block_flux_loss, floor_loss
 from .patches import collate, min_side_for, sample_patch
 
+# updates in a row with non-finite gradients after which a run stops (the weights would not recover)
+MAX_SKIPPED = 20
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy"}
 
 
@@ -115,7 +117,7 @@ class Trainer:
         claim_run_folder(self.out, resume=cfg.resume)  # never among files a run did not make
         self.device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)  # the initial weights
-        self.spec, self.step = cfg.spec(), 0
+        self.spec, self.step, self.skipped_in_a_row = cfg.spec(), 0, 0
         self.net = models.make(self.spec).to(self.device)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         self._restore()
@@ -215,9 +217,21 @@ class Trainer:
             loss = (1 - w) * loss + w * torch.nn.functional.l1_loss(pred.float(), tpred)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        self.opt.step()
+        if self._finite(loss):
+            self.opt.step()
+            self.skipped_in_a_row = 0
+        else:  # one bad batch must not turn Adam's moments, and with them every weight, into NaN
+            self.skipped_in_a_row += 1
+            self.log(f"step {self.step}: non-finite loss or gradient; update skipped")
+            if self.skipped_in_a_row >= MAX_SKIPPED:
+                raise ValueError(f"training diverged: {MAX_SKIPPED} updates in a row had non-finite gradients "
+                                 f"at step {self.step}; resume from best.safetensors with a lower --lr")
         self.step += 1
         return float(loss.detach())
+
+    def _finite(self, loss) -> bool:
+        grads = [p.grad.detach().abs().max() for p in self.net.parameters() if p.grad is not None]
+        return bool(torch.isfinite(loss)) and (not grads or bool(torch.isfinite(torch.stack(grads)).all()))
 
     @staticmethod
     def _decode(net, feat, b):

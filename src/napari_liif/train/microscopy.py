@@ -465,6 +465,7 @@ class MicroscopyPatches:
         exact = rng.random() < 0.5
         lo = lr.min() - (0.0 if exact else rng.uniform(0, 0.05)) * span
         hi = lr.max() + (0.0 if exact else rng.uniform(0, 0.3)) * span
+        hi = max(hi, lo + span)  # a flat patch (a noiseless camera over black) would divide 0 by 0: NaN
         inp = torch.from_numpy(np.clip((lr - lo) / (hi - lo), 0, 1).astype(np.float32))
         gt = torch.from_numpy(np.clip((hr - lo) / (hi - lo), 0, 1).astype(np.float32))
         flips = (rng.random() < 0.5, rng.random() < 0.5, rng.random() < 0.5)
