@@ -75,9 +75,13 @@ def test_centre_tile_then_previews_then_full_tiles(make_liif, as_model):
     # without previews: the tiles only, in order
     messages = _run(model, Request(2, _spec(), jobs, "on", preview=False))
     assert [(m[0], m[2].r0) for m in messages[:-1]] == [("tile", 0), ("tile", 1), ("tile", 2)]
-    # previews asked for, but the first tile shows the rest would take well under a minute: none
+    # previews asked for, but the first batch (tile 1: tile 2 is of another height) shows the rest
+    # would take well under a minute: none
     messages = _run(model, Request(3, _spec(), jobs, "on", preview=True), preview_min_s=60.0)
     assert [(m[0], m[2].r0) for m in messages[:-1]] == [("tile", 0), ("tile", 1), ("tile", 2)]
+    # the rest would take longer than allowed: the first batch whole (it was timed), the others coarse first
+    messages = _run(model, Request(4, _spec(), jobs, "on", preview=True), preview_min_s=1e-9)
+    assert [(m[0], m[2].r0) for m in messages[:-1]] == [("tile", 0), ("tile", 1), ("preview", 2), ("tile", 2)]
 
 
 @pytest.mark.parametrize("bilinear", [False, True])

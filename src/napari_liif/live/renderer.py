@@ -3,12 +3,16 @@
 For a request it renders the centre tile of every source (encoding only the small encoder tiles
 under it, so something shows soon), encodes the latents under the rest of the view in large
 windows, then renders the rest in :mod:`batches <napari_liif.live.batches>` (few, large engine
-calls): first a *coarse pass* over the whole view (each tile's samples on its even rows and
-columns, a quarter, posted as previews), then the other three quarters (each tile posted whole).
-The coarse pass is skipped when the first tiles' speed says the rest takes under
-``preview_min_s``. Results go into ``outbox`` (a queue the front end drains); a newer request
-stops the current one at the engine's next output block. While idle, the displayed planes are
-encoded in the background, so later pans and zooms never wait for the encoder.
+calls): the first batch whole, then, if its speed says the others take longer than
+``preview_min_s``, a *coarse pass* over them (each tile's samples on its even rows and columns,
+a quarter, posted as previews) before their other three quarters (each tile posted whole).
+Strided samples cost more each than whole tiles (fewer share a latent), so a pass that is fast
+anyway goes without (the speed of the small centre tiles, used before, counted the engine's
+fixed cost per call and the cell products, and sent most quiet zooms through the coarse pass);
+``preview_min_s`` 0 asks for the coarse pass over every batch. Results go into ``outbox`` (a
+queue the front end drains); a newer request stops the current one at the engine's next output
+block. While idle, the displayed planes are encoded in the background, so later pans and zooms
+never wait for the encoder.
 
 A queue, not a Qt signal: with PySide6 6.12.0 every ``Signal.emit()`` from Python drops a
 reference to ``True`` and the interpreter aborts once it reaches zero.
@@ -243,20 +247,28 @@ class Pass:
         for job in self.req.jobs:
             (rest if job.source in seen else first).append(job)
             seen.add(job.source)
-        t = time.perf_counter()
         for job in first:
             for fld in self.planes[job.source].fields:
                 fld.encode(job.region)  # only the few small encoder tiles under it
             if not self.post(Kind.TILE, job, self.render(Batch((job,), job.region, job.shape))):
                 return False
-        rate = sum(j.samples for j in first) / max(time.perf_counter() - t, 1e-6)  # samples per second
         if not rest:
             return True
         if not self.encode(rest):
             return False
         batches = make_batches(rest, self.max_samples, self.align)
-        if not (self.req.preview and sum(j.samples for j in rest) / rate > self.r.preview_min_s):
+        if not self.req.preview:
             return all(self.post_batch(Kind.TILE, b, self.render(b)) for b in batches)
+        if self.r.preview_min_s > 0:  # 0: a coarse pass however fast the engine
+            # the first batch whole: its speed (a large call, its cell products already computed,
+            # under the machine's load of the moment) says whether the others need a coarse pass
+            t = time.perf_counter()
+            if not self.post_batch(Kind.TILE, batches[0], self.render(batches[0])):
+                return False
+            rate = batches[0].samples / max(time.perf_counter() - t, 1e-6)  # samples per second
+            batches = batches[1:]
+            if sum(b.samples for b in batches) / rate <= self.r.preview_min_s:
+                return all(self.post_batch(Kind.TILE, b, self.render(b)) for b in batches)
         coarse = []
         for b in batches:  # the whole view covered first
             values = self.render(b, slice(0, None, 2), slice(0, None, 2))
