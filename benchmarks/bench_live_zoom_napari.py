@@ -11,12 +11,15 @@ Rows:
   pan 1/2    pan half a screen (whole screen pixels): first new tile and whole view
   zoom x1.25 zoom in (a new lattice, encoder warm): first tile and whole view
 Times are from the moment the camera stops (the last camera change), debounce included.
+  busy pan, busy zoom: the same pan and zoom (mirrored, so the tiles are new) beside a process that
+             keeps one core busy
 A baseline in the same run: the longest stall of napari alone (live zoom off) after the same pan.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 
@@ -153,6 +156,21 @@ def main(argv=None) -> int:
     rows = [("cold",) + run_phase(get_live, beat, cold, args.timeout),
             ("pan 1/2 screen",) + run_phase(get_live, beat, lambda: look(c, c + half, args.zoom), args.timeout),
             ("zoom x1.25",) + run_phase(get_live, beat, lambda: look(c, c + half, args.zoom * 1.25), args.timeout)]
+    # the same pan and zoom (mirrored: new tiles) beside one process that keeps one core busy
+    look(c, c, args.zoom)
+    run_phase(get_live, beat, lambda: None, args.timeout)
+    while not holder["live"].session.renderer.plane_encoded:
+        QApplication.processEvents()
+        time.sleep(0.01)
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        rows += [("busy pan 1/2",) + run_phase(get_live, beat, lambda: look(c, c - half, args.zoom), args.timeout),
+                 ("busy zoom x1.25",) + run_phase(get_live, beat, lambda: look(c, c - half, args.zoom * 1.25),
+                                                  args.timeout)]
+    finally:
+        spinner.kill()
+        spinner.wait()
     beat.timer.stop()
     holder["live"].detach()
     import torch
@@ -165,6 +183,10 @@ def main(argv=None) -> int:
     for name, first, covered, whole, action, stall, ours, n, ui_cpu, samples in rows:
         print(f"{name:16s} {first:12.2f} {covered:10.2f} {whole:12.2f} {action * 1e3:10.0f} {stall * 1e3:12.0f} "
               f"{ours * 1e3:8.0f} {n:6d} {samples:9,d} {ui_cpu:9.2f}")
+    whole = {r[0]: r[3] for r in rows}
+    print(f"busy / quiet (whole view): pan {whole['busy pan 1/2'] / whole['pan 1/2 screen']:.2f}; "
+          f"zoom {whole['busy zoom x1.25'] / whole['zoom x1.25']:.2f}; uptime "
+          f"{subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
     print(f"napari alone, live zoom off: longest UI stall after a half-screen pan {base[0] * 1e3:.0f} ms, "
           f"after panning back {base[1] * 1e3:.0f} ms")
     print("first tile: first tile on screen; covered: every tile shown at least as a half-density preview; "

@@ -33,6 +33,7 @@ import numpy as np
 from . import flux, isotropic
 from .codec import PlaneCodec, channel_jobs, intensity_maps, job_part, layout
 from .intensity import check_options, constant_value
+from .local_means import keep_local_means
 from .masks import is_masked, upscale_masked
 
 CELL_MODES = ("on", "off", "clamp")  # as napari_liif.field.CELL_MODES (not imported: keeps torch lazy)
@@ -208,14 +209,17 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
         Called as output blocks are rendered, with counts of output pixels (all planes together).
     should_stop : callable() -> bool, optional
         Checked between planes; when true an ``InterruptedError`` is raised.
-    preserve_flux : bool
-        Correct each plane so that its area average over every input pixel equals that pixel
-        (:func:`napari_liif.flux.preserve_flux`; docs/microscopy.md): exact for float data, exact
-        block sums for integer data at integer scales. Carried outliers keep their value on their
-        footprint (their own averages are not asked for; their neighbours' are taken without
-        them), and no other value leaves the range of the values the map holds; where two averages
-        cannot both be kept inside it, the closest values reached. Needs a scale of at least 1
-        and finite data.
+    preserve_flux : bool or "exact" or "local"
+        True or ``"exact"``: correct each plane so that its area average over every input pixel
+        equals that pixel (:func:`napari_liif.flux.preserve_flux`; docs/microscopy.md): exact for
+        float data, exact block sums for integer data at integer scales. Carried outliers keep
+        their value on their footprint (their own averages are not asked for; their neighbours'
+        are taken without them), and no other value leaves the range of the values the map holds;
+        where two averages cannot both be kept inside it, the closest values reached.
+        ``"local"``: bring the plane's local means (a Gaussian of 1 input pixel) back to the
+        input's without putting back its pixel-scale noise
+        (:func:`napari_liif.local_means.keep_local_means`). Both need a scale of at least 1 and
+        finite data.
 
     Returns
     -------
@@ -250,6 +254,8 @@ def upscale(image, *, scale=None, size=None, model=None, cell: str = "on", chann
     MemoryError
         an output (with its working memory) larger than the memory available.
     """
+    if preserve_flux not in (False, True, None, "exact", "local"):
+        raise ValueError(f"preserve_flux must be False, True (\"exact\") or \"local\", got {preserve_flux!r}")
     if is_masked(image):  # the mask is honoured as NaN is (napari_liif.masks)
         return upscale_masked(upscale, image, scale=scale, size=size, model=model, cell=cell,
                               channel_axis=channel_axis, rgb=rgb, limits=limits, percentiles=percentiles,
@@ -325,7 +331,8 @@ def upscale_fitted(a: np.ndarray, kind: str, maps: dict, out_hw: tuple[int, int]
         codec.carry(src, dst)  # NaN, inf, nodata and outliers stay where their pixels are nearest
         if preserve_flux:
             outliers, bounds = codec.flux_limits(src)  # carried values held, the rest within the held range
-            dst[...] = flux.preserve_flux(dst, src, dtype=a.dtype, outliers=outliers, bounds=bounds)
+            correct = keep_local_means if preserve_flux == "local" else flux.preserve_flux
+            dst[...] = correct(dst, src, dtype=a.dtype, outliers=outliers, bounds=bounds)
         if progress is not None:
             progress((k + 1) * per_job, total)
     return out

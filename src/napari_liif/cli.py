@@ -119,10 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--overwrite", action="store_true",
                     help="replace outputs that exist, even files or zarr stores napari-liif did not write (never "
                          "an input, nor a folder that is not a zarr store)")
-    up.add_argument("--preserve-flux", action="store_true",
-                    help="make the output's area average over every input pixel equal that pixel (exact where "
-                         "the input's range allows; hot pixels and other carried values kept as they are; no "
-                         "value outside the input's range: docs/microscopy.md); not with --dask")
+    up.add_argument("--preserve-flux", nargs="?", const="exact", choices=("exact", "local"), default=None,
+                    help="exact (the default when given alone): make the output's area average over every input "
+                         "pixel equal that pixel (exact where the input's range allows; hot pixels and other "
+                         "carried values kept as they are; no value outside the input's range); local: bring the "
+                         "output's local means back to the input's without its pixel-scale noise "
+                         "(docs/microscopy.md); not with --dask")
     up.add_argument("--dask", action="store_true", help="chunked, out-of-core upscale to a zarr store")
     up.add_argument("--chunk", type=int, default=512, help="input chunk size (rows and cols) with --dask")
     up.add_argument("--quiet", action="store_true", help="no progress bar")

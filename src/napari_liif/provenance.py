@@ -88,4 +88,4 @@ def model_recipe(model, *, cell="on", limits=None, percentiles=None, preserve_fl
     """The parameters of a run that a model and the rendering options decide."""
     return normalize({"model": model_digest(model), "precision": str(model.dtype).replace("torch.", ""),
                       "cell": cell, "limits": limits, "percentiles": percentiles,
-                      "preserve_flux": bool(preserve_flux), **more})
+                      "preserve_flux": preserve_flux if preserve_flux == "local" else bool(preserve_flux), **more})

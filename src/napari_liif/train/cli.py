@@ -66,8 +66,9 @@ def add_train_parsers(sub) -> None:
                    help="with --data microscopy: which held-out sets, comma separated: low (nearly clean input), "
                         "noisy (strong noise), binned (a noisy reference binned in software), legacy (the first "
                         "model's scenes)")
-    e.add_argument("--preserve-flux", action="store_true",
-                   help="correct the model's output so its area average over each input pixel is that pixel")
+    e.add_argument("--preserve-flux", nargs="?", const="exact", choices=("exact", "local"), default=None,
+                   help="correct the model's output: exact (alone: the default), its area average over each input "
+                        "pixel is that pixel; local, its local means are the input's (napari_liif.local_means)")
     e.add_argument("--checkpoint", help="model file (default: the bundled model)")
     e.add_argument("--scales", default="2,3,4,6,12", help="integer scales, comma separated")
     e.add_argument("--crop", type=int, default=240, help="centre crop side (0: whole images)")
@@ -193,7 +194,8 @@ def _evaluate_microscopy(model, args, scales) -> list[dict]:
     scenes = [sc for s in scales for sc in held_out_scenes(s, args.scenes, kinds=kinds)]
     print(f"{args.scenes} held-out generated scenes of {HELD_OUT_SHAPE[0]} px per set ({', '.join(kinds)}; LR: "
           "camera binning + noise, or a noisy image binned; target: clean, or the noisy image), border of "
-          "scale+6 px ignored" + (", flux preserved" if args.preserve_flux else ""))
+          "scale+6 px ignored" + ({"local": ", local means kept"}.get(args.preserve_flux, ", flux preserved")
+                                      if args.preserve_flux else ""))
     return evaluate_scenes(model, scenes, cell=args.cell, preserve_flux=args.preserve_flux)
 
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from .. import flux
 from ..intensity import IntensityMap
+from ..local_means import keep_local_means
 from .metrics import background_noise_gain, dark_floor, mean_bias, psnr, psnr_lowpass, ssim
 from .patches import downsample
 
@@ -109,7 +110,7 @@ def evaluate(model, images: list[np.ndarray], scales=EVAL_SCALES, with_ssim: boo
     pixels shaved as in the official DIV2K evaluation; the mean-intensity bias of each against the
     input (``liif_bias_pct``, ``bicubic_bias_pct``: percent); the background noise gain of LIIF over
     bicubic (:func:`~napari_liif.train.metrics.background_noise_gain`). ``preserve_flux`` corrects
-    LIIF's output with :func:`napari_liif.flux.preserve_flux` first."""
+    LIIF's output first (:func:`correct_flux`: "local" keeps local means, True is exact)."""
     per_scale = {}
     for s in scales:
         acc = per_scale[s] = _new_acc()
@@ -120,9 +121,15 @@ def evaluate(model, images: list[np.ndarray], scales=EVAL_SCALES, with_ssim: boo
             lr = make_lr(hr, s)
             pred = model.encode(lr).render(shape=(h, w), cell=cell)
             if preserve_flux:
-                pred = flux.preserve_flux(pred, lr)
+                pred = correct_flux(pred, lr, preserve_flux)
             _score(acc, pred, bicubic_upscale(lr, (h, w)), hr, lr, s, with_ssim)
     return _rows(per_scale)
+
+
+def correct_flux(pred: np.ndarray, lr: np.ndarray, how) -> np.ndarray:
+    """``pred`` corrected as ``upscale(..., preserve_flux=how)`` corrects: ``"local"`` keeps local
+    means (:func:`napari_liif.local_means.keep_local_means`), anything else true is exact."""
+    return keep_local_means(pred, lr) if how == "local" else flux.preserve_flux(pred, lr)
 
 
 def upscale_gray(model, lr: np.ndarray, size: tuple[int, int], cell: str = "on") -> np.ndarray:
@@ -161,7 +168,7 @@ def evaluate_scenes(model, scenes: list[dict], with_ssim: bool = True, cell: str
         lr = np.asarray(sc["lr"], np.float64)
         pred = upscale_gray(model, lr, hr.shape, cell)
         if preserve_flux:
-            pred = flux.preserve_flux(pred, lr)
+            pred = correct_flux(pred, lr, preserve_flux)
         base = bicubic_gray(lr, hr.shape)
         norm = (float(hr.min()), float(hr.max() - hr.min()) or 1.0)
         acc = per_scale.setdefault((sc["kind"], s) if sc.get("kind") else s, _new_acc())
