@@ -452,7 +452,7 @@ def test_a_rerun_after_the_input_was_rewritten_recomputes(capsys, tmp_path, ckpt
 #: each option of the command, and what it asks of ``upscale`` (the public API)
 CHANGES = {"--cell off": {"cell": "off"}, "--limits 0,5000": {"limits": (0, 5000)},
            "--percentiles 1,99": {"percentiles": (1, 99)}, "--preserve-flux": {"preserve_flux": True},
-           "--checkpoint other": {}}
+           "--preserve-flux local": {"preserve_flux": "local"}, "--checkpoint other": {}}
 
 
 @pytest.mark.parametrize("change", list(CHANGES))
