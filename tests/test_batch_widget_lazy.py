@@ -79,7 +79,7 @@ def test_a_multiscale_layer_is_upscaled_from_level_0(widget, qtbot):
     out = viewer.layers["pyr [LIIF x2]"]
     assert [lv.shape for lv in out.data] == [(128, 144), (64, 72), (32, 36)]
     assert np.array_equal(np.asarray(out.data[0]), upscale(a, scale=2, model=tiny_model(3)))
-    w.flux.value = True
+    w.flux.value = "local"
     assert w.run_layer() is None and "flux preservation needs in-memory data" in w.status.value
 
 

@@ -255,7 +255,8 @@ def test_preserve_flux_in_layer_and_folder_mode(make_napari_viewer, qtbot, tmp_p
     w.options.device.value = "cpu"
     data = (np.random.default_rng(4).random((2, 12, 10)) * 1000).astype(np.float32)
     viewer.add_image(data, name="cells")
-    w.flux.value = True
+    assert w.flux.choices == ("off", "exact", "local") and w.flux.value == "off"
+    w.flux.value = "exact"
     w.value.value = "0.5"
     assert w.run_layer() is None  # refused before anything runs
     assert notes[-1] == ("error", "LIIF upscale: not started: preserve_flux needs a scale of at least 1; "
@@ -278,3 +279,9 @@ def test_preserve_flux_in_layer_and_folder_mode(make_napari_viewer, qtbot, tmp_p
         assert w.run_folder() is not None, w.status.value
     assert done.args[0].startswith("1 upscaled, 0 skipped")
     assert np.array_equal(tifffile.imread(dst / "a.tif"), upscale(data[0], scale=2, model=model, preserve_flux=True))
+    w.flux.value, w.folder_out.value = "local", tmp_path / "local"  # local means: what upscale() gives
+    with qtbot.waitSignal(w.finished_job, timeout=TIMEOUT_MS) as done:
+        assert w.run_folder() is not None, w.status.value
+    local = tifffile.imread(tmp_path / "local" / "a.tif")
+    assert np.array_equal(local, upscale(data[0], scale=2, model=model, preserve_flux="local"))
+    assert not np.array_equal(local, tifffile.imread(dst / "a.tif"))

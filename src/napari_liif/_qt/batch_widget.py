@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, ProgressBar, PushButton, TextEdit
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, ProgressBar, PushButton, TextEdit
 from qtpy.QtCore import Signal
 from superqt.utils import qthrottled
 
@@ -300,12 +300,16 @@ def layer_levels(job: LayerJob, out, source_data, multiscale: bool) -> tuple:
     return out, False
 
 
+#: the flux field's choices and what each asks of upscale(preserve_flux=...)
+FLUX_CHOICES = {"off": False, "exact": True, "local": "local"}
+
+
 def check_flux(job: LayerJob, data) -> None:
     """Refuse (ValueError) before any work what flux preservation cannot do for ``job``."""
     from ..flux import check_preservable
 
     if len(job.axes) == 3:
-        raise ValueError("preserve flux is not available with a z factor; untick one of them")
+        raise ValueError("preserve flux is not available with a z factor; set flux to off or z to 1")
     hw = tuple(int(np.shape(data)[k]) for k in job.axes)
     out_hw = tuple(job.out_shape[k] for k in job.axes)
     check_preservable(data, hw, out_hw)
@@ -356,9 +360,10 @@ class UpscaleWidget(ViewerDockWidget):
         self.z = LineEdit(label="z factor", value="1",
                           tooltip="1: z unchanged; a number: upscale the axis before the displayed ones (z) by it; "
                                   "iso: the factor that makes z spacing equal the pixel size (from the layer scale)")
-        self.flux = CheckBox(text="preserve flux",
-                             tooltip="correct the result so that its average over every input pixel equals that "
-                                     "pixel (intensities kept for quantification; docs/microscopy.md)")
+        self.flux = ComboBox(label="flux", choices=tuple(FLUX_CHOICES), value="off",
+                             tooltip="exact: correct the result so that its average over every input pixel equals "
+                                     "that pixel (intensities for quantification); local: bring its local means "
+                                     "back to the input's without the input's pixel noise (docs/microscopy.md)")
         self.range = LineEdit(label="intensity", value="",
                               tooltip="the data range mapped to the model's 0..1: empty for the robust range (hot "
                                       "pixels ignored), LOW,HIGH for values, LOW%,HIGH% for percentiles")
@@ -400,7 +405,7 @@ class UpscaleWidget(ViewerDockWidget):
     # -- inputs ----------------------------------------------------------------------------
     def _target(self) -> dict:
         """What to make: scale or size, and whether to preserve flux (a ValueError for bad text)."""
-        flux, z = bool(self.flux.value), parse_z(self.z.value)
+        flux, z = FLUX_CHOICES[self.flux.value], parse_z(self.z.value)
         if self.mode.value == "scale":
             return {"scale": parse_numbers(self.value.value, "scale"), "size": None, "preserve_flux": flux, "z": z}
         return {"scale": None, "size": parse_numbers(self.value.value, "target shape", integer=True),
@@ -443,7 +448,7 @@ class UpscaleWidget(ViewerDockWidget):
                              channel_axis=parse_channel_choice(self.channels.value))
             if flux and job.lazy:
                 raise ValueError(f"'{layer.name}' is lazy (dask, zarr or multiscale); flux preservation needs "
-                                 "in-memory data: use `napari-liif upscale` on the file, or untick it")
+                                 "in-memory data: use `napari-liif upscale` on the file, or set flux to off")
             if flux:
                 check_flux(job, layer.data)
             options = {**self.options.options(), "preserve_flux": flux, **self._intensity()}
