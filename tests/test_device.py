@@ -68,14 +68,42 @@ def test_bad_precision_lists_the_choices(bad):
 
 
 def test_auto_precision_follows_the_measured_bf16_speed(monkeypatch):
-    """``auto`` is bf16 on a CPU only where bf16 matrix products measured >= 1.5x faster."""
+    """``auto`` is bf16 on a CPU that cannot say whether it has bf16 instructions only where bf16
+    matrix products measured >= 1.5x faster."""
     from napari_liif import device as dev
 
+    monkeypatch.setattr(dev, "cpu_bf16_native", lambda: None)
     monkeypatch.setattr(dev, "cpu_bf16_speedup", lambda: 2.0)
     assert resolve_precision("auto", "cpu") is torch.bfloat16
     monkeypatch.setattr(dev, "cpu_bf16_speedup", lambda: 1.2)
     assert resolve_precision("auto", "cpu") is torch.float32
     assert dev.auto_precision(torch.device("mps")) is torch.float32
+
+
+def test_auto_precision_trusts_the_cpus_bf16_flags_over_a_noisy_timing(monkeypatch):
+    """With avx512_bf16 a loaded machine once measured 1.2x (six fresh processes: 1.94, 3.33, 1.98,
+    2.9, 1.2, 1.93): the flags decide, the timing only rules out a build that runs bf16 slower."""
+    from napari_liif import device as dev
+
+    monkeypatch.setattr(dev, "cpu_bf16_native", lambda: True)
+    monkeypatch.setattr(dev, "cpu_bf16_speedup", lambda: 1.2)
+    assert dev.auto_precision(torch.device("cpu")) is torch.bfloat16
+    monkeypatch.setattr(dev, "cpu_bf16_speedup", lambda: 0.0)  # no bf16 kernels in this build
+    assert dev.auto_precision(torch.device("cpu")) is torch.float32
+    monkeypatch.setattr(dev, "cpu_bf16_native", lambda: False)
+    monkeypatch.setattr(dev, "cpu_bf16_speedup", lambda: 3.0)
+    assert dev.auto_precision(torch.device("cpu")) is torch.float32
+
+
+def test_bf16_flags_are_read_from_x86_cpuinfo_only():
+    from napari_liif.device import cpu_bf16_native
+
+    epyc = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\nbugs\t\t: sysret_ss_attrs\n"
+    assert cpu_bf16_native(epyc) is True
+    assert cpu_bf16_native(epyc.replace("avx512_bf16", "avx512bw")) is False  # AVX-512 without bf16
+    assert cpu_bf16_native("flags\t\t: fpu sse2 amx_bf16 amx_tile\n") is True
+    assert cpu_bf16_native("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n") is None  # aarch64: timing decides
+    assert cpu_bf16_native("") is None
 
 
 def test_auto_precision_on_cuda_is_bf16_else_fp16(monkeypatch):

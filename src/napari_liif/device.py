@@ -70,16 +70,41 @@ def precision_name(dtype: torch.dtype) -> str:
 
 def auto_precision(device: torch.device) -> torch.dtype:
     """The precision for interactive use: on CUDA bf16 (fp16 on GPUs without bf16), whose
-    tensor cores run several times faster than fp32; on a CPU bf16 where its matrix products
-    are at least ``BF16_MIN_SPEEDUP`` times faster than fp32 (AVX-512 BF16 or AMX; measured
-    once per process, about 20 ms); fp32 elsewhere (fp32 is exact). The input and the bilinear
+    tensor cores run several times faster than fp32; on a CPU bf16 where it has bf16
+    instructions (:func:`cpu_bf16_native`: AVX-512 BF16 or AMX) and its bf16 matrix products are
+    not slower than fp32 (measured once per process, about 20 ms), or, where the CPU cannot say,
+    at least ``BF16_MIN_SPEEDUP`` times faster; fp32 elsewhere (fp32 is exact). The input and the bilinear
     residual stay fp32 at every precision; bf16 costs about 67 dB PSNR against fp32
     (docs/performance.md)."""
     if device.type == "cuda":
         return torch.bfloat16 if _cuda_bf16(device) else torch.float16
     if device.type != "cpu":
         return torch.float32
-    return torch.bfloat16 if cpu_bf16_speedup() >= BF16_MIN_SPEEDUP else torch.float32
+    native = cpu_bf16_native()
+    if native is False:
+        return torch.float32
+    # where the CPU says it has bf16 instructions, the timing only has to show that the build's
+    # kernels use them (a loaded machine measured 1.2x once in six tries for a 2x speed-up, and
+    # the choice then flipped to fp32 at random: twice the latent memory, a slower view)
+    need = 1.0 if native else BF16_MIN_SPEEDUP
+    return torch.bfloat16 if cpu_bf16_speedup() >= need else torch.float32
+
+
+def cpu_bf16_native(cpuinfo: str | None = None) -> bool | None:
+    """Whether this x86 CPU reports native bf16 matrix instructions (``avx512_bf16`` or
+    ``amx_bf16`` among the ``flags`` of Linux's /proc/cpuinfo, or of ``cpuinfo``); None where that
+    cannot be told (another OS, another architecture), and the timing alone decides."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return None
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
+                  if line.startswith("flags") and ":" in line), None)
+    if flags is None:
+        return None
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _cuda_bf16(device: torch.device) -> bool:
