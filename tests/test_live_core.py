@@ -124,6 +124,33 @@ def test_a_pan_renders_only_new_samples_and_a_zoom_never_encodes_again(model):
         s.close()
 
 
+def test_a_plane_larger_than_half_the_cache_is_encoded_around_the_view_while_idle(model):
+    """Where a plane's latents take more than half the latent cache (a 512² plane of the fast
+    model in fp32: 419 MB of 512 MiB), the idle pass used to encode nothing and every pan ran the
+    encoder; now it encodes the widest margin around the view that fits, and a pan within it
+    encodes nothing."""
+    state = plane(4, (64, 96))
+    per = ModelEngine(model).field(state.prepare().fields[0][1], (64, 96), tile=8, cache_bytes=1 << 30,
+                                   window_px=None).encoded.latent_bytes(1, 1)
+    s = Session(lambda: model, 1, tile=32, encoder_tile=8, cache_bytes=2 * per * 48 * 72)  # half: 48 x 72
+    try:
+        s.view(Camera2D((32.0, 48.0), 4.0, (128, 192)), {0: state})  # 32 x 48 latents in view
+        settle(s)
+        deadline = time.monotonic() + 30
+        while not s.renderer.plane_encoded:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        fld, eng = s.renderer.fields[0].encoded, engine_of(s)
+        assert 6 * 9 <= fld.tiles_encoded < 8 * 12  # more than the view's 4 x 6 tiles of 8, not the plane
+        assert fld.cached_bytes() <= 2 * per * 48 * 72
+        pixels = eng.pixels_encoded
+        s.view(Camera2D((32.0, 48.0 + 16 / 4), 4.0, (128, 192)), {0: state})  # 4 latents right: inside
+        settle(s)
+        assert eng.pixels_encoded == pixels
+    finally:
+        s.close()
+
+
 class GatedEngine(ModelEngine):
     """An engine whose first render waits until ``gate`` is set (``started`` says it is waiting)."""
 

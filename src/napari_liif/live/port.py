@@ -28,6 +28,11 @@ class Field(Protocol):
     def encode(self, region=None, *, should_stop=None) -> int:
         """Encode the latents under ``region`` (None: the whole plane) in large windows."""
 
+    def encode_near(self, region=None, *, should_stop=None) -> bool:
+        """Encode the plane where its latents fit in half its cache, else the widest margin
+        around ``region`` (the view) that does, at most the view's size on each side. True if
+        that was the whole plane (a later view needs nothing more)."""
+
     def prepare_cell(self, region, shape, cell, latents) -> int:
         """Compute now, in one batch, what the ``shape`` grid over ``region`` with ``cell`` (a
         mode, or an explicit cell) needs per latent and cell, for the latents under ``latents``
@@ -76,6 +81,35 @@ class ModelField:
             return self.encoded.prefetch(region, should_stop=should_stop)
         finally:
             self.engine.pixels_encoded += self.encoded.pixels_encoded - before
+
+    def encode_near(self, region=None, *, should_stop=None) -> bool:
+        enc = self.encoded
+        h, w = enc.shape
+        budget = enc.cache_bytes // 2
+        if region is None or enc.latent_bytes(h, w) <= budget:
+            self.encode(None, should_stop=should_stop)
+            return True
+        top, left, bottom, right = (int(np.floor(region[0])), int(np.floor(region[1])),
+                                    int(np.ceil(region[2])), int(np.ceil(region[3])))
+
+        def box(m):  # the view and m latents around it (plus the ensemble's one), in the plane
+            return max(0, top - m - 1), max(0, left - m - 1), min(h, bottom + m + 1), min(w, right + m + 1)
+
+        def fits(m):
+            y0, x0, y1, x1 = box(m)
+            return enc.latent_bytes(y1 - y0, x1 - x0) <= budget
+
+        # at most one view's size on each side (pans of a screen need nothing; a huge plane is not
+        # encoded for minutes in the background), at most what half the cache keeps
+        lo, hi = 0, min(max(h, w), max(bottom - top, right - left))
+        if not fits(0):
+            return False  # the view alone takes more than half the cache: renders encode it
+        while lo < hi:  # the widest margin that fits
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+        y0, x0, y1, x1 = box(lo)
+        self.encode((y0 + 1, x0 + 1, y1 - 1, x1 - 1), should_stop=should_stop)  # encode() adds the 1 back
+        return False
 
     def prepare_cell(self, region, shape, cell, latents) -> int:
         enc = self.encoded

@@ -76,7 +76,9 @@ class Renderer(threading.Thread):
         self._stopping = False
         self._engine: Engine | None = None
         self._planes: dict[int, Plane] = {}
-        self._background_done = weakref.WeakSet()  # fields whose plane the idle pass has encoded
+        # per field, what the idle pass has encoded: True (the whole plane) or the view it worked around
+        self._background_done = weakref.WeakKeyDictionary()
+        self._views: dict[int, tuple] = {}  # per source, the region of its last requested view
         self.preview_min_s = PREVIEW_MIN_S
         self.wanted = 0  # the generation the front end wants; older work is abandoned
         self.working: int | None = None  # the generation being rendered, None when idle
@@ -106,10 +108,11 @@ class Renderer(threading.Thread):
 
     @property
     def plane_encoded(self) -> bool:
-        """True once the idle pass has encoded every displayed plane (or found it exceeds its cache)."""
-        flds = self.fields
+        """True once the idle pass has encoded every displayed plane, or as much of it as its
+        cache keeps around the last view (nothing more where the view alone exceeds that)."""
         with self._cond:
-            return bool(flds) and all(f in self._background_done for f in flds)
+            work = [(fld, self._views.get(sid)) for sid, p in self._planes.items() for fld in p.fields]
+            return bool(work) and all(self._background_done.get(f, False) in (True, v) for f, v in work)
 
     def busy(self) -> bool:
         with self._cond:
@@ -149,18 +152,29 @@ class Renderer(threading.Thread):
                 self._engine = engine
 
     def _background_encode(self) -> None:
-        """While idle, encode the rest of every displayed plane, each once, until a request comes."""
-        for fld in self.fields:
+        """While idle, encode the rest of every displayed plane (or, where a plane's latents take
+        more than half its cache, as much as fits around the last view), each once per view, until
+        a request comes."""
+        with self._cond:
+            work = [(fld, self._views.get(sid)) for sid, p in self._planes.items() for fld in p.fields]
+        for fld, view in work:
             with self._cond:
                 if self._interrupted():
                     return
-                if fld in self._background_done:
+                if self._background_done.get(fld, False) in (True, view):
                     continue
-            fld.encode(None, should_stop=self._interrupted)
-            with self._cond:
+            stopped = []  # asked and answered here: a request cancelled meanwhile must not count as done
+
+            def stop():
                 if self._interrupted():
+                    stopped.append(True)
+                return bool(stopped)
+
+            whole = fld.encode_near(view, should_stop=stop)
+            with self._cond:
+                if stopped or self._interrupted():
                     return
-                self._background_done.add(fld)
+                self._background_done[fld] = True if whole else view
 
     def run(self) -> None:
         self._preload()
@@ -209,7 +223,13 @@ class Renderer(threading.Thread):
         return out
 
     def _serve(self, req: Request) -> None:
+        views: dict[int, tuple] = {}
+        for job in req.jobs:  # each source's whole view (its frame), else the union of its tiles
+            r = job.frame.region if job.frame is not None else job.region
+            v = views.get(job.source, r)
+            views[job.source] = (min(v[0], r[0]), min(v[1], r[1]), max(v[2], r[2]), max(v[3], r[3]))
         with self._cond:
+            self._views.update(views)
             loader, engine = self._loader, self._engine
         if engine is None:
             self.outbox.put(Note(req.gen, "loading model"))
