@@ -48,7 +48,7 @@ BUNDLED: dict[str, Bundled] = {b.name: b for b in (
             ((2, 2.95), (3, 2.70), (4, 2.61), (6, 2.06), (12, 1.74)), PHOTOS, 793_600),
     Bundled("fast", "lmliif-edsr-baseline-fast.safetensors", "lmliif",
             "LM-LIIF: 6.6 k decoder MACs per pixel (LIIF: 794 k) plus 163 k per latent and cell", "photo",
-            ((2, 2.54), (3, 2.37), (4, 2.34), (6, 1.84), (12, 1.55)), PHOTOS, 6_592),
+            ((2, 2.82), (3, 2.60), (4, 2.57), (6, 2.02), (12, 1.71)), PHOTOS, 6_592),
     Bundled("microscopy", "liif-edsr-baseline-microscopy.safetensors", "liif",
             "fluorescence: camera-binned noisy 16-bit input; denoises while upscaling (preserve_flux for "
             "measurements)", "microscopy", ((2, 3.15), (4, 2.53)), "8 held-out generated scenes", 793_600,
