@@ -90,16 +90,22 @@ def auto_precision(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if cpu_bf16_speedup() >= need else torch.float32
 
 
+@functools.lru_cache(maxsize=1)
+def _proc_cpuinfo() -> str:
+    """Linux's /proc/cpuinfo, read once ("" where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 def cpu_bf16_native(cpuinfo: str | None = None) -> bool | None:
     """Whether this x86 CPU reports native bf16 matrix instructions (``avx512_bf16`` or
     ``amx_bf16`` among the ``flags`` of Linux's /proc/cpuinfo, or of ``cpuinfo``); None where that
     cannot be told (another OS, another architecture), and the timing alone decides."""
     if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-                cpuinfo = f.read()
-        except OSError:
-            return None
+        cpuinfo = _proc_cpuinfo()
     flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
                   if line.startswith("flags") and ":" in line), None)
     if flags is None:

@@ -234,20 +234,34 @@ def _round_to_integers(values: np.ndarray, image: np.ndarray, dtype: np.dtype) -
     (H, W), (h, w) = values.shape[:2], image.shape[:2]
     if not is_integer_scale((H, W), (h, w)) or np.any(image != np.rint(image)):
         return np.clip(np.rint(values), info.min, info.max).astype(dtype)
-    sr, sc = H // h, W // w
-    rest = values.shape[2:]
-    # (h, w, [C,] sr * sc): each input pixel's block on the last axis
-    blocks = values.reshape(h, sr, w, sc, *rest)
-    blocks = np.moveaxis(blocks, (1, 3), (-2, -1)).reshape(h, w, *rest, sr * sc)
-    low = np.floor(blocks)
-    need = np.rint(image * (sr * sc) - low.sum(-1)).astype(np.int64)  # how many to round up
-    order = np.argsort(-(blocks - low), axis=-1, kind="stable")
-    rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.arange(sr * sc), axis=-1)
-    rounded = low + (rank < need[..., None])
-    rounded = rounded.reshape(h, w, *rest, sr, sc)
-    rounded = np.moveaxis(rounded, (-2, -1), (1, 3)).reshape(values.shape)
+    rounded = round_in_blocks(values, (h, w), image * ((H // h) * (W // w)))
     return np.clip(rounded, info.min, info.max).astype(dtype)
+
+
+def round_in_blocks(values: np.ndarray, in_hw: tuple[int, int], block_sums=None, fixed=None) -> np.ndarray:
+    """``values`` (H, W[, C]), an integer multiple of ``in_hw`` (h, w), rounded to integers so that
+    each input pixel's block of ``H/h x W/w`` samples sums to ``block_sums`` (h, w[, C]; default:
+    the sum of its samples that are not fixed, rounded): each sample is rounded down, then as many as the sum asks for
+    are rounded up, those with the largest fractional parts first. ``fixed`` samples (a bool mask
+    like ``values``) are rounded to the nearest and never chosen. Floats holding integers."""
+    (H, W), (h, w) = values.shape[:2], in_hw
+    sr, sc, rest = H // h, W // w, values.shape[2:]
+
+    def blocks(a):  # (h, w, [C,] sr * sc): each input pixel's block on the last axis
+        return np.moveaxis(a.reshape(h, sr, w, sc, *rest), (1, 3), (-2, -1)).reshape(h, w, *rest, sr * sc)
+
+    v = blocks(values)
+    free = np.ones(v.shape, bool) if fixed is None else ~blocks(np.asarray(fixed, bool))
+    low, plain = np.floor(v), np.rint(v)
+    if block_sums is None:  # what the free samples sum to
+        target = np.where(free, v, 0.0).sum(-1)
+    else:  # the whole block's sum, less what its fixed samples hold
+        target = np.asarray(block_sums, np.float64) - np.where(free, 0.0, plain).sum(-1)
+    up = np.rint(target - np.where(free, low, 0.0).sum(-1)).astype(np.int64)  # how many to round up
+    frac = np.where(free, v - low, -1.0)  # fixed samples last, never chosen
+    rank = np.argsort(np.argsort(-frac, axis=-1, kind="stable"), axis=-1, kind="stable")
+    rounded = np.where(free, low + (rank < up[..., None]), plain).reshape(h, w, *rest, sr, sc)
+    return np.moveaxis(rounded, (-2, -1), (1, 3)).reshape(values.shape)
 
 
 # ------------------------------------------------------------------------ the bounded correction

@@ -92,23 +92,19 @@ class ModelField:
         top, left, bottom, right = (int(np.floor(region[0])), int(np.floor(region[1])),
                                     int(np.ceil(region[2])), int(np.ceil(region[3])))
 
-        def box(m):  # the view and m latents around it (plus the ensemble's one), in the plane
-            return max(0, top - m - 1), max(0, left - m - 1), min(h, bottom + m + 1), min(w, right + m + 1)
+        def fits(m):  # the view widened by m latents, plus the ensemble's one that encode() adds
+            rows = min(h, bottom + m + 1) - max(0, top - m - 1)
+            return enc.latent_bytes(rows, min(w, right + m + 1) - max(0, left - m - 1)) <= budget
 
-        def fits(m):
-            y0, x0, y1, x1 = box(m)
-            return enc.latent_bytes(y1 - y0, x1 - x0) <= budget
-
+        if not fits(0):
+            return False  # the view alone takes more than half the cache: renders encode it
         # at most one view's size on each side (pans of a screen need nothing; a huge plane is not
         # encoded for minutes in the background), at most what half the cache keeps
         lo, hi = 0, min(max(h, w), max(bottom - top, right - left))
-        if not fits(0):
-            return False  # the view alone takes more than half the cache: renders encode it
         while lo < hi:  # the widest margin that fits
             mid = (lo + hi + 1) // 2
             lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
-        y0, x0, y1, x1 = box(lo)
-        self.encode((y0 + 1, x0 + 1, y1 - 1, x1 - 1), should_stop=should_stop)  # encode() adds the 1 back
+        self.encode((top - lo, left - lo, bottom + lo, right + lo), should_stop=should_stop)
         return False
 
     def prepare_cell(self, region, shape, cell, latents) -> int:

@@ -111,8 +111,12 @@ class Renderer(threading.Thread):
         """True once the idle pass has encoded every displayed plane, or as much of it as its
         cache keeps around the last view (nothing more where the view alone exceeds that)."""
         with self._cond:
-            work = [(fld, self._views.get(sid)) for sid, p in self._planes.items() for fld in p.fields]
+            work = self._idle_work()
             return bool(work) and all(self._background_done.get(f, False) in (True, v) for f, v in work)
+
+    def _idle_work(self) -> list[tuple[Field, tuple | None]]:
+        """Each displayed field with the last view of its source (call holding ``_cond``)."""
+        return [(fld, self._views.get(sid)) for sid, p in self._planes.items() for fld in p.fields]
 
     def busy(self) -> bool:
         with self._cond:
@@ -156,7 +160,7 @@ class Renderer(threading.Thread):
         more than half its cache, as much as fits around the last view), each once per view, until
         a request comes."""
         with self._cond:
-            work = [(fld, self._views.get(sid)) for sid, p in self._planes.items() for fld in p.fields]
+            work = self._idle_work()
         for fld, view in work:
             with self._cond:
                 if self._interrupted():
