@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_liif.field import render_together
 from napari_liif.grid import Axis, SampleGrid
 from napari_liif.models.liif import ENSEMBLE_SHIFTS, EPS_SHIFT
 
@@ -125,3 +126,22 @@ def test_runs_start_hand_values():
     assert runs.moved(2).start == (0, 1) and runs.moved(2).n == 4
     assert Axis.regular(8, 2.0, 6.0, 16, [-1, 1], EPS_SHIFT).runs().start is None
     assert Axis.regular(8, 0.0, 4.0, 16, [-1, 1], EPS_SHIFT).runs().start is None
+
+
+def test_fields_rendered_together_are_each_as_alone(field, as_model):
+    """Several fields in one call (the channels of an image): each comes back bit for bit as its
+    own render, with the blocks of all on two workers and counted together; fields of another
+    shape are refused with the fix."""
+    other = field.model.encode(IMAGE[:, ::-1] * 0.5)
+    third = field.model.encode(IMAGE[::-1])
+    grid = field.grid(None, OUT)
+    alone = [f.render_grid(grid) for f in (field, other, third)]
+    assert not np.array_equal(alone[0], alone[1])
+    for f in (field, other, third):
+        f.workers = 2
+    seen = []
+    together = render_together([field, other, third], grid, progress=lambda done, total: seen.append((done, total)))
+    assert all(np.array_equal(a, b) for a, b in zip(together, alone))
+    assert seen[-1] == (12, 12) and len(seen) == 12  # 2 x 2 blocks of 64 per field
+    with pytest.raises(ValueError, match="one shape .* render them one by one"):
+        render_together([field, field.model.encode(IMAGE[:20])], grid)

@@ -1,6 +1,6 @@
 """The live core without Qt or napari: plans, the tile cache across pans, a zoom that never runs
 the encoder again, cancellation by a newer view, the coarse pass covering the whole view first,
-several sources sharing one queue, and batches whose values are each tile's own, bit for bit.
+several sources sharing one queue (an image's channels sharing each engine call), and batches whose values are each tile's own, bit for bit.
 Work is counted through the engine protocol (input pixels encoded, samples rendered, calls)."""
 
 from __future__ import annotations
@@ -158,18 +158,11 @@ class GatedEngine(ModelEngine):
         super().__init__(model)
         self.started, self.gate = threading.Event(), threading.Event()
 
-    def field(self, source, shape, **kw):
-        fld = super().field(source, shape, **kw)
-        render = fld.render
-
-        def gated(*args, **kwargs):
-            if not self.gate.is_set():
-                self.started.set()
-                self.gate.wait(30)
-            return render(*args, **kwargs)
-
-        fld.render = gated
-        return fld
+    def render(self, *args, **kwargs):
+        if not self.gate.is_set():
+            self.started.set()
+            self.gate.wait(30)
+        return super().render(*args, **kwargs)
 
 
 def test_a_newer_view_cancels_the_older_one(model):
@@ -302,3 +295,39 @@ def test_a_zoom_runs_the_latent_mlp_once_per_latent_in_one_batch():
             assert np.abs(s.sources[0].buffer[plan.slot(t)] - want).max() < 1e-3, t
     finally:
         s.close()
+
+
+def test_channels_of_one_image_share_each_engine_call(model):
+    """Three sources of one geometry (an image's channels) go through the engine in the calls one
+    source needs, three times the samples each, and each channel is exactly as it is alone; a
+    source of another geometry beside them is rendered in calls of its own."""
+    cam = Camera2D((31.2, 47.9), 4.0, (96, 260))
+    states = [plane(6), plane(7), plane(8)]
+    alone = Session(lambda: model, 1, tile=32, preview=False)
+    together = Session(lambda: model, 3, tile=32, preview=False)
+    try:
+        alone.view(cam, {0: states[0]})
+        settle(alone)
+        together.view(cam, {k: s for k, s in enumerate(states)})
+        settle(together)
+        one, three = engine_of(alone), engine_of(together)
+        assert one.render_calls > 1 and three.render_calls == one.render_calls
+        assert three.samples_rendered == 3 * one.samples_rendered == 3 * samples(alone.sources[0].plan)
+        assert np.array_equal(together.sources[0].buffer, alone.sources[0].buffer)
+        for src, state in zip(together.sources, states):
+            fld = together.renderer.fields[src.sid]
+            for t, want in per_tile(state, fld, src.plan, coarse=False).items():
+                assert np.array_equal(src.buffer[src.plan.slot(t)], want)
+        odd = plane(9, (64, 80))  # another shape: its tiles lie elsewhere, its calls are its own
+        calls = three.render_calls
+        together.view(cam, {0: states[0], 1: states[1], 2: odd})
+        settle(together)
+        src = together.sources[2]
+        assert three.render_calls - calls == len(make_batches(
+            [Job(TileKey(2, None, "on", src.plan.lattice.key, t.r0, t.r1, t.c0, t.c1), src.plan.region(t), t.shape)
+             for t in src.plan.tiles[1:]], 1 << 17, 2 * three.block)) + 1  # its centre tile, then its batches
+        for t, want in per_tile(odd, together.renderer.fields[2], src.plan, coarse=False).items():
+            assert np.array_equal(src.buffer[src.plan.slot(t)], want)
+    finally:
+        alone.close()
+        together.close()

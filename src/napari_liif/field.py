@@ -37,7 +37,7 @@ from .models.family import Block
 from .threads import render_pool, render_workers
 from .validate import check_region, check_shape
 
-__all__ = ["CELL_MODES", "WINDOW_PX", "EncodedField", "Source", "default_block"]
+__all__ = ["CELL_MODES", "WINDOW_PX", "EncodedField", "Source", "compatible", "default_block", "render_together"]
 
 #: output block side on a CPU: 64 keeps a block's activations (16 MiB in fp32) in reach of the
 #: caches and is the fastest measured (32-128 tried)
@@ -172,90 +172,15 @@ class EncodedField(LatentTiles):
                     out: np.ndarray | None = None) -> np.ndarray:
         """Values at every sample of ``grid``: float32 (rows, cols, 3) in [0, 1].
 
-        The one decode loop of the engine. The grid's latent indices must lie in this field
-        (a window's field takes the whole image's grid ``shifted`` to the window's origin).
-        ``progress(done, total)`` is called after each output block; if ``should_stop()`` turns
-        true, rendering stops and the partial array is returned (its rest left unchanged).
-        ``out``: an array of that shape to fill instead of a new one.
+        The one decode loop of the engine (:func:`render_together` with this field alone). The
+        grid's latent indices must lie in this field (a window's field takes the whole image's
+        grid ``shifted`` to the window's origin). ``progress(done, total)`` is called after each
+        output block; if ``should_stop()`` turns true, rendering stops and the partial array is
+        returned (its rest left unchanged). ``out``: an array of that shape to fill instead of a
+        new one.
         """
-        if out is None:
-            out = np.empty(grid.shape + (3,), np.float32)
-        elif out.shape != grid.shape + (3,):
-            raise ValueError(f"out has shape {out.shape}; this grid renders {grid.shape + (3,)}")
-        if min(grid.shape) == 0:
-            return out
-        b = self.block
-        row_blocks = [(r, min(r + b, grid.shape[0])) for r in range(0, grid.shape[0], b)]
-        col_blocks = [(c, min(c + b, grid.shape[1])) for c in range(0, grid.shape[1], b)]
-        rows = [grid.y.latent_range(a, e) for a, e in row_blocks]
-        cols = [grid.x.latent_range(a, e) for a, e in col_blocks]
-        self._check(grid, rows, cols)
-        stopped = []
-
-        def stop() -> bool:
-            if not stopped and should_stop is not None and should_stop():
-                stopped.append(True)
-            return bool(stopped)
-
-        fam, dev = self.family, self.model.device
-        runs = fam.wants_runs
-        dy = _DeviceAxis.of(grid.y, dev, row_blocks if runs else ())
-        dx = _DeviceAxis.of(grid.x, dev, col_blocks if runs else ())
-        sink = _Output(out, dev, b)
-        workers = render_workers(dev) if self.workers is None else max(1, int(self.workers))
-        pool = render_pool(workers) if workers > 1 and dev.type == "cpu" else None
-        total, done = len(row_blocks) * len(col_blocks), 0
-        with torch.inference_mode(), exact_fp32(dev, self.model.dtype):
-            state = fam.prepare(grid.rel_cell, dev)
-
-            def job(i: int, j: int) -> None:
-                (r0, r1), (c0, c1) = row_blocks[i], col_blocks[j]
-                with torch.inference_mode():  # per thread: a pool worker needs its own
-                    val = self._decode(grid, dy, dx, (r0, r1, c0, c1), rows[i], cols[j], state)
-                    sink.put(slice(r0, r1), slice(c0, c1), (val * 0.5 + 0.5).clamp_(0, 1))
-
-            for cell in self.plan(rows, cols):
-                if stop():
-                    break
-                self.encode_rect(*cell.rect, whole=cell.whole, should_stop=stop)
-                for _ in self._run_blocks(job, [(i, j) for i in cell.rows for j in cell.cols], pool, stop):
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
-        return sink.finish()
-
-    @staticmethod
-    def _run_blocks(job, blocks, pool, stop):
-        """Run ``job(i, j)`` for each block, here or on ``pool``; yields once per finished
-        block, in order. After ``stop()`` turns true no further block starts."""
-        if pool is None:
-            for i, j in blocks:
-                if stop():
-                    return
-                job(i, j)
-                yield
-            return
-        halt = threading.Event()
-
-        def guarded(i, j):
-            if not halt.is_set():
-                job(i, j)
-
-        futures = [pool.submit(guarded, i, j) for i, j in blocks]
-        try:
-            for fut in futures:
-                fut.result()
-                if stop():
-                    halt.set()
-                    return
-                yield
-        finally:  # stopped, failed or abandoned: no new block starts; wait for the running ones
-            halt.set()
-            for fut in futures:
-                fut.cancel()
-            for fut in futures:
-                if not fut.cancelled():
-                    fut.exception()
+        outs = None if out is None else [out]
+        return render_together([self], grid, progress=progress, should_stop=should_stop, outs=outs)[0]
 
     def _check(self, grid: SampleGrid, rows, cols) -> None:
         members, _ = self.family.shifts()
@@ -296,3 +221,109 @@ class EncodedField(LatentTiles):
         top = row0.index_select(1, x0) * (1 - tx) + row0.index_select(1, x1) * tx
         bot = row1.index_select(1, x0) * (1 - tx) + row1.index_select(1, x1) * tx
         return top * (1 - ty) + bot * ty
+
+
+def compatible(fields) -> bool:
+    """Whether ``fields`` can be rendered in one :func:`render_together` call: one model, one
+    shape, and the same tiles, cache and output blocks (so one plan serves them all)."""
+    a = fields[0]
+    return all(f.model is a.model and f.shape == a.shape and f.tile == a.tile and f.cache_bytes == a.cache_bytes
+               and f.block == a.block and f.workers == a.workers for f in fields[1:])
+
+
+def render_together(fields, grid: SampleGrid, *, progress=None, should_stop=None, outs=None) -> list[np.ndarray]:
+    """Every sample of ``grid`` in each of ``fields`` (:func:`compatible` ones: e.g. the
+    channels of one image): a list of float32 (rows, cols, 3) arrays in [0, 1], each exactly
+    what that field's own :meth:`EncodedField.render_grid` gives.
+
+    One call for all: the grid's tables go to the device once, and the output blocks of every
+    field share one queue, so a few blocks per field keep every worker busy (a 128 x 128 tile
+    of one field is one block: on a CPU, one core). ``progress``, ``should_stop``: as for
+    ``render_grid``, counting the blocks of all fields; ``outs``: arrays to fill, one per field.
+    """
+    fields = list(fields)
+    if not fields or not compatible(fields):
+        raise ValueError("fields rendered together need one model, one shape and the same tiles and cache; "
+                         "render them one by one")
+    first, shape = fields[0], grid.shape + (3,)
+    outs = [np.empty(shape, np.float32) for _ in fields] if outs is None else list(outs)
+    for out in outs:
+        if out.shape != shape:
+            raise ValueError(f"out has shape {out.shape}; this grid renders {shape}")
+    if min(grid.shape) == 0:
+        return outs
+    b = first.block
+    row_blocks = [(r, min(r + b, grid.shape[0])) for r in range(0, grid.shape[0], b)]
+    col_blocks = [(c, min(c + b, grid.shape[1])) for c in range(0, grid.shape[1], b)]
+    rows = [grid.y.latent_range(a, e) for a, e in row_blocks]
+    cols = [grid.x.latent_range(a, e) for a, e in col_blocks]
+    first._check(grid, rows, cols)
+    stopped = []
+
+    def stop() -> bool:
+        if not stopped and should_stop is not None and should_stop():
+            stopped.append(True)
+        return bool(stopped)
+
+    fam, dev = first.family, first.model.device
+    runs = fam.wants_runs
+    dy = _DeviceAxis.of(grid.y, dev, row_blocks if runs else ())
+    dx = _DeviceAxis.of(grid.x, dev, col_blocks if runs else ())
+    sinks = [_Output(out, dev, b) for out in outs]
+    workers = render_workers(dev) if first.workers is None else max(1, int(first.workers))
+    pool = render_pool(workers) if workers > 1 and dev.type == "cpu" else None
+    total, done = len(row_blocks) * len(col_blocks) * len(fields), 0
+    with torch.inference_mode(), exact_fp32(dev, first.model.dtype):
+        state = fam.prepare(grid.rel_cell, dev)
+
+        def job(k: int, i: int, j: int) -> None:
+            (r0, r1), (c0, c1) = row_blocks[i], col_blocks[j]
+            with torch.inference_mode():  # per thread: a pool worker needs its own
+                val = fields[k]._decode(grid, dy, dx, (r0, r1, c0, c1), rows[i], cols[j], state)
+                sinks[k].put(slice(r0, r1), slice(c0, c1), (val * 0.5 + 0.5).clamp_(0, 1))
+
+        for cell in first.plan(rows, cols):  # the fields share a geometry: one plan for all
+            if stop():
+                break
+            for fld in fields:
+                fld.encode_rect(*cell.rect, whole=cell.whole, should_stop=stop)
+            blocks = [(k, i, j) for i in cell.rows for j in cell.cols for k in range(len(fields))]
+            for _ in _run_blocks(job, blocks, pool, stop):
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+    return [sink.finish() for sink in sinks]
+
+
+def _run_blocks(job, blocks, pool, stop):
+    """Run ``job(*b)`` for each ``b`` of ``blocks``, here or on ``pool``; yields once per
+    finished block, in order. After ``stop()`` turns true no further block starts."""
+    if pool is None:
+        for b in blocks:
+            if stop():
+                return
+            job(*b)
+            yield
+        return
+    halt = threading.Event()
+
+    def guarded(b):
+        if not halt.is_set():
+            job(*b)
+
+    futures = [pool.submit(guarded, b) for b in blocks]
+    try:
+        for fut in futures:
+            fut.result()
+            if stop():
+                halt.set()
+                return
+            yield
+    finally:  # stopped, failed or abandoned: no new block starts; wait for the running ones
+        halt.set()
+        for fut in futures:
+            fut.cancel()
+        for fut in futures:
+            if not fut.cancelled():
+                fut.exception()
+

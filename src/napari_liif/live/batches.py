@@ -9,6 +9,9 @@ The coarse pass of a batch is its samples on even rows and columns (``[::2, ::2]
 of them; the fine pass renders the other three quarters (odd rows; even rows' odd columns). Every
 tile of a batch starts at an even offset, so a tile's coarse samples are its own ``[::2, ::2]``,
 spread over 2 x 2 as its preview (:func:`spread`). No sample is rendered twice.
+
+Batches of different sources over the same samples (the channels of one image) are rendered
+together, as :func:`siblings`, in one engine call.
 """
 
 from __future__ import annotations
@@ -115,6 +118,16 @@ def make_batches(jobs: list[Job], max_samples: int, align: int = 2) -> list[Batc
     batches = [_join([j for r in band for j in r], 0) if len(band) > 1 else _join(band[0], 1) for band in bands]
     batches += singles
     return sorted(batches, key=lambda b: min(rank[j.key] for j in b.jobs))
+
+
+def siblings(batches: list[Batch], key) -> list[tuple[Batch, ...]]:
+    """``batches`` grouped where ``key(batch)`` is equal (e.g. region, shape and cell: the same
+    samples of different sources, such as the channels of one image), each group ordered and
+    placed as its first batch is: one engine call renders a group."""
+    groups: dict = {}
+    for b in batches:
+        groups.setdefault(key(b), []).append(b)
+    return [tuple(g) for g in groups.values()]
 
 
 def spread(coarse: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -4,9 +4,11 @@ The core needs little of a model: open a field over a plane (:meth:`Engine.field
 latents under an area in large windows (:meth:`Field.encode`), compute what a view's cell needs
 per latent in one batch (:meth:`Field.prepare_cell`), and render some samples of a
 regular grid (:meth:`Field.render`: the grid's rows and columns by slices, so a coarse pass
-``[::2, ::2]`` and its completion are the grid's own samples). :class:`ModelEngine` is that
-door over a :class:`~napari_liif.engine.LiifModel`, and counts the work that went through it:
-input pixels encoded and samples rendered (what the tests count instead of timing).
+``[::2, ::2]`` and its completion are the grid's own samples), or the same samples of several
+fields in one call (:meth:`Engine.render`: an image's channels share the call's work queue).
+:class:`ModelEngine` is that door over a :class:`~napari_liif.engine.LiifModel`, and counts the
+work that went through it: input pixels encoded and samples rendered (what the tests count
+instead of timing).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..field import default_block
+from ..field import compatible, default_block, render_together
 
 
 @runtime_checkable
@@ -59,6 +61,11 @@ class Engine(Protocol):
 
     def same(self, other) -> bool:
         """True if ``other`` (a model or an engine) is this engine's model."""
+
+    def render(self, fields, region, shape, cell, rows: slice = slice(None), cols: slice = slice(None), *,
+               should_stop=None) -> list[np.ndarray] | None:
+        """:meth:`Field.render` of each of ``fields`` (this engine's) in one call, e.g. the
+        channels of an image: the same samples of each; None if ``should_stop()`` turned true."""
 
 
 class ModelField:
@@ -125,24 +132,8 @@ class ModelField:
 
     def render(self, region, shape, cell, rows: slice = slice(None), cols: slice = slice(None), *,
                should_stop=None) -> np.ndarray | None:
-        grid = self.encoded.grid(region, shape, cell)[rows, cols]
-        stopped = []
-
-        def stop() -> bool:
-            if should_stop is not None and should_stop():
-                stopped.append(True)
-            return bool(stopped)
-
-        before = self.encoded.pixels_encoded
-        try:
-            values = self.encoded.render_grid(grid, should_stop=stop)
-        finally:
-            self.engine.pixels_encoded += self.encoded.pixels_encoded - before
-        if stopped:
-            return None
-        self.engine.samples_rendered += values.shape[0] * values.shape[1]
-        self.engine.render_calls += 1
-        return values
+        values = self.engine.render([self], region, shape, cell, rows, cols, should_stop=should_stop)
+        return None if values is None else values[0]
 
 
 class ModelEngine:
@@ -167,6 +158,30 @@ class ModelEngine:
 
     def same(self, other) -> bool:
         return other is self or other is self.model or getattr(other, "model", None) is self.model
+
+    def render(self, fields, region, shape, cell, rows: slice = slice(None), cols: slice = slice(None), *,
+               should_stop=None) -> list[np.ndarray] | None:
+        encoded = [f.encoded for f in fields]
+        groups = [encoded] if compatible(encoded) else [[e] for e in encoded]  # else: one by one
+        stopped, out = [], []
+
+        def stop() -> bool:
+            if should_stop is not None and should_stop():
+                stopped.append(True)
+            return bool(stopped)
+
+        for group in groups:
+            grid = group[0].grid(region, shape, cell)[rows, cols]
+            before = sum(e.pixels_encoded for e in group)
+            try:
+                out += render_together(group, grid, should_stop=stop)
+            finally:
+                self.pixels_encoded += sum(e.pixels_encoded for e in group) - before
+            if stopped:
+                return None
+        self.samples_rendered += sum(v.shape[0] * v.shape[1] for v in out)
+        self.render_calls += 1
+        return out
 
 
 def as_engine(model) -> Engine:

@@ -6,6 +6,7 @@ windows, then renders the rest in :mod:`batches <napari_liif.live.batches>` (few
 calls): the first batch whole, then, if its speed says the others take longer than
 ``preview_min_s``, a *coarse pass* over them (each tile's samples on its even rows and columns,
 a quarter, posted as previews) before their other three quarters (each tile posted whole).
+Batches of several sources over the same samples (an image's channels) share each engine call.
 Strided samples cost more each than whole tiles (fewer share a latent), so a pass that is fast
 anyway goes without (the speed of the small centre tiles, used before, counted the engine's
 fixed cost per call and the cell products, and sent most quiet zooms through the coarse pass);
@@ -31,13 +32,15 @@ import numpy as np
 
 from ..grid import cell_size
 from ..latents import WINDOW_PX
-from .batches import Batch, make_batches, spread
+from .batches import Batch, make_batches, siblings, spread
 from .keys import Done, Failed, Job, Kind, Note, Request, Result
 from .port import Engine, Field, as_engine
 
-#: a view whose rest is expected to render in under this many seconds gets no coarse pass: it
-#: costs nothing extra, but is one more overlay refresh and only helps when the wait is long
-PREVIEW_MIN_S = 0.5
+#: a view whose rest is expected to render in under this many seconds gets no coarse pass: its
+#: strided samples cost 1.3-1.6x as much each (fewer share a latent's gathered values), so it
+#: delays the whole view for an earlier cover that is worth it only when the wait is long
+#: (3 channels after a zoom, 2-core EPYC: whole 0.98 s without; covered 0.80 s, whole 1.60 s with)
+PREVIEW_MIN_S = 1.0
 #: samples per engine call (a batch of tiles) on a CPU, and on a GPU
 CPU_BATCH, GPU_BATCH = 1 << 17, 1 << 22
 
@@ -246,11 +249,21 @@ class Renderer(threading.Thread):
         self.outbox.put(Done(req.gen))
 
 
+Group = tuple  # of Batch: batches over the same samples of different sources
+
+
+def samples(g: Group) -> int:
+    """Samples of every batch of a group."""
+    return sum(b.samples for b in g)
+
+
 class Pass:
-    """One request's rendering: first tiles, encoding, the coarse pass, the fine pass."""
+    """One request's rendering: first tiles, encoding, the coarse pass, the fine pass. Batches of
+    different sources over the same samples (the channels of an image) go together, a *group*:
+    one engine call renders them all, their output blocks sharing the engine's workers."""
 
     def __init__(self, renderer: Renderer, planes: dict[int, Plane], req: Request, engine: Engine):
-        self.r, self.planes, self.req = renderer, planes, req
+        self.r, self.planes, self.req, self.engine = renderer, planes, req, engine
         self.max_samples = renderer.batch_samples or (CPU_BATCH if engine.on_cpu else GPU_BATCH)
         self.align = 2 * engine.block  # tiles of a batch keep the engine's blocks (coarse ones too)
 
@@ -265,6 +278,9 @@ class Pass:
         shape = self.planes[job.source].prepared.shape
         return cell_size(shape, job.frame.region, job.frame.shape, self.req.cell)
 
+    def groups(self, batches: list[Batch]) -> list[Group]:
+        return siblings(batches, lambda b: (b.region, b.shape, self.cell(b.jobs[0])))
+
     def run(self) -> bool:
         """Render the request; False if a newer one interrupted it."""
         seen, first, rest = set(), [], []
@@ -274,33 +290,36 @@ class Pass:
         for job in first:
             for fld in self.planes[job.source].fields:
                 fld.encode(job.region)  # only the few small encoder tiles under it
-            if not self.post(Kind.TILE, job, self.render(Batch((job,), job.region, job.shape))):
+        for g in self.groups([Batch((job,), job.region, job.shape) for job in first]):
+            if not self.post_group(g, self.render(g)):
                 return False
         if not rest:
             return True
         if not self.encode(rest):
             return False
-        batches = make_batches(rest, self.max_samples, self.align)
+        groups = self.groups(make_batches(rest, self.max_samples, self.align))
         if not self.req.preview:
-            return all(self.post_batch(Kind.TILE, b, self.render(b)) for b in batches)
+            return all(self.post_group(g, self.render(g)) for g in groups)
         if self.r.preview_min_s > 0:  # 0: a coarse pass however fast the engine
-            # the first batch whole: its speed (a large call, its cell products already computed,
+            # the first group whole: its speed (a large call, its cell products already computed,
             # under the machine's load of the moment) says whether the others need a coarse pass
             t = time.perf_counter()
-            if not self.post_batch(Kind.TILE, batches[0], self.render(batches[0])):
+            if not self.post_group(groups[0], self.render(groups[0])):
                 return False
-            rate = batches[0].samples / max(time.perf_counter() - t, 1e-6)  # samples per second
-            batches = batches[1:]
-            if sum(b.samples for b in batches) / rate <= self.r.preview_min_s:
-                return all(self.post_batch(Kind.TILE, b, self.render(b)) for b in batches)
+            rate = samples(groups[0]) / max(time.perf_counter() - t, 1e-6)  # samples per second
+            groups = groups[1:]
+            if sum(samples(g) for g in groups) / rate <= self.r.preview_min_s:
+                return all(self.post_group(g, self.render(g)) for g in groups)
         coarse = []
-        for b in batches:  # the whole view covered first
-            values = self.render(b, slice(0, None, 2), slice(0, None, 2))
-            if not self.post_coarse(b, values):
+        for g in groups:  # the whole view covered first
+            values = self.render(g, slice(0, None, 2), slice(0, None, 2))
+            if values is None:
                 return False
+            for b, v in zip(g, values):
+                self.post_coarse(b, v)
             coarse.append(values)
-        for b, even in zip(batches, coarse):
-            if not self.post_batch(Kind.TILE, b, self.complete(b, even)):
+        for g, even in zip(groups, coarse):
+            if not self.post_group(g, self.complete(g, even)):
                 return False
         return True
 
@@ -321,53 +340,59 @@ class Pass:
                 fld.prepare_cell(job.region, job.shape, self.cell(job), union)  # in one batch
         return True
 
-    def render(self, b: Batch, rows: slice = slice(None), cols: slice = slice(None)):
-        """The overlay's values at samples ``[rows, cols]`` of batch ``b``; None if interrupted."""
-        plane = self.planes[b.source]
-        renders = []
-        for fld in plane.fields:
-            values = fld.render(b.region, b.shape, self.cell(b.jobs[0]), rows, cols, should_stop=self.stale)
-            if values is None:
-                return None
-            renders.append(values)
-        prep = plane.prepared
-        near = prep.nearest(b.region, b.shape)[rows, cols] if prep.carries else None
-        return prep.combine(renders, near)
+    def render(self, g: Group, rows: slice = slice(None), cols: slice = slice(None)):
+        """Each batch's overlay values at samples ``[rows, cols]`` (one engine call for the
+        group); None if interrupted."""
+        b0 = g[0]
+        fields = [f for b in g for f in self.planes[b.source].fields]
+        renders = self.engine.render(fields, b0.region, b0.shape, self.cell(b0.jobs[0]), rows, cols,
+                                     should_stop=self.stale)
+        if renders is None:
+            return None
+        out, k = [], 0
+        for b in g:
+            plane = self.planes[b.source]
+            prep, n = plane.prepared, len(plane.fields)
+            near = prep.nearest(b.region, b.shape)[rows, cols] if prep.carries else None
+            out.append(prep.combine(renders[k:k + n], near))
+            k += n
+        return out
 
-    def complete(self, b: Batch, even: np.ndarray):
-        """The whole batch from its coarse samples plus the other three quarters; None if interrupted."""
-        h, w = b.shape
-        out = np.empty((h, w) + even.shape[2:], even.dtype)
-        out[::2, ::2] = even
+    def complete(self, g: Group, even: list[np.ndarray]):
+        """Each batch whole from its coarse samples plus the other three quarters; None if
+        interrupted."""
+        h, w = g[0].shape
+        outs = []
+        for e in even:
+            out = np.empty((h, w) + e.shape[2:], e.dtype)
+            out[::2, ::2] = e
+            outs.append(out)
         for rows, cols in ((slice(1, None, 2), slice(None)), (slice(0, None, 2), slice(1, None, 2))):
             if len(range(h)[rows]) == 0 or len(range(w)[cols]) == 0:
                 continue  # one sample high or wide: nothing there
-            values = self.render(b, rows, cols)
+            values = self.render(g, rows, cols)
             if values is None:
                 return None
-            out[rows, cols] = values
-        return out
+            for out, v in zip(outs, values):
+                out[rows, cols] = v
+        return outs
 
-    def post(self, kind: Kind, job: Job, values) -> bool:
-        if values is None:
-            return False
+    def post(self, kind: Kind, job: Job, values) -> None:
         self.r.outbox.put(Result(kind, self.req.gen, job.key, values))
-        return True
 
-    def post_batch(self, kind: Kind, b: Batch, values) -> bool:
-        """Each tile of ``b`` from the batch's values; False (nothing posted) if interrupted."""
+    def post_group(self, g: Group, values) -> bool:
+        """Each tile of each batch of ``g`` from the batches' values; False (nothing posted) if
+        interrupted."""
         if values is None:
             return False
-        for job in b.jobs:
-            self.post(kind, job, values[b.slot(job)].copy() if len(b.jobs) > 1 else values)
+        for b, v in zip(g, values):
+            for job in b.jobs:
+                self.post(Kind.TILE, job, v[b.slot(job)].copy() if len(b.jobs) > 1 else v)
         return True
 
-    def post_coarse(self, b: Batch, coarse) -> bool:
-        """Each tile's preview from the batch's coarse samples; False if interrupted."""
-        if coarse is None:
-            return False
+    def post_coarse(self, b: Batch, coarse: np.ndarray) -> None:
+        """Each tile's preview from its batch's coarse samples."""
         for job in b.jobs:  # each starts at an even offset: its coarse samples are its own [::2, ::2]
             rs, cs = b.slot(job)
             mine = coarse[rs.start // 2:(rs.stop + 1) // 2, cs.start // 2:(cs.stop + 1) // 2]
             self.post(Kind.PREVIEW, job, spread(mine, job.shape))
-        return True
