@@ -1,7 +1,8 @@
 """The live core without Qt or napari: plans, the tile cache across pans, a zoom that never runs
 the encoder again, cancellation by a newer view, the coarse pass covering the whole view first,
 several sources sharing one queue (an image's channels sharing each engine call), and batches
-whose values are each tile's own, bit for bit. Work is counted through the engine protocol (input pixels encoded, samples rendered, calls)."""
+whose values are each tile's own, bit for bit. Work is counted through the engine protocol (input
+pixels encoded, samples rendered, calls)."""
 
 from __future__ import annotations
 
