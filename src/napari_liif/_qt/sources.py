@@ -103,10 +103,19 @@ class LiveSource:
         ov, view = self.overlay, self.view
         if ov is None or view.plan is None:
             return
+        # each of napari's data, scale and translate setters re-slices the layer and has the viewer
+        # recompute every layer's extent (17-23 ms each on the 2-core EPYC): only what changed
+        # (the session refills the same array when the view keeps its size; a pan keeps the scale)
+        changed = False
         if new:
-            ov.data = view.buffer
-            ov.scale, ov.translate = view.plan.scale, view.plan.translate
-        else:
+            if ov.data is not view.buffer:
+                ov.data, changed = view.buffer, True
+            for name in ("scale", "translate"):
+                value = np.asarray(getattr(view.plan, name), float)
+                if not np.array_equal(np.asarray(getattr(ov, name), float), value):
+                    setattr(ov, name, value)
+                    changed = True
+        if not changed:
             ov.refresh(thumbnail=not view.missing, extent=False, highlight=False)
         if self.stand is not None:
             self.stand.set_coverage(view.covered, view.coverage_origin(), view.plan.tile_size)

@@ -35,17 +35,18 @@ from vispy.visuals.shaders import Function, Varying
 
 _VERT = """
 void mask_position() {
-    $v_mask_pos = gl_Position;
+    vec4 p = $to_scene(gl_Position);
+    $v_mask_texel = (p.xy / p.w - $offset) / $scale;
 }
 """
 
-# q: the fragment in scene coordinates; v: in overlay texels (x = column, y = row), where the
-# overlay's buffer spans [0, w] x [0, h]; the tile mask has one texel per tile of the plan's grid
+# v: the fragment in overlay texels (x = column, y = row), where the overlay's buffer spans
+# [0, w] x [0, h], computed per vertex: the render-to-scene map of a 2D view is affine, so the
+# interpolated value is exact and a fragment only reads the tile mask, one texel per tile of the
+# plan's grid (per fragment, the transform cost llvmpipe ~30 ms a frame at 1024 x 768)
 _FRAG = """
 void mask_discard() {
-    vec4 p = $to_scene($v_mask_pos);
-    vec2 q = p.xy / p.w;
-    vec2 v = (q - $offset) / $scale;
+    vec2 v = $v_mask_texel;
     float m = 0.0;
     if (v.x > 0.0 && v.x < $size.x && v.y > 0.0 && v.y < $size.y)
         m = texture2D($tiles, (v - $grid0) / $grid_size).r;
@@ -89,21 +90,21 @@ class Mask(Filter):
 
     def __init__(self, keep: bool):
         super().__init__(vcode=Function(_VERT), vhook="post", vpos=1, fcode=Function(_FRAG), fhook="pre", fpos=1)
-        pos = Varying("v_mask_pos", "vec4")
-        self.vshader["v_mask_pos"] = pos
-        self.fshader["v_mask_pos"] = pos
+        texel = Varying("v_mask_texel", "vec2")
+        self.vshader["v_mask_texel"] = texel
+        self.fshader["v_mask_texel"] = texel
         self.fshader["keep"] = 1.0 if keep else 0.0
         self.set_frame((0.0, 0.0), (1.0, 1.0), Coverage())
 
     def _attach(self, visual):
         super()._attach(visual)
-        self.fshader["to_scene"] = visual.get_transform("render", "scene")
+        self.vshader["to_scene"] = visual.get_transform("render", "scene")
 
     def set_frame(self, offset, scale, cov: Coverage) -> None:
         """``offset``/``scale``: scene = offset + scale * overlay texel (x, y); ``cov``: the tiles."""
+        self.vshader["offset"] = (float(offset[0]), float(offset[1]))
+        self.vshader["scale"] = (float(scale[0]), float(scale[1]))
         sh = self.fshader
-        sh["offset"] = (float(offset[0]), float(offset[1]))
-        sh["scale"] = (float(scale[0]), float(scale[1]))
         sh["size"] = (cov.size[1], cov.size[0])
         sh["grid0"] = (cov.origin[1], cov.origin[0])
         ny, nx = cov.covered.shape

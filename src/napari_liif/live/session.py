@@ -152,9 +152,10 @@ class Session:
         if plan_id == src.plan_id:
             return Planned(src, False, blank)
         src.plan, src.plan_id = plan, plan_id
-        src.buffer = np.zeros(plan.shape + ((4,) if state.rgb else ()), np.float32)
-        if not state.rgb:
-            src.buffer.fill(np.nan)
+        shape = plan.shape + ((4,) if state.rgb else ())
+        if src.buffer is None or src.buffer.shape != shape:  # else reused: the overlay keeps its array
+            src.buffer = np.empty(shape, np.float32)
+        src.buffer.fill(0.0 if state.rgb else np.nan)  # transparent until a tile comes
         ty, tx = [t.index[0] for t in plan.tiles], [t.index[1] for t in plan.tiles]
         src.grid0 = (min(ty), min(tx))
         src.covered = np.zeros((max(ty) - min(ty) + 1, max(tx) - min(tx) + 1), bool)
