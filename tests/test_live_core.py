@@ -102,9 +102,15 @@ def test_a_pan_renders_only_new_samples_and_a_zoom_never_encodes_again(model):
         settle(s)
         eng, first = engine_of(s), s.sources[0].plan
         assert eng.samples_rendered == samples(first) == 128 * 192
+        buffer = s.sources[0].buffer
         s.view(Camera2D((32.0, 48.0 + 32 / 4), 4.0, (128, 192)), {0: state})  # one tile (32 px) right
         settle(s)
         assert eng.samples_rendered - 128 * 192 == 128 * 32  # the column of tiles it exposed, nothing more
+        # the same array refilled (the overlay keeps its data), every tile the new view's own
+        src = s.sources[0]
+        assert src.buffer is buffer
+        for t, want in per_tile(state, s.renderer.fields[0], src.plan, coarse=False).items():
+            assert np.abs(src.buffer[src.plan.slot(t)] - want).max() < 1e-3, t
         n0 = eng.samples_rendered
         s.view(Camera2D((32.0 + 40 / 4, 48.0 - 24 / 4), 4.0, (128, 192)), {0: state})  # 40 and 24 px
         settle(s)
