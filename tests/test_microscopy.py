@@ -171,7 +171,7 @@ def test_trainer_on_generated_microscopy(tmp_path, make_liif, monkeypatch):
 
     # a small pool of small scenes, two small validation scenes: the same code, a fraction of the time
     monkeypatch.setattr(mic, "MicroscopyPatches", functools.partial(mic.MicroscopyPatches, pool=2, side=72))
-    monkeypatch.setattr(mic, "validation_scenes", functools.partial(mic.validation_scenes, n=1, shape=(48, 48)))
+    monkeypatch.setattr(mic, "validation_scenes", functools.partial(mic.validation_scenes, n=3, shape=(48, 48)))
     net, spec = make_liif("edsr-baseline", hidden=(16,), bilinear_residual=True)
     init = save_safetensors(tmp_path / "init.safetensors", net, spec)
     cfg = TrainConfig(train_dirs=[], out_dir=str(tmp_path / "run"), data="microscopy", steps=2, batch_size=2,
@@ -181,8 +181,12 @@ def test_trainer_on_generated_microscopy(tmp_path, make_liif, monkeypatch):
     rows = (tmp_path / "run" / "val.csv").read_text().splitlines()
     assert rows[0] == ("step,kind,scale,liif_psnr,bicubic_psnr,gain_db,liif_bias_pct,noise_gain,gain_lp_db,"
                        "liif_floor_pct,ref_floor_pct")
-    assert [r.split(",")[:3] for r in rows[1:]] == [["2", "low", "2"], ["2", "low", "4"]]
-    assert (tmp_path / "run" / "best.safetensors").is_file()
+    assert [r.split(",")[:3] for r in rows[1:]] == [["2", k, s] for k in ("low", "noisy", "binned") for s in "24"]
+    # the checkpoint's figure is the mean low-passed gain (a noisy reference rewards reproducing noise)
+    lp = [float(r.split(",")[8]) for r in rows[1:]]
+    from napari_liif.checkpoint import read_checkpoint
+    _, _, meta = read_checkpoint(tmp_path / "run" / "best.safetensors")
+    assert float(meta["val_gain_db"]) == pytest.approx(sum(lp) / len(lp), abs=1e-3)
 
 
 def test_train_cli_data_choices_are_checked(tmp_path, capsys):
