@@ -61,17 +61,16 @@ def encoded(session: Session, timeout: float = 60.0) -> None:
 
 
 def views(model, states: dict, **kw) -> tuple[list, list]:
-    """Buffers of every source after the cold view, the pan and the zoom (each waiting for the
-    planes to be encoded first, as a user pausing would), and the engine's work after each."""
+    """Buffers of every source after the cold view, the pan and the zoom, and the engine's work
+    after each once the idle pass has encoded the planes (as a user pausing would)."""
     s = Session(lambda: model, len(states), tile=32, preview=False, **kw)
     shown, work = [], []
     try:
-        for k, cam in enumerate((COLD, PAN, ZOOM)):
-            if k:
-                encoded(s)
+        for cam in (COLD, PAN, ZOOM):
             s.view(cam, states)
             settle(s)
             shown.append([src.buffer.copy() for src in s.sources])
+            encoded(s)
             eng = s.renderer.engine
             work.append((eng.pixels_encoded, eng.samples_rendered))
     finally:

@@ -73,6 +73,26 @@ def test_encoder_windows_pay_the_halo_once(make_liif, as_model):
     assert float((grouped.latents(0, 40, 0, 50) - single.latents(0, 40, 0, 50)).abs().max()) < TOL
 
 
+def test_a_view_encodes_only_as_far_as_it_reaches_and_keeps_its_values_when_tiles_fill_in(make_liif, as_model):
+    """``prefetch(region, whole=False)`` (a live view) runs the encoder over the region and its
+    halo only, not over the whole tiles it meets; encoding the plane later (whole tiles) leaves
+    what the view read bit for bit as it was, and everything within float rounding of untiled."""
+    net, spec = make_liif("edsr-baseline")  # halo 7
+    model = as_model(net, spec)
+    region = (13.0, 17.0, 22.0, 29.0)  # latents 12..23 x 16..30 with the ensemble's margin
+    part = model.encode(IMAGE, tile=16, window_px=60 * 60)
+    part.prefetch(region, whole=False)
+    assert part.pixels_encoded == (23 + 7 - 5) * (30 + 7 - 9)  # rows 5..30, columns 9..37
+    tiles = model.encode(IMAGE, tile=16, window_px=60 * 60)
+    tiles.prefetch(region)
+    assert tiles.pixels_encoded == (32 + 7) * (32 + 7 - 9)  # whole tiles: rows 0..39, columns 9..39
+    seen = part.render(region, (27, 36))
+    part.prefetch()  # the idle pass: the whole plane, whole tiles
+    assert np.array_equal(part.render(region, (27, 36)), seen)
+    untiled = model.encode(IMAGE, tile=1024)
+    assert float((part.latents(0, 40, 0, 50) - untiled.latents(0, 40, 0, 50)).abs().max()) < TOL
+
+
 def test_whole_image_render_encodes_along_block_rows_in_windows(make_liif, as_model):
     """A plain render encodes ahead along each row of output blocks, several tiles per window,
     and gives the same image as tile-by-tile encoding."""

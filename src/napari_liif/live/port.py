@@ -28,7 +28,8 @@ class Field(Protocol):
     tiles_encoded: int  # encoder tiles computed so far
 
     def encode(self, region=None, *, should_stop=None) -> int:
-        """Encode the latents under ``region`` (None: the whole plane) in large windows."""
+        """Encode the latents under ``region`` (None: the whole plane) in large windows, no
+        further than it reaches (what a view needs now; :meth:`encode_near` does whole tiles)."""
 
     def encode_near(self, region=None, *, should_stop=None) -> bool:
         """Encode the plane where its latents fit in half its cache, else the widest margin
@@ -83,9 +84,12 @@ class ModelField:
         return self.encoded.tiles_encoded
 
     def encode(self, region=None, *, should_stop=None) -> int:
+        return self._prefetch(region, region is None, should_stop)
+
+    def _prefetch(self, region, whole: bool, should_stop) -> int:
         before = self.encoded.pixels_encoded
         try:
-            return self.encoded.prefetch(region, should_stop=should_stop)
+            return self.encoded.prefetch(region, whole=whole, should_stop=should_stop)
         finally:
             self.engine.pixels_encoded += self.encoded.pixels_encoded - before
 
@@ -94,7 +98,7 @@ class ModelField:
         h, w = enc.shape
         budget = enc.cache_bytes // 2
         if region is None or enc.latent_bytes(h, w) <= budget:
-            self.encode(None, should_stop=should_stop)
+            self._prefetch(None, True, should_stop)
             return True
         top, left, bottom, right = (int(np.floor(region[0])), int(np.floor(region[1])),
                                     int(np.ceil(region[2])), int(np.ceil(region[3])))
@@ -111,7 +115,7 @@ class ModelField:
         while lo < hi:  # the widest margin that fits
             mid = (lo + hi + 1) // 2
             lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
-        self.encode((top - lo, left - lo, bottom + lo, right + lo), should_stop=should_stop)
+        self._prefetch((top - lo, left - lo, bottom + lo, right + lo), True, should_stop)
         return False
 
     def prepare_cell(self, region, shape, cell, latents) -> int:
