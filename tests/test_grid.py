@@ -145,3 +145,5 @@ def test_fields_rendered_together_are_each_as_alone(field, as_model):
     assert seen[-1] == (12, 12) and len(seen) == 12  # 2 x 2 blocks of 64 per field
     with pytest.raises(ValueError, match="one shape .* render them one by one"):
         render_together([field, field.model.encode(IMAGE[:20])], grid)
+    with pytest.raises(ValueError, match="1 output arrays for 2 fields; give one per field"):
+        render_together([field, other], grid, outs=[np.empty(OUT + (3,), np.float32)])

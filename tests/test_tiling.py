@@ -87,6 +87,12 @@ def test_a_view_encodes_only_as_far_as_it_reaches_and_keeps_its_values_when_tile
     tiles.prefetch(region)
     assert tiles.pixels_encoded == (32 + 7) * (32 + 7 - 9)  # whole tiles: rows 0..39, columns 9..39
     seen = part.render(region, (27, 36))
+    before = part.pixels_encoded
+    part.prefetch((9.0, 21.0, 18.0, 33.0), whole=False)  # a diagonal pan: edge tiles need more, lose some
+    assert part.pixels_encoded > before and np.array_equal(part.render(region, (27, 36)), seen)
+    before = part.pixels_encoded
+    part.prefetch(region, whole=False)  # back: all there
+    assert part.pixels_encoded == before
     part.prefetch()  # the idle pass: the whole plane, whole tiles
     assert np.array_equal(part.render(region, (27, 36)), seen)
     untiled = model.encode(IMAGE, tile=1024)

@@ -247,6 +247,8 @@ def render_together(fields, grid: SampleGrid, *, progress=None, should_stop=None
                          "render them one by one")
     first, shape = fields[0], grid.shape + (3,)
     outs = [np.empty(shape, np.float32) for _ in fields] if outs is None else list(outs)
+    if len(outs) != len(fields):
+        raise ValueError(f"{len(outs)} output arrays for {len(fields)} fields; give one per field")
     for out in outs:
         if out.shape != shape:
             raise ValueError(f"out has shape {out.shape}; this grid renders {shape}")

@@ -70,6 +70,13 @@ def _keep(new: Entry, old: Entry) -> None:
             new.image[rows, cols] = old.image
 
 
+def _joined(rect, entry) -> tuple[int, int, int, int]:
+    """The bounding box of ``rect`` (y0, y1, x0, x1) and ``entry``'s rectangle (None: ``rect``)."""
+    if entry is None:
+        return rect
+    return min(rect[0], entry.y0), max(rect[1], entry.y1), min(rect[2], entry.x0), max(rect[3], entry.x1)
+
+
 def _nbytes(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.numel() * t.element_size()
 
@@ -255,13 +262,18 @@ class LatentTiles:
                         continue
                     if whole:
                         missing = [(k, self._tile_rect(*k)) for k, _ in missing]
+                    else:  # a tile's part already there is encoded again with it: the new entry covers it
+                        missing = [(k, _joined(r, self._cache.get(k))) for k, r in missing]
                     # the window: the bounding box of what is missing
                     box = (min(r[0] for _, r in missing), max(r[1] for _, r in missing),
                            min(r[2] for _, r in missing), max(r[3] for _, r in missing))
                     for key, entry in self._encode(*box).items():
                         old = self._cache.get(key)
-                        if old is None or not old.covers(entry.y0, entry.y1, entry.x0, entry.x1):
-                            self._store(key, entry)  # keep what a render may already have used
+                        # only an entry that covers the old one replaces it (taking its values,
+                        # _store): what a render has read is never read differently
+                        if old is None or (entry.covers(old.y0, old.y1, old.x0, old.x1)
+                                           and not old.covers(entry.y0, entry.y1, entry.x0, entry.x1)):
+                            self._store(key, entry)
                             done += 1
         self.tiles_encoded += done
         return done
@@ -283,7 +295,7 @@ class LatentTiles:
         area first (the visible part of a live view) saves the halo that many small windows
         would each pay. ``whole``: encode every tile it meets whole (what later views reuse);
         False: only as far as ``region`` reaches (what a view needs now: for a 1024 x 768 view
-        at zoom 4, 87 k input pixels instead of 127 k with tiles of 32). Cached tiles are kept
+        at zoom 4, a window of 87 k input pixels instead of 127 k with tiles of 32). Cached tiles are kept
         as they are. An area whose latents exceed half the cache is not prefetched (its first
         tiles would be evicted before they are used). ``should_stop()`` is asked before each
         window. Returns the number of tiles encoded."""
@@ -336,7 +348,7 @@ class LatentTiles:
         """Compute now, in one call of the family's cell products (LM-LIIF: its latent MLP), the
         chunks under latent rows [y0, y1) x columns [x0, x1) that the cache lacks for
         ``rel_cell``, instead of one call per chunk as renders reach them (the latents are
-        encoded first, whole tiles). Nothing for a family without cell products. Returns the
+        encoded first: whole tiles where they are missing). Nothing for a family without cell products. Returns the
         latents computed."""
         if self.family is None or not self.family.cell_dependent:
             return 0

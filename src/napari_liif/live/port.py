@@ -142,7 +142,8 @@ class ModelField:
 
 class ModelEngine:
     """:class:`Engine` over a :class:`~napari_liif.engine.LiifModel`; counts the input pixels its
-    fields encoded (halos included), the samples rendered and the render calls."""
+    fields encoded (halos included), the samples rendered and the render calls (decode loops run:
+    fields rendered together count once)."""
 
     def __init__(self, model):
         self.model = model
@@ -166,6 +167,8 @@ class ModelEngine:
     def render(self, fields, region, shape, cell, rows: slice = slice(None), cols: slice = slice(None), *,
                should_stop=None) -> list[np.ndarray] | None:
         encoded = [f.encoded for f in fields]
+        if not encoded:
+            return []
         groups = [encoded] if compatible(encoded) else [[e] for e in encoded]  # else: one by one
         stopped, out = [], []
 
@@ -184,7 +187,7 @@ class ModelEngine:
             if stopped:
                 return None
         self.samples_rendered += sum(v.shape[0] * v.shape[1] for v in out)
-        self.render_calls += 1
+        self.render_calls += len(groups)  # the engine's decode loops run
         return out
 
 
