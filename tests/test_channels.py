@@ -103,3 +103,13 @@ def test_plane_codec_float_decode_for_live_zoom():
     near = np.array([[[5000, 5000, 5000, 65535]]], np.uint16).repeat(2, 0).repeat(2, 1)
     codec.carry_values(near, out)  # beyond the map's range: shown as it is
     assert (out[..., :3] == 5000).all()
+
+
+def test_a_gray_render_decodes_as_the_mean_of_its_three_channels():
+    """The model renders three channels for a gray plane; the value is their mean (by hand here:
+    (r + g + b) / 3 mapped back to 100..1100), whatever the render's memory layout."""
+    codec = PlaneCodec.of("gray", IntensityMap.of(np.uint16, 100, 1100))
+    render = np.random.default_rng(3).random((9, 11, 3)).astype(np.float32)
+    got = codec.decode([render], exact=False)
+    np.testing.assert_allclose(got, 100 + 1000 * (render[..., 0] + render[..., 1] + render[..., 2]) / 3, rtol=1e-6)
+    assert np.array_equal(got, codec.decode([render.copy(order="F")], exact=False))
