@@ -187,6 +187,7 @@ def test_trainer_on_generated_microscopy(tmp_path, make_liif, monkeypatch):
     from napari_liif.checkpoint import read_checkpoint
     _, _, meta = read_checkpoint(tmp_path / "run" / "best.safetensors")
     assert float(meta["val_gain_db"]) == pytest.approx(sum(lp) / len(lp), abs=1e-3)
+    assert meta["val_gain_of"] == "low-passed PSNR"
 
 
 def test_train_cli_data_choices_are_checked(tmp_path, capsys):

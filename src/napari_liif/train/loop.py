@@ -248,11 +248,13 @@ class Trainer:
         self.net.train().requires_grad_(True)
         # the low-passed gain where there is one: against a noisy reference, the plain gain rewards
         # reproducing the noise (napari_liif.train.metrics.psnr_lowpass)
-        gain = float(np.mean([r.get("gain_lp_db", r["gain_db"]) for r in rows]))
+        lowpass = all("gain_lp_db" in r for r in rows)
+        gain = float(np.mean([r["gain_lp_db" if lowpass else "gain_db"] for r in rows]))
         if gain > self.best_gain:  # best.safetensors: the model at the best validation so far
             self.best_gain = gain
             save_safetensors(self.out / "best.safetensors", self.net, self.spec, steps=str(self.step),
-                             train_config=json.dumps(asdict(self.cfg)), val_gain_db=f"{gain:.3f}")
+                             train_config=json.dumps(asdict(self.cfg)), val_gain_db=f"{gain:.3f}",
+                             val_gain_of="low-passed PSNR" if lowpass else "PSNR")
         path = self.out / "val.csv"
         new = not path.exists()
         with path.open("a", newline="") as f:
