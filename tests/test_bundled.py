@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_every_bundled_model_is_installed_and_loads_as_its_family():
-    assert set(bundled.names()) == set(bundled.BUNDLED) == {"default", "fast", "microscopy"}
+    assert set(bundled.names()) == set(bundled.BUNDLED) == {"default", "fast", "microscopy", "fast-microscopy"}
     for name, b in bundled.BUNDLED.items():
         m = load_model(name, device="cpu")
         assert m.spec["name"] == b.family == type(m.family).name, name

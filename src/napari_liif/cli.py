@@ -168,14 +168,14 @@ def cmd_models(args) -> int:
     from .bundled import BUNDLED, names
     from .engine import load_model
 
-    present = names()
-    print(f"{'name':12s} {'family':8s} {'MAC/pixel':>10s} {'MAC/latent':>11s}  quality (gain over bicubic)")
+    present, w = names(), max(len(n) for n in BUNDLED)
+    print(f"{'name':{w}s} {'family':8s} {'MAC/pixel':>10s} {'MAC/latent':>11s}  quality (gain over bicubic)")
     for name, b in BUNDLED.items():
         if name not in present:
-            print(f"{name:12s} {b.family:8s} {'-':>10s} {'-':>11s}  (not installed: {b.filename})")
+            print(f"{name:{w}s} {b.family:8s} {'-':>10s} {'-':>11s}  (not installed: {b.filename})")
             continue
         info = load_model(name, device="cpu").info()
-        print(f"{name:12s} {info['family']:8s} {info['macs_per_pixel']:>10,d} {info['macs_per_latent']:>11,d}  "
+        print(f"{name:{w}s} {info['family']:8s} {info['macs_per_pixel']:>10,d} {info['macs_per_latent']:>11,d}  "
               f"{b.quality}")
     print("MAC/pixel: per output sample (all ensemble members); MAC/latent: once per latent and cell, "
           "shared by the samples around it")
