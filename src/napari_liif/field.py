@@ -68,27 +68,17 @@ class _DeviceAxis:
     tap1: torch.Tensor
     frac: torch.Tensor
     runs: dict
-    lazy: Axis | None = None  # the host axis whose runs are grouped on demand (on a CPU)
 
     @classmethod
-    def of(cls, axis: Axis, device: torch.device, spans=(), lazy: bool = False) -> _DeviceAxis:
+    def of(cls, axis: Axis, device: torch.device, spans=()) -> _DeviceAxis:
         """The tables on ``device``, with the :class:`~napari_liif.grid.Runs` of each block
-        ``(a, b)`` in ``spans`` (built on the host, copied with the tables), or with ``lazy``
-        (a CPU: there is no device to keep waiting) grouped by the first block that asks, on
-        its worker (a zoom's 74 groupings took 38 ms on the rendering thread, the workers idle)."""
+        ``(a, b)`` in ``spans`` (built on the host, copied with the tables)."""
         def move(t):
             return t.to(device)
 
         return cls({k: move(v) for k, v in axis.index.items()}, {k: move(v) for k, v in axis.rel.items()},
                    move(axis.tap0), move(axis.tap1), move(axis.frac),
-                   {} if lazy else {(a, b): axis.runs(a, b).to(device) for a, b in spans}, axis if lazy else None)
-
-    def runs_of(self, a: int, b: int):
-        """The runs of block ``(a, b)`` (None where the family wants none)."""
-        got = self.runs.get((a, b))
-        if got is None and self.lazy is not None:
-            got = self.runs[(a, b)] = self.lazy.runs(a, b)  # two workers at once: the same value twice
-        return got
+                   {(a, b): axis.runs(a, b).to(device) for a, b in spans})
 
     def block(self, a: int, b: int, lo: int) -> dict:
         """{shift: (index - lo, rel)} for samples [a, b): indices into products from latent ``lo``."""
@@ -213,7 +203,7 @@ class EncodedField(LatentTiles):
         prods = self.products(ly0, ly1, lx0, lx1, grid.rel_cell if fam.cell_dependent else None, whole=False,
                               transient=True)
         block = Block(grid.members, dy.block(r0, r1, ly0), dx.block(c0, c1, lx0), grid.rel_cell,
-                      row_runs=_moved(dy.runs_of(r0, r1), ly0), col_runs=_moved(dx.runs_of(c0, c1), lx0))
+                      row_runs=_moved(dy.runs.get((r0, r1)), ly0), col_runs=_moved(dx.runs.get((c0, c1)), lx0))
         if fam.needs_bilinear:
             block.bilinear = self._bilinear(grid, dy, dx, box)
         return fam.decode_block(prods, block, state)
@@ -278,9 +268,9 @@ def render_together(fields, grid: SampleGrid, *, progress=None, should_stop=None
         return bool(stopped)
 
     fam, dev = first.family, first.model.device
-    runs, lazy = fam.wants_runs, fam.wants_runs and dev.type == "cpu"
-    dy = _DeviceAxis.of(grid.y, dev, row_blocks if runs else (), lazy)
-    dx = _DeviceAxis.of(grid.x, dev, col_blocks if runs else (), lazy)
+    runs = fam.wants_runs
+    dy = _DeviceAxis.of(grid.y, dev, row_blocks if runs else ())
+    dx = _DeviceAxis.of(grid.x, dev, col_blocks if runs else ())
     sinks = [_Output(out, dev, b) for out in outs]
     workers = render_workers(dev) if first.workers is None else max(1, int(first.workers))
     pool = render_pool(workers) if workers > 1 and dev.type == "cpu" else None
